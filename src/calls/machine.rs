@@ -1,0 +1,725 @@
+//! The call state machine. Pure: it reads no clock, touches no socket or database. Given a call,
+//! an action, who acts and the time, it moves the call and says what must happen (effects), or
+//! refuses with a typed error. The shell (service) performs the effects.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    Ring,
+    InCall,
+    Canceled,
+    Rejected,
+    Timeout,
+    Finished,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Ring,
+        Status::InCall,
+        Status::Canceled,
+        Status::Rejected,
+        Status::Timeout,
+        Status::Finished,
+    ];
+
+    /// The wire name (client enum `VMessageCallStatus`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ring => "ring",
+            Status::InCall => "inCall",
+            Status::Canceled => "canceled",
+            Status::Rejected => "rejected",
+            Status::Timeout => "timeout",
+            Status::Finished => "finished",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Ring | Status::InCall)
+    }
+}
+
+/// Who acts, relative to this call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Caller,
+    Callee,
+    Stranger,
+    /// The server itself: ring timer, disconnect grace timers.
+    System,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Callee answers. `caller_online`: the caller's call device has a live socket to tell.
+    Accept {
+        answer: Value,
+        caller_online: bool,
+    },
+    Reject,
+    Cancel,
+    End,
+    /// `end/v2`: cancel, reject or end, whichever fits the actor's role and the state.
+    Hangup,
+    RingTimeout,
+    /// The ringing caller's device stayed away past the grace.
+    CallerDeviceLost,
+    /// A party's call device stayed away past the reconnect grace during the call.
+    PartyDeviceLost,
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Accept { .. } => "accept",
+            Action::Reject => "reject",
+            Action::Cancel => "cancel",
+            Action::End => "end",
+            Action::Hangup => "end/v2",
+            Action::RingTimeout => "ring timeout",
+            Action::CallerDeviceLost => "caller device lost",
+            Action::PartyDeviceLost => "party device lost",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("you are not a party to this call")]
+    NotAParty,
+    #[error("only the callee can {0} this call")]
+    NotCallee(&'static str),
+    #[error("only the caller can cancel this call")]
+    NotCaller,
+    #[error("only the server can time out or drop a call")]
+    NotSystem,
+    #[error("call is not ringing (status: {0})")]
+    NotRinging(&'static str),
+    /// The original server's message for end/end-v2 on a call that is not running.
+    #[error("meet status not InCall! (status: {0})")]
+    NotInCall(&'static str),
+}
+
+impl CallError {
+    /// Role errors are 403; state errors (including every race loser) are 400.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            CallError::NotAParty
+                | CallError::NotCallee(_)
+                | CallError::NotCaller
+                | CallError::NotSystem
+        )
+    }
+}
+
+/// Chat messages about calls that clients can render (`mT: "call"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallNote {
+    Missed,
+    Rejected,
+    Canceled,
+    Finished,
+}
+
+/// One ICE candidate waiting for the other side's device to be known.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldIce {
+    pub from: Role,
+    pub from_device: String,
+    /// The whole `v1IceCandidate` payload as received.
+    pub payload: Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// `v1OnCallAccepted` to the caller's call device only.
+    TellCallerAccepted,
+    /// `v1OnCallCanceled` to the callee's devices other than the one that acted.
+    StopOtherCalleeDevices {
+        acting_device: String,
+    },
+    /// `v1OnCallRejected` to every caller device.
+    TellCallerRejected,
+    /// `v1OnCallCanceled` to every callee device.
+    TellCalleeCanceled,
+    TellBothTimeout,
+    TellBothEnded,
+    StopRingTimer,
+    /// `v1OnIceCandidate` to one party's device.
+    DeliverIce {
+        to: Role,
+        device: String,
+        payload: Value,
+    },
+    Note(CallNote),
+    /// The acting callee is told the accept failed: the caller's device is gone.
+    RefuseAcceptCallerOffline,
+}
+
+/// A call as the machine sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub meet_id: String,
+    pub room_id: String,
+    pub caller: String,
+    pub callee: String,
+    pub caller_device: String,
+    pub callee_device: Option<String>,
+    pub with_video: bool,
+    pub platform: String,
+    pub status: Status,
+    pub payload: Value,
+    pub answer: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Bumped on every transition; the store keeps the highest.
+    pub rev: i64,
+    pub held_ice: Vec<HeldIce>,
+}
+
+/// At most this many candidates are held per ringing call; more is a misbehaving client.
+pub const MAX_HELD_ICE: usize = 64;
+
+impl Call {
+    pub fn role_of(&self, user: &str) -> Role {
+        if user == self.caller {
+            Role::Caller
+        } else if user == self.callee {
+            Role::Callee
+        } else {
+            Role::Stranger
+        }
+    }
+
+    /// The user and device at the other end from `role`, if known yet.
+    pub fn other_party(&self, role: Role) -> Option<(&str, &str)> {
+        match role {
+            Role::Caller => self
+                .callee_device
+                .as_deref()
+                .map(|d| (self.callee.as_str(), d)),
+            Role::Callee => Some((self.caller.as_str(), self.caller_device.as_str())),
+            _ => None,
+        }
+    }
+}
+
+/// The actor of an action: a user on a device, or the server.
+#[derive(Clone, Debug)]
+pub struct Actor<'a> {
+    pub user: Option<&'a str>,
+    pub device: &'a str,
+}
+
+impl Actor<'static> {
+    pub const SYSTEM: Actor<'static> = Actor {
+        user: None,
+        device: "",
+    };
+}
+
+/// Moves `call` by `action`. On error the call is unchanged.
+pub fn apply(
+    call: &mut Call,
+    action: Action,
+    actor: &Actor<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Effect>, CallError> {
+    let role = match actor.user {
+        None => Role::System,
+        Some(u) => call.role_of(u),
+    };
+    let st = call.status;
+    let state = st.as_str();
+    // Resolve end/v2 into the action it stands for.
+    let action = match action {
+        Action::Hangup => match (role, st) {
+            (Role::Stranger, _) => return Err(CallError::NotAParty),
+            (Role::Caller, Status::Ring) => Action::Cancel,
+            (Role::Callee, Status::Ring) => Action::Reject,
+            (Role::Caller | Role::Callee, Status::InCall) => Action::End,
+            (Role::System, _) => return Err(CallError::NotAParty),
+            (_, _) => return Err(CallError::NotInCall(state)),
+        },
+        other => other,
+    };
+    let mut effects = Vec::new();
+    let to = match action {
+        Action::Accept {
+            answer,
+            caller_online,
+        } => {
+            match role {
+                Role::Callee => {}
+                Role::Caller => return Err(CallError::NotCallee("accept")),
+                _ => return Err(CallError::NotAParty),
+            }
+            if st != Status::Ring {
+                return Err(CallError::NotRinging(state));
+            }
+            effects.push(Effect::StopRingTimer);
+            if !caller_online {
+                // Nobody is left to hear the answer: the call is missed, as in the original.
+                effects.push(Effect::RefuseAcceptCallerOffline);
+                effects.push(Effect::TellBothTimeout);
+                effects.push(Effect::Note(CallNote::Missed));
+                call.ended_at = Some(now);
+                Status::Timeout
+            } else {
+                call.answer = Some(answer);
+                call.callee_device = Some(actor.device.to_string());
+                call.accepted_at = Some(now);
+                effects.push(Effect::TellCallerAccepted);
+                effects.push(Effect::StopOtherCalleeDevices {
+                    acting_device: actor.device.to_string(),
+                });
+                // Candidates held while ringing now have somewhere to go; those from callee
+                // devices that did not answer are dropped.
+                for held in call.held_ice.drain(..) {
+                    match held.from {
+                        Role::Caller => effects.push(Effect::DeliverIce {
+                            to: Role::Callee,
+                            device: actor.device.to_string(),
+                            payload: held.payload,
+                        }),
+                        Role::Callee if held.from_device == actor.device => {
+                            effects.push(Effect::DeliverIce {
+                                to: Role::Caller,
+                                device: call.caller_device.clone(),
+                                payload: held.payload,
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                Status::InCall
+            }
+        }
+        Action::Reject => {
+            match role {
+                Role::Callee => {}
+                Role::Caller => return Err(CallError::NotCallee("reject")),
+                _ => return Err(CallError::NotAParty),
+            }
+            if st != Status::Ring {
+                return Err(CallError::NotRinging(state));
+            }
+            call.ended_at = Some(now);
+            effects.extend([
+                Effect::StopRingTimer,
+                Effect::TellCallerRejected,
+                Effect::StopOtherCalleeDevices {
+                    acting_device: actor.device.to_string(),
+                },
+                Effect::Note(CallNote::Rejected),
+            ]);
+            Status::Rejected
+        }
+        Action::Cancel => {
+            match role {
+                Role::Caller => {}
+                Role::Callee => return Err(CallError::NotCaller),
+                _ => return Err(CallError::NotAParty),
+            }
+            if st != Status::Ring {
+                return Err(CallError::NotRinging(state));
+            }
+            call.ended_at = Some(now);
+            effects.extend([
+                Effect::StopRingTimer,
+                Effect::TellCalleeCanceled,
+                Effect::Note(CallNote::Canceled),
+            ]);
+            Status::Canceled
+        }
+        Action::End => {
+            if !matches!(role, Role::Caller | Role::Callee) {
+                return Err(CallError::NotAParty);
+            }
+            if st != Status::InCall {
+                return Err(CallError::NotInCall(state));
+            }
+            call.ended_at = Some(now);
+            effects.extend([Effect::TellBothEnded, Effect::Note(CallNote::Finished)]);
+            Status::Finished
+        }
+        Action::RingTimeout => {
+            if role != Role::System {
+                return Err(CallError::NotSystem);
+            }
+            if st != Status::Ring {
+                return Err(CallError::NotRinging(state));
+            }
+            call.ended_at = Some(now);
+            effects.extend([
+                Effect::StopRingTimer,
+                Effect::TellBothTimeout,
+                Effect::Note(CallNote::Missed),
+            ]);
+            Status::Timeout
+        }
+        Action::CallerDeviceLost => {
+            if role != Role::System {
+                return Err(CallError::NotSystem);
+            }
+            if st != Status::Ring {
+                return Err(CallError::NotRinging(state));
+            }
+            call.ended_at = Some(now);
+            effects.extend([
+                Effect::StopRingTimer,
+                Effect::TellCalleeCanceled,
+                Effect::Note(CallNote::Canceled),
+            ]);
+            Status::Canceled
+        }
+        Action::PartyDeviceLost => {
+            if role != Role::System {
+                return Err(CallError::NotSystem);
+            }
+            if st != Status::InCall {
+                return Err(CallError::NotInCall(state));
+            }
+            call.ended_at = Some(now);
+            effects.extend([Effect::TellBothEnded, Effect::Note(CallNote::Finished)]);
+            Status::Finished
+        }
+        Action::Hangup => unreachable!("resolved above"),
+    };
+    call.status = to;
+    call.rev += 1;
+    if !to.is_live() {
+        call.held_ice.clear();
+    }
+    Ok(effects)
+}
+
+/// Where an ICE candidate from `user` on `device` goes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IceRoute {
+    /// Relay now to this party's device.
+    Deliver { to: Role, device: String },
+    /// The other side's device is not known yet (ringing): held in order.
+    Held,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IceError {
+    #[error("you are not a party to this call")]
+    NotAParty,
+    #[error("call is not live (status: {0})")]
+    NotLive(&'static str),
+    #[error("this device is not the one in the call")]
+    NotCallDevice,
+    #[error("too many ICE candidates held for a ringing call")]
+    TooManyHeld,
+}
+
+/// Decides an ICE relay, holding the candidate in the call when it cannot be delivered yet.
+pub fn route_ice(
+    call: &mut Call,
+    user: &str,
+    device: &str,
+    payload: Value,
+) -> Result<IceRoute, IceError> {
+    let role = call.role_of(user);
+    if role == Role::Stranger {
+        return Err(IceError::NotAParty);
+    }
+    match call.status {
+        Status::Ring => {
+            // The caller's device is known, but the callee's is not, and a callee device that
+            // never answers must not leak candidates to the caller: hold both sides.
+            if role == Role::Caller && device != call.caller_device {
+                return Err(IceError::NotCallDevice);
+            }
+            if call.held_ice.len() >= MAX_HELD_ICE {
+                return Err(IceError::TooManyHeld);
+            }
+            call.held_ice.push(HeldIce {
+                from: role,
+                from_device: device.to_string(),
+                payload,
+            });
+            Ok(IceRoute::Held)
+        }
+        Status::InCall => {
+            let (own_device, to) = match role {
+                Role::Caller => (call.caller_device.as_str(), Role::Callee),
+                _ => (
+                    call.callee_device.as_deref().unwrap_or_default(),
+                    Role::Caller,
+                ),
+            };
+            if device != own_device {
+                return Err(IceError::NotCallDevice);
+            }
+            let (_, target) = call.other_party(role).expect("in-call parties are known");
+            Ok(IceRoute::Deliver {
+                to,
+                device: target.to_string(),
+            })
+        }
+        other => Err(IceError::NotLive(other.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn call(status: Status) -> Call {
+        Call {
+            meet_id: "m".into(),
+            room_id: "r".into(),
+            caller: "alice".into(),
+            callee: "bob".into(),
+            caller_device: "a-phone".into(),
+            callee_device: (status == Status::InCall).then(|| "b-phone".to_string()),
+            with_video: false,
+            platform: "webRtc".into(),
+            status,
+            payload: json!("offer"),
+            answer: None,
+            created_at: Utc::now(),
+            accepted_at: None,
+            ended_at: None,
+            rev: 1,
+            held_ice: vec![],
+        }
+    }
+
+    fn actors() -> Vec<(Role, Actor<'static>)> {
+        vec![
+            (
+                Role::Caller,
+                Actor {
+                    user: Some("alice"),
+                    device: "a-phone",
+                },
+            ),
+            (
+                Role::Callee,
+                Actor {
+                    user: Some("bob"),
+                    device: "b-phone",
+                },
+            ),
+            (
+                Role::Stranger,
+                Actor {
+                    user: Some("eve"),
+                    device: "e",
+                },
+            ),
+            (Role::System, Actor::SYSTEM),
+        ]
+    }
+
+    fn actions() -> Vec<Action> {
+        vec![
+            Action::Accept {
+                answer: json!({"answer": 1}),
+                caller_online: true,
+            },
+            Action::Accept {
+                answer: json!("a"),
+                caller_online: false,
+            },
+            Action::Reject,
+            Action::Cancel,
+            Action::End,
+            Action::Hangup,
+            Action::RingTimeout,
+            Action::CallerDeviceLost,
+            Action::PartyDeviceLost,
+        ]
+    }
+
+    /// The whole table: what each state × action × role must give.
+    fn expected(st: Status, action: &Action, role: Role) -> Result<Status, ()> {
+        use Role::*;
+        use Status::*;
+        match (action, role, st) {
+            (Action::Accept { caller_online, .. }, Callee, Ring) => {
+                Ok(if *caller_online { InCall } else { Timeout })
+            }
+            (Action::Reject, Callee, Ring) => Ok(Rejected),
+            (Action::Cancel, Caller, Ring) => Ok(Canceled),
+            (Action::End, Caller | Callee, InCall) => Ok(Finished),
+            (Action::Hangup, Caller, Ring) => Ok(Canceled),
+            (Action::Hangup, Callee, Ring) => Ok(Rejected),
+            (Action::Hangup, Caller | Callee, InCall) => Ok(Finished),
+            (Action::RingTimeout, System, Ring) => Ok(Timeout),
+            (Action::CallerDeviceLost, System, Ring) => Ok(Canceled),
+            (Action::PartyDeviceLost, System, InCall) => Ok(Finished),
+            _ => Err(()),
+        }
+    }
+
+    #[test]
+    fn every_state_action_actor() {
+        let mut checked = 0;
+        for st in Status::ALL {
+            for action in actions() {
+                for (role, actor) in actors() {
+                    let mut c = call(st);
+                    let before = c.clone();
+                    let got = apply(&mut c, action.clone(), &actor, Utc::now());
+                    match expected(st, &action, role) {
+                        Ok(to) => {
+                            let effects = got.unwrap_or_else(|e| {
+                                panic!("{st:?} {} by {role:?}: unexpected {e}", action.name())
+                            });
+                            assert_eq!(c.status, to, "{st:?} {} by {role:?}", action.name());
+                            assert_eq!(c.rev, before.rev + 1);
+                            assert!(!effects.is_empty());
+                            if !to.is_live() {
+                                assert!(c.ended_at.is_some());
+                            }
+                        }
+                        Err(()) => {
+                            let e = got.expect_err("must refuse");
+                            assert_eq!(c, before, "a refused action changes nothing");
+                            // Role errors are 403, everything else (state) is 400.
+                            if role == Role::Stranger {
+                                assert!(e.is_forbidden(), "{e}");
+                            }
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 6 * 9 * 4);
+    }
+
+    #[test]
+    fn accept_records_answer_device_and_time_and_flushes_held_ice() {
+        let mut c = call(Status::Ring);
+        route_ice(&mut c, "alice", "a-phone", json!({"n": 1})).unwrap();
+        route_ice(&mut c, "bob", "b-tablet", json!({"n": 2})).unwrap();
+        route_ice(&mut c, "bob", "b-phone", json!({"n": 3})).unwrap();
+        route_ice(&mut c, "alice", "a-phone", json!({"n": 4})).unwrap();
+        let now = Utc::now();
+        let fx = apply(
+            &mut c,
+            Action::Accept {
+                answer: json!("ans"),
+                caller_online: true,
+            },
+            &Actor {
+                user: Some("bob"),
+                device: "b-phone",
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(c.callee_device.as_deref(), Some("b-phone"));
+        assert_eq!(c.answer, Some(json!("ans")));
+        assert_eq!(c.accepted_at, Some(now));
+        let ice: Vec<_> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::DeliverIce {
+                    to,
+                    device,
+                    payload,
+                } => Some((*to, device.clone(), payload["n"].as_i64().unwrap())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            ice,
+            vec![
+                (Role::Callee, "b-phone".into(), 1),
+                (Role::Caller, "a-phone".into(), 3),
+                (Role::Callee, "b-phone".into(), 4),
+            ],
+            "in order, to the answering device, the tablet's candidate dropped"
+        );
+        assert!(c.held_ice.is_empty());
+        assert!(fx.contains(&Effect::StopOtherCalleeDevices {
+            acting_device: "b-phone".into()
+        }));
+    }
+
+    #[test]
+    fn ice_routing_in_call_and_refusals() {
+        let mut c = call(Status::InCall);
+        assert_eq!(
+            route_ice(&mut c, "alice", "a-phone", json!(1)),
+            Ok(IceRoute::Deliver {
+                to: Role::Callee,
+                device: "b-phone".into()
+            })
+        );
+        assert_eq!(
+            route_ice(&mut c, "bob", "b-phone", json!(1)),
+            Ok(IceRoute::Deliver {
+                to: Role::Caller,
+                device: "a-phone".into()
+            })
+        );
+        assert_eq!(
+            route_ice(&mut c, "bob", "b-tablet", json!(1)),
+            Err(IceError::NotCallDevice)
+        );
+        assert_eq!(
+            route_ice(&mut c, "eve", "x", json!(1)),
+            Err(IceError::NotAParty)
+        );
+        let mut ended = call(Status::Finished);
+        assert_eq!(
+            route_ice(&mut ended, "alice", "a-phone", json!(1)),
+            Err(IceError::NotLive("finished"))
+        );
+        let mut ringing = call(Status::Ring);
+        for _ in 0..MAX_HELD_ICE {
+            route_ice(&mut ringing, "alice", "a-phone", json!(1)).unwrap();
+        }
+        assert_eq!(
+            route_ice(&mut ringing, "alice", "a-phone", json!(1)),
+            Err(IceError::TooManyHeld)
+        );
+    }
+
+    #[test]
+    fn accept_with_caller_gone_is_a_missed_call() {
+        let mut c = call(Status::Ring);
+        let fx = apply(
+            &mut c,
+            Action::Accept {
+                answer: json!(null),
+                caller_online: false,
+            },
+            &Actor {
+                user: Some("bob"),
+                device: "b-phone",
+            },
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(c.status, Status::Timeout);
+        assert!(fx.contains(&Effect::RefuseAcceptCallerOffline));
+        assert!(fx.contains(&Effect::Note(CallNote::Missed)));
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("offline"), None);
+    }
+}

@@ -1,0 +1,6 @@
+//! Calls: the pure state machine ([`machine`]), the live-call registry ([`registry`]) and the
+//! service that drives both from REST, sockets and timers ([`service`]).
+
+pub mod machine;
+pub mod registry;
+pub mod service;

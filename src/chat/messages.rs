@@ -1,0 +1,389 @@
+//! Messages: send (idempotent on localId), page, delete for all / for me, and call notes.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::auth::Identity;
+use crate::calls::machine::{Call, CallNote};
+use crate::ids::iso;
+use crate::store::{MessageRow, NewMessage, RoomKind};
+use crate::wire::events;
+use crate::wire::shapes::MessageOut;
+use crate::wire::ApiError;
+
+/// Longest text a message may carry.
+pub const MAX_CONTENT_CHARS: usize = 32 * 1024;
+const MAX_LOCAL_ID: usize = 128;
+
+/// `POST channel/{roomId}/message/` (JSON, or multipart with the same names as text parts).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessage {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub local_id: Option<String>,
+    #[serde(default)]
+    pub message_type: Option<String>,
+    #[serde(default)]
+    pub is_encrypted: Option<Value>,
+    #[serde(default)]
+    pub reply_to_local_id: Option<String>,
+    #[serde(default)]
+    pub forward_local_id: Option<String>,
+    /// `msgAtt` for location / custom / info / call messages: an object, or its JSON text.
+    #[serde(default)]
+    pub attachment: Option<Value>,
+    /// Set by the HTTP layer when a multipart body carried a file part.
+    #[serde(skip)]
+    pub has_file: bool,
+}
+
+fn truthy(v: &Option<Value>) -> Result<bool, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" => Ok(true),
+        Some(Value::String(s)) if s == "false" || s.is_empty() => Ok(false),
+        _ => Err(ApiError::bad("isEncrypted must be true or false")),
+    }
+}
+
+fn attachment_of(v: &Option<Value>) -> Result<Option<Value>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => Ok(Some(v)),
+            _ => Err(ApiError::bad("attachment must be a JSON object")),
+        },
+        Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
+        Some(_) => Err(ApiError::bad("attachment must be a JSON object")),
+    }
+}
+
+pub async fn send(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    body: SendMessage,
+) -> Result<MessageOut, ApiError> {
+    let room = super::member_room(app, room_id, &who.user_id).await?;
+    let kind = body.message_type.clone().unwrap_or_else(|| "text".into());
+    match kind.as_str() {
+        "text" | "custom" | "location" | "info" | "call" => {}
+        "image" | "file" | "video" | "voice" => {
+            return Err(ApiError::bad(format!(
+                "{kind} messages need file uploads, which this server does not accept yet"
+            )))
+        }
+        other => return Err(ApiError::bad(format!("unknown messageType {other:?}"))),
+    }
+    if body.has_file {
+        return Err(ApiError::bad(
+            "file uploads are not accepted yet; send text, custom, location, info or call messages",
+        ));
+    }
+    let local_id = body.local_id.clone().unwrap_or_default();
+    if local_id.trim().is_empty() || local_id.len() > MAX_LOCAL_ID {
+        return Err(ApiError::bad(format!(
+            "localId is required (1 to {MAX_LOCAL_ID} characters)"
+        )));
+    }
+    let content = body.content.clone().unwrap_or_default();
+    if kind == "text" && content.trim().is_empty() {
+        return Err(ApiError::bad("content is required for text messages"));
+    }
+    if content.chars().count() > MAX_CONTENT_CHARS {
+        return Err(ApiError::bad(format!(
+            "content is longer than {MAX_CONTENT_CHARS} characters"
+        )));
+    }
+    let is_encrypted = truthy(&body.is_encrypted)?;
+    let attachment = attachment_of(&body.attachment)?;
+    if kind != "text" && attachment.is_none() {
+        return Err(ApiError::bad(format!(
+            "{kind} messages need an attachment object (msgAtt)"
+        )));
+    }
+    if room.kind() == RoomKind::Single {
+        if let Some(peer) = app.store.single_peer(room_id, &who.user_id).await? {
+            if app.store.is_blocked(&who.user_id, &peer.id).await? {
+                return Err(ApiError::bad(
+                    "you can't send messages in this room: a ban is in place",
+                ));
+            }
+        }
+    }
+    let reply_to = match body.reply_to_local_id.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(l) => {
+            let m = app
+                .store
+                .message_by_local_id(room_id, l)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "replyToLocalId {l:?} names no message in this room"
+                    ))
+                })?;
+            Some(serde_json::to_string(&MessageOut::from(&m)).expect("serializes"))
+        }
+    };
+    let forward_id = match body.forward_local_id.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(l) => {
+            let m = app
+                .store
+                .message_by_sender_local_id(l)
+                .await?
+                .ok_or_else(|| ApiError::bad(format!("forwardLocalId {l:?} names no message")))?;
+            if app
+                .store
+                .member_role(&m.room_id, &who.user_id)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::forbidden(
+                    "you can only forward messages from your own rooms",
+                ));
+            }
+            Some(m.id)
+        }
+    };
+    let (row, created) = app
+        .store
+        .insert_message(&NewMessage {
+            room_id: room_id.into(),
+            sender_id: who.user_id.clone(),
+            sender_name: who.name.clone(),
+            sender_identifier: who.identifier.clone(),
+            sender_img: who.img.clone(),
+            local_id,
+            kind,
+            content,
+            is_encrypted,
+            attachment: attachment.map(|a| a.to_string()),
+            reply_to,
+            forward_id,
+        })
+        .await?;
+    if row.room_id != room_id {
+        return Err(ApiError::bad(
+            "localId was already used for a message in another room",
+        ));
+    }
+    let out = MessageOut::from(&row);
+    if created {
+        app.notify
+            .to_room(room_id, events::ON_NEW_MESSAGE, &out)
+            .await;
+    }
+    Ok(out)
+}
+
+pub async fn page(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    limit: Option<i64>,
+    last_id: Option<&str>,
+) -> Result<Value, ApiError> {
+    super::member_room(app, room_id, &who.user_id).await?;
+    let limit = limit.unwrap_or(30);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad("limit must be between 1 and 100"));
+    }
+    let last_id = last_id.filter(|s| !s.is_empty());
+    if let Some(id) = last_id {
+        match app.store.message(id).await? {
+            Some(m) if m.room_id == room_id => {}
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "lastId {id:?} names no message in this room"
+                )))
+            }
+        }
+    }
+    let rows = app
+        .store
+        .messages_page(room_id, &who.user_id, limit + 1, last_id)
+        .await?;
+    let has_more = rows.len() as i64 > limit;
+    let docs: Vec<MessageOut> = rows
+        .iter()
+        .take(limit as usize)
+        .map(MessageOut::from)
+        .collect();
+    Ok(json!({ "docs": docs, "limit": limit, "hasNextPage": has_more }))
+}
+
+async fn room_message(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    message_id: &str,
+) -> Result<MessageRow, ApiError> {
+    super::member_room(app, room_id, &who.user_id).await?;
+    match app.store.message(message_id).await? {
+        Some(m) if m.room_id == room_id => Ok(m),
+        _ => Err(ApiError::not_found(format!(
+            "message {message_id:?} not found in this room"
+        ))),
+    }
+}
+
+pub async fn delete_for_all(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    message_id: &str,
+) -> Result<MessageOut, ApiError> {
+    let m = room_message(app, who, room_id, message_id).await?;
+    if m.sender_id != who.user_id {
+        return Err(ApiError::forbidden(
+            "only the sender can delete a message for everyone",
+        ));
+    }
+    match app.store.delete_for_all(message_id).await? {
+        Some(updated) => {
+            let out = MessageOut::from(&updated);
+            app.notify
+                .to_room(room_id, events::ON_DELETE_MESSAGE_FROM_ALL, &out)
+                .await;
+            Ok(out)
+        }
+        // Already deleted: a retry; answer the same, announce nothing new.
+        None => Ok(MessageOut::from(&m)),
+    }
+}
+
+pub async fn delete_for_me(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    message_id: &str,
+) -> Result<(), ApiError> {
+    room_message(app, who, room_id, message_id).await?;
+    app.store.hide_message(message_id, &who.user_id).await?;
+    Ok(())
+}
+
+/// Posts a group `info` message (`msgAtt.action`: kick, leave, addGroupMember, createGroup).
+pub async fn post_info(
+    app: &App,
+    room_id: &str,
+    admin: &Identity,
+    action: &str,
+    target_id: &str,
+    target_name: &str,
+    content: String,
+) -> Result<(), ApiError> {
+    let (row, created) = app
+        .store
+        .insert_message(&NewMessage {
+            room_id: room_id.into(),
+            sender_id: admin.user_id.clone(),
+            sender_name: admin.name.clone(),
+            sender_identifier: admin.identifier.clone(),
+            sender_img: admin.img.clone(),
+            local_id: crate::ids::new_id(),
+            kind: "info".into(),
+            content,
+            is_encrypted: false,
+            attachment: Some(
+                json!({
+                    "action": action,
+                    "targetName": target_name,
+                    "adminName": admin.name,
+                    "targetId": target_id,
+                })
+                .to_string(),
+            ),
+            reply_to: None,
+            forward_id: None,
+        })
+        .await?;
+    if created {
+        app.notify
+            .to_room(room_id, events::ON_NEW_MESSAGE, &MessageOut::from(&row))
+            .await;
+    }
+    Ok(())
+}
+
+/// The chat message a call leaves behind (`mT: "call"`), posted once per call.
+pub async fn post_call_note(
+    app: &App,
+    call: &Call,
+    note: CallNote,
+    sender_id: &str,
+) -> Result<(), ApiError> {
+    let sender = app.store.user(sender_id).await?.ok_or_else(|| {
+        ApiError::Internal(format!("call party {sender_id:?} is not a known user"))
+    })?;
+    let caller_name = if sender.id == call.caller {
+        sender.full_name.clone()
+    } else {
+        app.store
+            .user(&call.caller)
+            .await?
+            .map(|u| u.full_name)
+            .unwrap_or_default()
+    };
+    let (status, content, att) = match note {
+        CallNote::Missed => (
+            "timeout",
+            format!("📞 Missed Call from {caller_name}"),
+            json!({"callStatus": "timeout", "withVideo": call.with_video,
+                   "startAt": iso(call.created_at), "endAt": null}),
+        ),
+        CallNote::Rejected => (
+            "rejected",
+            "📞".to_string(),
+            json!({"callStatus": "rejected", "withVideo": call.with_video,
+                   "startAt": iso(call.created_at), "endAt": call.ended_at.map(iso)}),
+        ),
+        CallNote::Canceled => (
+            "canceled",
+            "📞".to_string(),
+            json!({"callStatus": "canceled", "withVideo": call.with_video,
+                   "startAt": iso(call.created_at), "endAt": call.ended_at.map(iso)}),
+        ),
+        // The real talk time: from accept to end, not from the first ring (§6.11).
+        CallNote::Finished => (
+            "finished",
+            "📞".to_string(),
+            json!({"callStatus": "finished", "withVideo": call.with_video,
+                   "startAt": call.accepted_at.map(iso), "endAt": call.ended_at.map(iso)}),
+        ),
+    };
+    let (row, created) = app
+        .store
+        .insert_message(&NewMessage {
+            room_id: call.room_id.clone(),
+            sender_id: sender.id.clone(),
+            sender_name: sender.full_name.clone(),
+            sender_identifier: sender.identifier.clone(),
+            sender_img: sender.img.clone(),
+            local_id: format!("call-{}-{status}", call.meet_id),
+            kind: "call".into(),
+            content,
+            is_encrypted: false,
+            attachment: Some(att.to_string()),
+            reply_to: None,
+            forward_id: None,
+        })
+        .await?;
+    if created {
+        app.notify
+            .to_room(
+                &call.room_id,
+                events::ON_NEW_MESSAGE,
+                &MessageOut::from(&row),
+            )
+            .await;
+    }
+    Ok(())
+}

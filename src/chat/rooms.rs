@@ -1,0 +1,244 @@
+//! Rooms and membership. Every membership change moves the affected users' live sockets into
+//! or out of the room at once, so room broadcasts are never missed or leaked.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::auth::Identity;
+use crate::store::{RoomKind, RoomRow, UserRow};
+use crate::wire::events;
+use crate::wire::shapes::{Kicked, RoomOut};
+use crate::wire::ApiError;
+
+const MAX_GROUP_MEMBERS: usize = 512;
+
+async fn out(app: &App, room: RoomRow, me: &str) -> Result<RoomOut, ApiError> {
+    Ok(RoomOut::from(&app.store.room_summary(room, me).await?))
+}
+
+async fn user_by_identifier(app: &App, identifier: &str) -> Result<UserRow, ApiError> {
+    app.store
+        .user_by_identifier(identifier)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user {identifier:?} not found")))
+}
+
+/// `POST channel/peer-room/{identifier}`: the single room with that user, created on first use.
+pub async fn peer_room(app: &App, who: &Identity, identifier: &str) -> Result<RoomOut, ApiError> {
+    let peer = user_by_identifier(app, identifier).await?;
+    if peer.id == who.user_id {
+        return Err(ApiError::bad("you cannot open a chat with yourself"));
+    }
+    let (room, created) = app.store.single_room(&who.user_id, &peer.id).await?;
+    if created {
+        app.notify.join_room(&who.user_id, &room.id);
+        app.notify.join_room(&peer.id, &room.id);
+    }
+    out(app, room, &who.user_id).await
+}
+
+/// Identifiers arrive as a JSON array, or (multipart) as its JSON text or a comma list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Identifiers {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl Identifiers {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Identifiers::List(v) => v,
+            Identifiers::Text(t) => serde_json::from_str::<Vec<String>>(&t).unwrap_or_else(|_| {
+                t.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewGroup {
+    #[serde(default)]
+    pub group_name: Option<String>,
+    #[serde(default)]
+    pub identifiers: Option<Identifiers>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewMembers {
+    #[serde(default)]
+    pub identifiers: Option<Identifiers>,
+}
+
+async fn resolve(app: &App, ids: Option<Identifiers>) -> Result<Vec<UserRow>, ApiError> {
+    let ids = ids.map(Identifiers::into_vec).unwrap_or_default();
+    if ids.is_empty() {
+        return Err(ApiError::bad("identifiers must name at least one user"));
+    }
+    if ids.len() > MAX_GROUP_MEMBERS {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_GROUP_MEMBERS} members at once"
+        )));
+    }
+    let mut users = Vec::with_capacity(ids.len());
+    for id in ids {
+        users.push(user_by_identifier(app, &id).await?);
+    }
+    Ok(users)
+}
+
+/// `POST channel/group`.
+pub async fn create_group(app: &App, who: &Identity, body: NewGroup) -> Result<RoomOut, ApiError> {
+    let name = body.group_name.unwrap_or_default();
+    if name.trim().is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad("groupName is required (1 to 100 characters)"));
+    }
+    let members = resolve(app, body.identifiers).await?;
+    let ids: Vec<String> = members.iter().map(|u| u.id.clone()).collect();
+    let room = app
+        .store
+        .create_group(&who.user_id, name.trim(), &ids)
+        .await?;
+    app.notify.join_room(&who.user_id, &room.id);
+    for id in &ids {
+        app.notify.join_room(id, &room.id);
+    }
+    super::messages::post_info(
+        app,
+        &room.id,
+        who,
+        "createGroup",
+        &room.id,
+        name.trim(),
+        format!("{} created the group {}", who.name, name.trim()),
+    )
+    .await?;
+    out(app, room, &who.user_id).await
+}
+
+async fn admin_group(app: &App, who: &Identity, room_id: &str) -> Result<RoomRow, ApiError> {
+    let room = super::member_room(app, room_id, &who.user_id).await?;
+    if room.kind() != RoomKind::Group {
+        return Err(ApiError::bad("this is not a group room"));
+    }
+    if app
+        .store
+        .member_role(room_id, &who.user_id)
+        .await?
+        .as_deref()
+        != Some("admin")
+    {
+        return Err(ApiError::forbidden("only group admins can do this"));
+    }
+    Ok(room)
+}
+
+/// `POST channel/{roomId}/group/members`.
+pub async fn add_members(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    body: NewMembers,
+) -> Result<Value, ApiError> {
+    admin_group(app, who, room_id).await?;
+    let users = resolve(app, body.identifiers).await?;
+    let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    let added = app.store.add_members(room_id, &ids).await?;
+    for u in users.iter().filter(|u| added.contains(&u.id)) {
+        app.notify.join_room(&u.id, room_id);
+        super::messages::post_info(
+            app,
+            room_id,
+            who,
+            "addGroupMember",
+            &u.id,
+            &u.full_name,
+            format!("{} added {}", who.name, u.full_name),
+        )
+        .await?;
+    }
+    Ok(json!({ "added": added }))
+}
+
+/// `DELETE channel/{roomId}/group/members/{identifier}`: the kicked user hears it, then leaves.
+pub async fn kick(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    identifier: &str,
+) -> Result<(), ApiError> {
+    admin_group(app, who, room_id).await?;
+    let target = user_by_identifier(app, identifier).await?;
+    if target.id == who.user_id {
+        return Err(ApiError::bad(
+            "you cannot kick yourself; leave the group instead",
+        ));
+    }
+    if !app.store.remove_member(room_id, &target.id).await? {
+        return Err(ApiError::bad("that user is not a member of this group"));
+    }
+    app.notify
+        .to_room(
+            room_id,
+            events::ON_KICK_GROUP_MEMBER,
+            &Kicked {
+                room_id,
+                user_id: &target.id,
+            },
+        )
+        .await;
+    app.notify.leave_room(&target.id, room_id);
+    super::messages::post_info(
+        app,
+        room_id,
+        who,
+        "kick",
+        &target.id,
+        &target.full_name,
+        format!("{} removed {}", who.name, target.full_name),
+    )
+    .await
+}
+
+/// `POST channel/{roomId}/group/leave`.
+pub async fn leave(app: &App, who: &Identity, room_id: &str) -> Result<(), ApiError> {
+    let room = super::member_room(app, room_id, &who.user_id).await?;
+    if room.kind() != RoomKind::Group {
+        return Err(ApiError::bad("only group rooms can be left"));
+    }
+    app.store.remove_member(room_id, &who.user_id).await?;
+    app.notify.leave_room(&who.user_id, room_id);
+    super::messages::post_info(
+        app,
+        room_id,
+        who,
+        "leave",
+        &who.user_id,
+        &who.name,
+        format!("{} left", who.name),
+    )
+    .await
+}
+
+/// `GET channel/`.
+pub async fn list(app: &App, who: &Identity, limit: Option<i64>) -> Result<Value, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=700).contains(&limit) {
+        return Err(ApiError::bad("limit must be between 1 and 700"));
+    }
+    let rooms = app.store.rooms_of(&who.user_id, limit).await?;
+    let docs: Vec<RoomOut> = rooms.iter().map(RoomOut::from).collect();
+    Ok(json!({ "docs": docs, "limit": limit }))
+}
+
+/// `GET channel/{roomId}`.
+pub async fn get(app: &App, who: &Identity, room_id: &str) -> Result<RoomOut, ApiError> {
+    let room = super::member_room(app, room_id, &who.user_id).await?;
+    out(app, room, &who.user_id).await
+}

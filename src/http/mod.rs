@@ -1,0 +1,86 @@
+//! HTTP: the V Chat REST API under `/api/v2`, plus health, readiness and metrics. Handlers decode,
+//! call a service, and wrap the answer in the `{code, data}` envelope.
+
+mod bans;
+mod calls;
+mod channels;
+pub mod extract;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, patch, post};
+use axum::Router;
+
+use crate::app::{App, MAX_BODY_BYTES};
+use crate::wire::ApiError;
+
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        // calls
+        .route("/call/create/{room_id}", post(calls::create))
+        .route("/call/accept/{meet_id}", post(calls::accept))
+        .route("/call/reject/{meet_id}", post(calls::reject))
+        .route("/call/cancel/{meet_id}", post(calls::cancel))
+        .route("/call/end/{meet_id}", post(calls::end))
+        .route("/call/end/v2/{meet_id}", post(calls::end_v2))
+        .route("/call/active", get(calls::active))
+        .route("/call/history", get(calls::history))
+        .route("/call/history/clear", delete(calls::clear_history))
+        .route("/call/history/clear/{id}", delete(calls::clear_one))
+        .route("/call/ice-servers", get(calls::ice_servers))
+        // rooms and messages
+        .route("/channel", get(channels::list))
+        .route("/channel/", get(channels::list))
+        .route("/channel/peer-room/{identifier}", post(channels::peer_room))
+        .route("/channel/group", post(channels::create_group))
+        .route("/channel/{room_id}", get(channels::get))
+        .route(
+            "/channel/{room_id}/group/members",
+            post(channels::add_members),
+        )
+        .route(
+            "/channel/{room_id}/group/members/{identifier}",
+            delete(channels::kick),
+        )
+        .route("/channel/{room_id}/group/leave", post(channels::leave))
+        .route(
+            "/channel/{room_id}/message",
+            post(channels::send).get(channels::messages),
+        )
+        .route(
+            "/channel/{room_id}/message/",
+            post(channels::send).get(channels::messages),
+        )
+        .route(
+            "/channel/{room_id}/message/{message_id}/delete/all",
+            delete(channels::delete_all),
+        )
+        .route(
+            "/channel/{room_id}/message/{message_id}/delete/me",
+            delete(channels::delete_me),
+        )
+        .route("/channel/{room_id}/deliver", patch(channels::deliver))
+        // bans
+        .route("/user-ban/{identifier}/ban", post(bans::ban).get(bans::get))
+        .route("/user-ban/{identifier}/un-ban", post(bans::unban));
+
+    Router::new()
+        .nest("/api/v2", api)
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::bad("method not allowed on this route")
+}

@@ -1,0 +1,127 @@
+//! `vchat-signal`: run the server (default), or mint a development token.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use vchat_signal::auth::{self, Claims};
+use vchat_signal::config::ServeArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "vchat-signal",
+    version,
+    about = "Call signaling and text chat for V Chat SDK clients (Socket.IO v4 + REST /api/v2), with an embedded TURN server",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Print an access token signed with the configured HS256 secret (or the development secret).
+    Token {
+        /// User id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Full name (`name` claim).
+        #[arg(long)]
+        name: Option<String>,
+        /// App identifier (`identifier` claim) [default: the user id]
+        #[arg(long)]
+        identifier: Option<String>,
+        /// Image URL (`img` claim).
+        #[arg(long)]
+        img: Option<String>,
+        /// Device id (`did` claim); calls ring and answer per device.
+        #[arg(long)]
+        did: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Some(Cmd::Token {
+            sub,
+            name,
+            identifier,
+            img,
+            did,
+            ttl,
+            serve,
+        }) => token(serve, sub, name, identifier, img, did, ttl),
+        Some(Cmd::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vchat-signal: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = args.resolve()?;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_new(&config.log).map_err(|e| format!("invalid log filter: {e}"))?,
+        )
+        .init();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let server = vchat_signal::start(config).await?;
+        // One plain line for scripts and tests that start us on port 0.
+        println!(
+            "vchat-signal listening on http://{}{}",
+            server.addr,
+            server
+                .turn_addr
+                .map(|a| format!(" turn={a}"))
+                .unwrap_or_default()
+        );
+        server.run_until_signal().await;
+        Ok(())
+    })
+}
+
+fn token(
+    args: ServeArgs,
+    sub: String,
+    name: Option<String>,
+    identifier: Option<String>,
+    img: Option<String>,
+    did: Option<String>,
+    ttl: u64,
+) -> Result<(), String> {
+    let config = args.resolve()?;
+    if config.jwt_public_key.is_some() {
+        return Err("tokens for a public-key setup are minted by your auth server".into());
+    }
+    let secret = match &config.jwt_secret {
+        Some(s) => s.clone(),
+        None => auth::dev_secret(&config.data_dir).map_err(|e| e.to_string())?,
+    };
+    let claims = Claims {
+        sub,
+        exp: auth::now_unix() + ttl,
+        name,
+        identifier,
+        img,
+        did,
+    };
+    println!("{}", auth::mint(secret.as_bytes(), &claims));
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Connection lifecycle. Everything a socket needs is set up in the connect middleware, which
+//! socketioxide awaits *before* it confirms the connection, so a client that emits right after
+//! `connect` never races our setup.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::socket::{Sid, Socket};
+use socketioxide::SocketIo;
+use tokio::sync::mpsc;
+
+use super::handlers;
+use super::notify::{chat_room, user_room};
+use crate::app::{App, MAX_EVENT_BYTES};
+use crate::auth::Identity;
+use crate::store::RoomKind;
+use crate::wire::events;
+use crate::wire::shapes::Exception;
+
+/// Events queued per socket before the client is told to slow down.
+const INBOX_DEPTH: usize = 256;
+
+/// What the gateway knows about one connected socket.
+pub struct SocketCtx {
+    pub sid: Sid,
+    pub who: Identity,
+    /// The room this socket last said it was typing/recording in, for the automatic `stop`.
+    pub typing_to: Mutex<Option<String>>,
+}
+
+/// One client event, as it arrived.
+pub struct Inbound {
+    pub event: String,
+    pub payload: Value,
+}
+
+/// The sending half of a socket's inbox, kept in the socket's extensions.
+#[derive(Clone)]
+struct Inbox(mpsc::Sender<Inbound>);
+
+pub fn register(io: &SocketIo, app: Arc<App>) {
+    let mw_app = app.clone();
+    let auth = move |s: SocketRef, TryData(auth): TryData<Value>| {
+        let app = mw_app.clone();
+        async move { connect(app, s, auth.ok()).await }
+    };
+    let on_connect = move |s: SocketRef| {
+        let app = app.clone();
+        async move { after_connect(app, s).await }
+    };
+    io.ns("/", on_connect.with(auth));
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+/// The token, from wherever this client put it: `Authorization` header, `?auth=Bearer%20<jwt>`
+/// (browsers cannot set socket headers), or the Socket.IO auth payload `{token}`.
+fn token_of(s: &SocketRef, auth: Option<&Value>) -> Option<String> {
+    let parts = s.req_parts();
+    if let Some(h) = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    {
+        return Some(h.to_string());
+    }
+    if let Some(q) = parts.uri.query() {
+        for pair in q.split('&') {
+            if let Some(v) = pair.strip_prefix("auth=") {
+                return Some(percent_decode(v));
+            }
+        }
+    }
+    auth.and_then(|a| a.get("token"))
+        .and_then(|t| t.as_str())
+        .map(str::to_string)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The connect middleware: authenticate, then make the socket a full member before the client
+/// hears it is connected.
+async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(), Refused> {
+    let token = token_of(&s, auth.as_ref())
+        .ok_or_else(|| Refused("Unauthorized: missing access token".into()))?;
+    let who = app
+        .verifier
+        .verify(&token)
+        .map_err(|e| Refused(format!("Unauthorized: {e}")))?;
+    app.remember_user(&who)
+        .await
+        .map_err(|_| Refused("server error: store unavailable".into()))?;
+    let rooms = app
+        .store
+        .joinable_rooms(&who.user_id)
+        .await
+        .map_err(|_| Refused("server error: store unavailable".into()))?;
+
+    s.join(user_room(&who.user_id));
+    s.join(rooms.iter().map(|(r, _)| chat_room(r)).collect::<Vec<_>>());
+
+    let ctx = Arc::new(SocketCtx {
+        sid: s.id,
+        who: who.clone(),
+        typing_to: Mutex::new(None),
+    });
+    let (tx, rx) = mpsc::channel(INBOX_DEPTH);
+    s.extensions.insert(ctx.clone());
+    s.extensions.insert(Inbox(tx));
+    tokio::spawn(run_inbox(app.clone(), ctx.clone(), rx));
+    s.on_fallback(async |_: Enqueued| {});
+
+    let disc_app = app.clone();
+    s.on_disconnect(move |s: SocketRef| {
+        let app = disc_app.clone();
+        async move { disconnected(app, s).await }
+    });
+    app.presence.add(&who.user_id, &who.device, s.id);
+    tracing::debug!(user = %who.user_id, device = %who.device, sid = %s.id, rooms = rooms.len(), "socket authenticated");
+    Ok(())
+}
+
+/// After the client is told it is connected: the delivery pass of protocol §1.4.
+async fn after_connect(app: Arc<App>, s: SocketRef) {
+    let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() else {
+        return;
+    };
+    let rooms = match app.store.joinable_rooms(&ctx.who.user_id).await {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    for (room, kind) in rooms {
+        match crate::chat::receipts::deliver(&app, &ctx.who, &room, kind == RoomKind::Single).await
+        {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(room, error = %e, "connect-time delivery failed"),
+        }
+    }
+}
+
+/// Extractor that files the event into the socket's inbox *synchronously*, in arrival order.
+/// socketioxide runs each handler on its own task, which would let a `stop` overtake the
+/// `typing` before it; extraction happens before that spawn, so ordering holds here.
+pub struct Enqueued;
+
+impl FromMessageParts<LocalAdapter> for Enqueued {
+    type Error = Infallible;
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut socketioxide::handler::Value,
+        _: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let exception = |msg: &str| {
+            let _ = s.emit(
+                events::ON_EXCEPTION,
+                &serde_json::to_string(&Exception { error: msg }).expect("serializes"),
+            );
+        };
+        let Some(text) = v.as_str() else {
+            exception("binary payloads are not supported");
+            return Ok(Enqueued);
+        };
+        let text: &str = text;
+        if text.len() > MAX_EVENT_BYTES {
+            exception(&format!(
+                "payload too large: {} bytes (limit {MAX_EVENT_BYTES})",
+                text.len()
+            ));
+            return Ok(Enqueued);
+        }
+        let mut args: Vec<Value> = match serde_json::from_str(text) {
+            Ok(a) => a,
+            Err(_) => {
+                exception("malformed event packet");
+                return Ok(Enqueued);
+            }
+        };
+        if args.is_empty() {
+            exception("malformed event packet");
+            return Ok(Enqueued);
+        }
+        let event = match args.remove(0) {
+            Value::String(e) => e,
+            _ => {
+                exception("malformed event packet");
+                return Ok(Enqueued);
+            }
+        };
+        let payload = if args.is_empty() {
+            Value::Null
+        } else {
+            args.swap_remove(0)
+        };
+        let Some(Inbox(tx)) = s.extensions.get::<Inbox>() else {
+            return Ok(Enqueued);
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Inbound { event, payload }) {
+            exception("too many events in flight; slow down");
+        }
+        Ok(Enqueued)
+    }
+}
+
+/// Runs one socket's events one after another, so each client sees its own events applied in
+/// the order it sent them.
+async fn run_inbox(app: Arc<App>, ctx: Arc<SocketCtx>, mut rx: mpsc::Receiver<Inbound>) {
+    while let Some(msg) = rx.recv().await {
+        if let Err(error) = handlers::dispatch(&app, &ctx, &msg.event, &msg.payload).await {
+            tracing::debug!(user = %ctx.who.user_id, event = %msg.event, %error, "event refused");
+            app.notify
+                .to_socket(ctx.sid, events::ON_EXCEPTION, &Exception { error: &error });
+        }
+    }
+}
+
+async fn disconnected(app: Arc<App>, s: SocketRef) {
+    s.extensions.remove::<Inbox>();
+    let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() else {
+        return;
+    };
+    let who = &ctx.who;
+    let typing = ctx.typing_to.lock().expect("not poisoned").take();
+    if let Some(room) = typing {
+        handlers::broadcast_status(&app, who, &room, "stop").await;
+    }
+    if let Some((device, epoch)) = app.presence.remove(&who.user_id, s.id) {
+        crate::calls::service::device_gone(&app, &who.user_id, &device, epoch);
+    }
+    let _ = app.store.touch_last_seen(&who.user_id).await;
+    tracing::debug!(user = %who.user_id, sid = %s.id, "socket disconnected");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("Bearer%20abc.def"), "Bearer abc.def");
+        assert_eq!(super::percent_decode("a%2"), "a%2");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,178 @@
+//! One function per client → server event (protocol §2.1). Each decodes, checks, and hands the
+//! work to a service; an `Err` becomes `v1OnException {error}` to the sending socket only.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::gateway::SocketCtx;
+use crate::app::App;
+use crate::auth::Identity;
+use crate::wire::decode;
+use crate::wire::events;
+use crate::wire::shapes::{IceIn, OnlineQuery, OnlineState, RoomRef, RoomStatusIn, RoomStatusOut};
+
+/// A presence poll asks about at most this many peers.
+const MAX_PRESENCE_QUERY: usize = 2000;
+
+pub async fn dispatch(
+    app: &Arc<App>,
+    ctx: &Arc<SocketCtx>,
+    event: &str,
+    payload: &Value,
+) -> Result<(), String> {
+    match event {
+        events::MY_ONLINE => my_online(app, ctx, payload),
+        events::ROOM_STATUS_CHANGE => room_status_change(app, ctx, payload).await,
+        events::DELIVER_CHAT_ROOM => deliver_chat_room(app, ctx, payload).await,
+        events::ENTER_CHAT_ROOM => enter_chat_room(app, ctx, payload).await,
+        events::ICE_CANDIDATE => ice_candidate(app, ctx, payload).await,
+        other => Err(format!("unknown event {other:?}")),
+    }
+}
+
+/// `v1MyOnline`: who of these peers is online. Only peers sharing a room with the asker can read
+/// as online, so presence does not leak to strangers.
+fn my_online(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
+    let queries: Vec<OnlineQuery> = decode(events::MY_ONLINE, payload)?;
+    if queries.len() > MAX_PRESENCE_QUERY {
+        return Err(format!(
+            "{}: at most {MAX_PRESENCE_QUERY} peers per query",
+            events::MY_ONLINE
+        ));
+    }
+    let io = app.notify.io();
+    let mine: HashSet<String> = io
+        .get_socket(ctx.sid)
+        .map(|s| {
+            s.rooms()
+                .into_iter()
+                .filter(|r| r.starts_with("r:"))
+                .map(|r| r.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let shares_room = |peer: &str| {
+        app.presence.sockets(peer).into_iter().any(|sid| {
+            io.get_socket(sid)
+                .is_some_and(|s| s.rooms().iter().any(|r| mine.contains(r.as_ref())))
+        })
+    };
+    let answer: Vec<OnlineState> = queries
+        .into_iter()
+        .map(|q| OnlineState {
+            is_online: app.presence.is_online(&q.peer_id) && shares_room(&q.peer_id),
+            extra: match q.extra {
+                Value::Null => Value::String(String::new()),
+                v => v,
+            },
+            peer_id: q.peer_id,
+        })
+        .collect();
+    app.notify.to_socket(ctx.sid, events::ON_MY_ONLINE, &answer);
+    Ok(())
+}
+
+/// `v1RoomStatusChange`: typing / recording / stop, relayed to the room's members.
+async fn room_status_change(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
+    let p: RoomStatusIn = decode(events::ROOM_STATUS_CHANGE, payload)?;
+    if !matches!(p.status.as_str(), "stop" | "typing" | "recording") {
+        return Err(format!(
+            "{}: status must be one of stop, typing, recording (got {:?})",
+            events::ROOM_STATUS_CHANGE,
+            p.status
+        ));
+    }
+    if !app.notify.socket_in_room(ctx.sid, &p.room_id) {
+        return Err(format!(
+            "{}: you are not a member of room {:?}",
+            events::ROOM_STATUS_CHANGE,
+            p.room_id
+        ));
+    }
+    {
+        let mut typing = ctx.typing_to.lock().expect("not poisoned");
+        if p.status == "stop" {
+            *typing = None;
+        } else {
+            *typing = Some(p.room_id.clone());
+        }
+    }
+    broadcast_status(app, &ctx.who, &p.room_id, &p.status).await;
+    Ok(())
+}
+
+pub async fn broadcast_status(app: &App, who: &Identity, room: &str, status: &str) {
+    app.notify
+        .to_room(
+            room,
+            events::ON_ROOM_STATUS_CHANGE,
+            &RoomStatusOut {
+                room_id: room,
+                status,
+                name: &who.name,
+                user_id: &who.user_id,
+            },
+        )
+        .await;
+}
+
+async fn member_room(
+    app: &App,
+    who: &Identity,
+    event: &str,
+    payload: &Value,
+) -> Result<(String, bool), String> {
+    let p: RoomRef = decode(event, payload)?;
+    let room = app
+        .store
+        .room(&p.room_id)
+        .await
+        .map_err(|_| format!("{event}: storage error"))?;
+    let member = app
+        .store
+        .member_role(&p.room_id, &who.user_id)
+        .await
+        .map_err(|_| format!("{event}: storage error"))?
+        .is_some();
+    match room {
+        Some(r) if member => Ok((p.room_id, r.kind() == crate::store::RoomKind::Single)),
+        _ => Err(format!(
+            "{event}: you are not a member of room {:?}",
+            p.room_id
+        )),
+    }
+}
+
+/// `v1DeliverChatRoom`: the client has the room's messages.
+async fn deliver_chat_room(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
+    let (room, single) = member_room(app, &ctx.who, events::DELIVER_CHAT_ROOM, payload).await?;
+    crate::chat::receipts::deliver(app, &ctx.who, &room, single)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", events::DELIVER_CHAT_ROOM))
+}
+
+/// `v1EnterChatRoom`: the client opened the room; everything in it is seen.
+async fn enter_chat_room(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
+    let (room, single) = member_room(app, &ctx.who, events::ENTER_CHAT_ROOM, payload).await?;
+    crate::chat::receipts::enter(app, &ctx.who, &room, single)
+        .await
+        .map_err(|e| format!("{}: {e}", events::ENTER_CHAT_ROOM))
+}
+
+/// `v1IceCandidate`: relayed to the other party of the call only.
+async fn ice_candidate(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
+    let p: IceIn = decode(events::ICE_CANDIDATE, payload)?;
+    if !p.data.is_object() {
+        return Err(format!(
+            "{}: data must be an object {{candidate, sdpMid, sdpMLineIndex}}",
+            events::ICE_CANDIDATE
+        ));
+    }
+    // Relayed as the same JSON (keys in their order), re-sent as one string like every payload.
+    let whole = crate::wire::decode::to_value(events::ICE_CANDIDATE, payload)?;
+    crate::calls::service::relay_ice(app, &ctx.who, &p.meet_id, whole)
+        .map_err(|e| format!("{}: {e}", events::ICE_CANDIDATE))
+}

@@ -1,0 +1,11 @@
+//! The Socket.IO gateway: authentication at the handshake, rooms joined on connect, a per-socket
+//! inbox that runs each socket's events in the order they arrived, and disconnect cleanup.
+//!
+//! Event handlers live in [`handlers`], one function per client event.
+
+pub mod gateway;
+pub mod handlers;
+pub mod notify;
+pub mod presence;
+
+pub use gateway::register;

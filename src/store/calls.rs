@@ -1,0 +1,183 @@
+use super::{Store, UserRow};
+use crate::ids::now_iso;
+
+const COLUMNS: &str = "id, room_id, caller_id, callee_id, caller_device, callee_device, with_video,
+    platform, status, payload, answer, rev, created_at, accepted_at, ended_at";
+
+/// A call as stored: one row per call, updated on every transition.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CallRecord {
+    pub id: String,
+    pub room_id: String,
+    pub caller_id: String,
+    pub callee_id: String,
+    pub caller_device: String,
+    pub callee_device: Option<String>,
+    pub with_video: bool,
+    pub platform: String,
+    pub status: String,
+    /// The offer as received, as JSON text (a JSON string stays a string).
+    pub payload: String,
+    pub answer: Option<String>,
+    /// Increases with each transition, so a late write never overwrites a newer state.
+    pub rev: i64,
+    pub created_at: String,
+    pub accepted_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryRow {
+    pub call: CallRecord,
+    pub peer: UserRow,
+}
+
+impl Store {
+    pub async fn insert_call(&self, c: &CallRecord) -> sqlx::Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO calls ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&c.id)
+        .bind(&c.room_id)
+        .bind(&c.caller_id)
+        .bind(&c.callee_id)
+        .bind(&c.caller_device)
+        .bind(&c.callee_device)
+        .bind(c.with_video)
+        .bind(&c.platform)
+        .bind(&c.status)
+        .bind(&c.payload)
+        .bind(&c.answer)
+        .bind(c.rev)
+        .bind(&c.created_at)
+        .bind(&c.accepted_at)
+        .bind(&c.ended_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a transition unless a newer one is already stored.
+    pub async fn save_call(&self, c: &CallRecord) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE calls SET status = ?, callee_device = ?, answer = ?, rev = ?,
+                accepted_at = ?, ended_at = ?
+             WHERE id = ? AND rev < ?",
+        )
+        .bind(&c.status)
+        .bind(&c.callee_device)
+        .bind(&c.answer)
+        .bind(c.rev)
+        .bind(&c.accepted_at)
+        .bind(&c.ended_at)
+        .bind(&c.id)
+        .bind(c.rev)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn call(&self, id: &str) -> sqlx::Result<Option<CallRecord>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM calls WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// After a crash no timer or socket is left to finish live calls: ringing ones time out,
+    /// running ones are finished, so they never block new calls. Returns (timed out, finished).
+    pub async fn close_stale_calls(&self) -> sqlx::Result<(u64, u64)> {
+        let now = now_iso();
+        let rung = sqlx::query(
+            "UPDATE calls SET status = 'timeout', ended_at = ?, rev = rev + 1 WHERE status = 'ring'",
+        )
+        .bind(&now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let ran = sqlx::query(
+            "UPDATE calls SET status = 'finished', ended_at = ?, rev = rev + 1 WHERE status = 'inCall'",
+        )
+        .bind(&now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok((rung, ran))
+    }
+
+    /// The newest call ringing for this user.
+    pub async fn ringing_call_for(&self, callee: &str) -> sqlx::Result<Option<CallRecord>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM calls WHERE callee_id = ? AND status = 'ring'
+             ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(callee)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The user's last calls, newest first, without those they cleared.
+    pub async fn call_history(&self, me: &str, limit: i64) -> sqlx::Result<Vec<HistoryRow>> {
+        let calls: Vec<CallRecord> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM calls c
+             WHERE (c.caller_id = ?1 OR c.callee_id = ?1)
+               AND NOT EXISTS (SELECT 1 FROM call_hidden h WHERE h.call_id = c.id AND h.user_id = ?1)
+             ORDER BY c.created_at DESC, c.rowid DESC LIMIT ?2"
+        ))
+        .bind(me)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(calls.len());
+        for call in calls {
+            let peer_id = if call.caller_id == me {
+                &call.callee_id
+            } else {
+                &call.caller_id
+            };
+            let peer = self.user(peer_id).await?.unwrap_or_else(|| UserRow {
+                id: peer_id.clone(),
+                full_name: peer_id.clone(),
+                identifier: peer_id.clone(),
+                img: String::new(),
+            });
+            out.push(HistoryRow { call, peer });
+        }
+        Ok(out)
+    }
+
+    /// Hides one call from the user's history; false if they were not a party to it.
+    pub async fn hide_call(&self, id: &str, me: &str) -> sqlx::Result<bool> {
+        let r = sqlx::query(
+            "INSERT OR IGNORE INTO call_hidden (call_id, user_id)
+             SELECT id, ?2 FROM calls WHERE id = ?1 AND (caller_id = ?2 OR callee_id = ?2)",
+        )
+        .bind(id)
+        .bind(me)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Already hidden counts as done, but only for a party.
+        let party: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM calls WHERE id = ? AND (caller_id = ?2 OR callee_id = ?2)",
+        )
+        .bind(id)
+        .bind(me)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(party.is_some())
+    }
+
+    pub async fn hide_all_calls(&self, me: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO call_hidden (call_id, user_id)
+             SELECT id, ?1 FROM calls WHERE caller_id = ?1 OR callee_id = ?1",
+        )
+        .bind(me)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

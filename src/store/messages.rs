@@ -1,0 +1,244 @@
+use super::Store;
+use crate::ids::{new_id, now_iso};
+
+const COLUMNS: &str = "seq, id, room_id, sender_id, sender_name, sender_identifier, sender_img,
+    platform, local_id, kind, content, is_encrypted, attachment, reply_to, forward_id,
+    created_at, updated_at, delivered_at, seen_at, deleted_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageRow {
+    pub seq: i64,
+    pub id: String,
+    pub room_id: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub sender_identifier: String,
+    pub sender_img: String,
+    pub platform: String,
+    pub local_id: String,
+    pub kind: String,
+    pub content: String,
+    pub is_encrypted: bool,
+    pub attachment: Option<String>,
+    pub reply_to: Option<String>,
+    pub forward_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+    pub seen_at: Option<String>,
+    pub deleted_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub room_id: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub sender_identifier: String,
+    pub sender_img: String,
+    pub local_id: String,
+    pub kind: String,
+    pub content: String,
+    pub is_encrypted: bool,
+    pub attachment: Option<String>,
+    pub reply_to: Option<String>,
+    pub forward_id: Option<String>,
+}
+
+impl Store {
+    /// Commits a message, idempotent on (sender, localId): a retry gets the stored message back
+    /// and `false`, so the caller emits nothing new.
+    pub async fn insert_message(&self, m: &NewMessage) -> sqlx::Result<(MessageRow, bool)> {
+        let now = now_iso();
+        let created = sqlx::query(
+            "INSERT INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
+                sender_img, local_id, kind, content, is_encrypted, attachment, reply_to,
+                forward_id, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (sender_id, local_id) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(&m.room_id)
+        .bind(&m.sender_id)
+        .bind(&m.sender_name)
+        .bind(&m.sender_identifier)
+        .bind(&m.sender_img)
+        .bind(&m.local_id)
+        .bind(&m.kind)
+        .bind(&m.content)
+        .bind(m.is_encrypted)
+        .bind(&m.attachment)
+        .bind(&m.reply_to)
+        .bind(&m.forward_id)
+        .bind(&now)
+        .bind(&now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        let row = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE sender_id = ? AND local_id = ?"
+        ))
+        .bind(&m.sender_id)
+        .bind(&m.local_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row, created))
+    }
+
+    pub async fn message(&self, id: &str) -> sqlx::Result<Option<MessageRow>> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// A message of a room by the localId its sender gave it (replies and forwards name these).
+    pub async fn message_by_local_id(
+        &self,
+        room: &str,
+        local_id: &str,
+    ) -> sqlx::Result<Option<MessageRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE room_id = ? AND local_id = ? LIMIT 1"
+        ))
+        .bind(room)
+        .bind(local_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Any message by a sender's localId, in whatever room (the source of a forward).
+    pub async fn message_by_sender_local_id(
+        &self,
+        local_id: &str,
+    ) -> sqlx::Result<Option<MessageRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE local_id = ? LIMIT 1"
+        ))
+        .bind(local_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Newest first; `before` (a message id) pages to older messages. Hides what the viewer
+    /// deleted for themselves.
+    pub async fn messages_page(
+        &self,
+        room: &str,
+        viewer: &str,
+        limit: i64,
+        before: Option<&str>,
+    ) -> sqlx::Result<Vec<MessageRow>> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM messages m
+             WHERE m.room_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.message_id = m.id AND h.user_id = ?2)
+               AND (?3 IS NULL OR m.seq < (SELECT seq FROM messages WHERE id = ?3))
+             ORDER BY m.seq DESC LIMIT ?4"
+        ))
+        .bind(room)
+        .bind(viewer)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn last_message(&self, room: &str, viewer: &str) -> sqlx::Result<Option<MessageRow>> {
+        Ok(self
+            .messages_page(room, viewer, 1, None)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Blanks a message for everyone; `None` if it was already deleted.
+    pub async fn delete_for_all(&self, id: &str) -> sqlx::Result<Option<MessageRow>> {
+        let now = now_iso();
+        let r = sqlx::query(
+            "UPDATE messages SET content = '', attachment = NULL, deleted_at = ?1, updated_at = ?1
+             WHERE id = ?2 AND deleted_at IS NULL",
+        )
+        .bind(&now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.message(id).await
+    }
+
+    pub async fn hide_message(&self, id: &str, user: &str) -> sqlx::Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO message_hidden (message_id, user_id) VALUES (?, ?)")
+            .bind(id)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The reader got the room's messages: stamps the others' undelivered messages and moves
+    /// the reader's watermark. Returns how many messages were newly stamped.
+    pub async fn mark_delivered(&self, room: &str, reader: &str) -> sqlx::Result<u64> {
+        let now = now_iso();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE messages SET delivered_at = ?1
+             WHERE room_id = ?2 AND sender_id <> ?3 AND delivered_at IS NULL AND deleted_at IS NULL",
+        )
+        .bind(&now)
+        .bind(room)
+        .bind(reader)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE room_members SET delivered_seq =
+                COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = ?1), 0)
+             WHERE room_id = ?1 AND user_id = ?2",
+        )
+        .bind(room)
+        .bind(reader)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The reader opened the room: everything the others sent is seen (and so delivered).
+    pub async fn mark_seen(&self, room: &str, reader: &str) -> sqlx::Result<u64> {
+        let now = now_iso();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE messages SET seen_at = ?1, delivered_at = COALESCE(delivered_at, ?1)
+             WHERE room_id = ?2 AND sender_id <> ?3 AND seen_at IS NULL AND deleted_at IS NULL",
+        )
+        .bind(&now)
+        .bind(room)
+        .bind(reader)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE room_members SET
+                seen_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = ?1), 0),
+                delivered_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = ?1), 0)
+             WHERE room_id = ?1 AND user_id = ?2",
+        )
+        .bind(room)
+        .bind(reader)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub async fn count_messages(&self, room: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE room_id = ?")
+            .bind(room)
+            .fetch_one(&self.pool)
+            .await
+    }
+}

@@ -1,0 +1,65 @@
+//! The one door to persistence. Services call these methods and never write SQL themselves, so a
+//! server database can replace SQLite behind the same methods without touching handlers.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`: a write that returned is on disk, which is
+//! what "durable before acknowledged" needs (a process kill or a power cut loses nothing acked).
+
+mod bans;
+mod calls;
+mod messages;
+mod rooms;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub use calls::{CallRecord, HistoryRow};
+pub use messages::{MessageRow, NewMessage};
+pub use rooms::{RoomKind, RoomRow, RoomSummary};
+pub use users::UserRow;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings the schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, sqlx::Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Readiness: the database answers a query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .is_ok()
+    }
+
+    /// Flushes the WAL into the main file and closes every connection (graceful shutdown).
+    pub async fn close(&self) {
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await;
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,308 @@
+use sqlx::Row;
+
+use super::Store;
+use crate::ids::{new_id, now_iso};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomKind {
+    Single,
+    Group,
+}
+
+impl RoomKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            RoomKind::Single => "s",
+            RoomKind::Group => "g",
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RoomRow {
+    pub id: String,
+    pub kind: String,
+    pub title: String,
+    pub img: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+impl RoomRow {
+    pub fn kind(&self) -> RoomKind {
+        if self.kind == "s" {
+            RoomKind::Single
+        } else {
+            RoomKind::Group
+        }
+    }
+}
+
+/// A room as one member sees it in their list.
+#[derive(Debug, Clone)]
+pub struct RoomSummary {
+    pub room: RoomRow,
+    /// Single rooms: the other member.
+    pub peer: Option<super::UserRow>,
+    pub unread: i64,
+    pub last_message: Option<super::MessageRow>,
+}
+
+fn pair_key(a: &str, b: &str) -> String {
+    if a <= b {
+        format!("{a}\n{b}")
+    } else {
+        format!("{b}\n{a}")
+    }
+}
+
+impl Store {
+    pub async fn room(&self, id: &str) -> sqlx::Result<Option<RoomRow>> {
+        sqlx::query_as(
+            "SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The single room of two users, created on first use. Returns whether it was created.
+    /// Starts with the write so two concurrent first calls cannot both create a room.
+    pub async fn single_room(&self, me: &str, peer: &str) -> sqlx::Result<(RoomRow, bool)> {
+        let key = pair_key(me, peer);
+        let now = now_iso();
+        let mut tx = self.pool.begin().await?;
+        let created = sqlx::query(
+            "INSERT OR IGNORE INTO rooms (id, kind, pair_key, created_by, created_at)
+             VALUES (?, 's', ?, ?, ?)",
+        )
+        .bind(new_id())
+        .bind(&key)
+        .bind(me)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let room: RoomRow = sqlx::query_as(
+            "SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE pair_key = ?",
+        )
+        .bind(&key)
+        .fetch_one(&mut *tx)
+        .await?;
+        if created {
+            for user in [me, peer] {
+                sqlx::query(
+                    "INSERT INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+                )
+                .bind(&room.id)
+                .bind(user)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok((room, created))
+    }
+
+    /// The single room of two users, if they have one.
+    pub async fn find_single_room(&self, a: &str, b: &str) -> sqlx::Result<Option<RoomRow>> {
+        sqlx::query_as(
+            "SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE pair_key = ?",
+        )
+        .bind(pair_key(a, b))
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    pub async fn create_group(
+        &self,
+        creator: &str,
+        title: &str,
+        members: &[String],
+    ) -> sqlx::Result<RoomRow> {
+        let now = now_iso();
+        let room = RoomRow {
+            id: new_id(),
+            kind: "g".into(),
+            title: title.into(),
+            img: String::new(),
+            created_by: creator.into(),
+            created_at: now.clone(),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO rooms (id, kind, title, created_by, created_at) VALUES (?, 'g', ?, ?, ?)",
+        )
+        .bind(&room.id)
+        .bind(title)
+        .bind(creator)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO room_members (room_id, user_id, role, joined_at) VALUES (?, ?, 'admin', ?)",
+        )
+        .bind(&room.id)
+        .bind(creator)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        for m in members.iter().filter(|m| m.as_str() != creator) {
+            sqlx::query(
+                "INSERT OR IGNORE INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+            )
+            .bind(&room.id)
+            .bind(m)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(room)
+    }
+
+    /// Adds members; returns those who were not members before.
+    pub async fn add_members(&self, room: &str, users: &[String]) -> sqlx::Result<Vec<String>> {
+        let now = now_iso();
+        let mut added = Vec::new();
+        let mut tx = self.pool.begin().await?;
+        for u in users {
+            let r = sqlx::query(
+                "INSERT OR IGNORE INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
+            )
+            .bind(room)
+            .bind(u)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 1 {
+                added.push(u.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Removes a member; false if they were not one.
+    pub async fn remove_member(&self, room: &str, user: &str) -> sqlx::Result<bool> {
+        let r = sqlx::query("DELETE FROM room_members WHERE room_id = ? AND user_id = ?")
+            .bind(room)
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// `Some(role)` when the user is a member.
+    pub async fn member_role(&self, room: &str, user: &str) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar("SELECT role FROM room_members WHERE room_id = ? AND user_id = ?")
+            .bind(room)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn member_ids(&self, room: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT user_id FROM room_members WHERE room_id = ? ORDER BY joined_at")
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The rooms a user's sockets join on connect: every membership, except single rooms closed
+    /// by a ban. Also says which are single rooms (for the connect-time delivery pass).
+    pub async fn joinable_rooms(&self, user: &str) -> sqlx::Result<Vec<(String, RoomKind)>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.kind FROM room_members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = r.id)
+             LIMIT 5000",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let kind: String = r.get(1);
+                (
+                    r.get(0),
+                    if kind == "s" {
+                        RoomKind::Single
+                    } else {
+                        RoomKind::Group
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The other member of a single room.
+    pub async fn single_peer(&self, room: &str, me: &str) -> sqlx::Result<Option<super::UserRow>> {
+        sqlx::query_as(
+            "SELECT u.id, u.full_name, u.identifier, u.img FROM room_members m
+             JOIN users u ON u.id = m.user_id WHERE m.room_id = ? AND m.user_id <> ? LIMIT 1",
+        )
+        .bind(room)
+        .bind(me)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// One room as a member sees it.
+    pub async fn room_summary(&self, room: RoomRow, me: &str) -> sqlx::Result<RoomSummary> {
+        let peer = if room.kind() == RoomKind::Single {
+            self.single_peer(&room.id, me).await?
+        } else {
+            None
+        };
+        let unread: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages m JOIN room_members rm
+               ON rm.room_id = m.room_id AND rm.user_id = ?2
+             WHERE m.room_id = ?1 AND m.sender_id <> ?2 AND m.seq > rm.seen_seq",
+        )
+        .bind(&room.id)
+        .bind(me)
+        .fetch_one(&self.pool)
+        .await?;
+        let last_message = self.last_message(&room.id, me).await?;
+        Ok(RoomSummary {
+            room,
+            peer,
+            unread,
+            last_message,
+        })
+    }
+
+    /// A user's rooms, most recently active first.
+    pub async fn rooms_of(&self, me: &str, limit: i64) -> sqlx::Result<Vec<RoomSummary>> {
+        let rooms: Vec<RoomRow> = sqlx::query_as(
+            "SELECT r.id, r.kind, r.title, r.img, r.created_by, r.created_at
+             FROM room_members m JOIN rooms r ON r.id = m.room_id
+             WHERE m.user_id = ?
+             ORDER BY COALESCE((SELECT MAX(seq) FROM messages x WHERE x.room_id = r.id), 0) DESC,
+                      r.created_at DESC
+             LIMIT ?",
+        )
+        .bind(me)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rooms.len());
+        for r in rooms {
+            out.push(self.room_summary(r, me).await?);
+        }
+        Ok(out)
+    }
+
+    /// Every room id the user belongs to (used to tell which peers share a room).
+    pub async fn room_ids_of(&self, user: &str) -> sqlx::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT room_id FROM room_members WHERE user_id = ?")
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+}

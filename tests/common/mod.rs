@@ -1,0 +1,546 @@
+//! Test harness: the real `vchat-signal` binary on an ephemeral port, real Socket.IO clients
+//! (npm `socket.io-client`, driven through `tests/support/sio-driver.mjs`), and a REST client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+pub const SECRET: &str = "integration-test-secret";
+pub const WAIT: Duration = Duration::from_secs(8);
+
+/// A running server process. Killed on drop.
+pub struct TestServer {
+    pub url: String,
+    pub turn: Option<String>,
+    pub data_dir: PathBuf,
+    child: Child,
+    env: Vec<(String, String)>,
+    keep_dir: bool,
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "vchat-test-{}-{}",
+        std::process::id(),
+        vchat_signal::ids::random_hex(6)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Extra `VCHAT_*` settings, e.g. `("VCHAT_CALL_TIMEOUT_MS", "1000")`.
+    pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(temp_dir(), env)
+    }
+
+    fn spawn(data_dir: PathBuf, env: Vec<(String, String)>) -> TestServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vchat-signal"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("VCHAT_LISTEN", "127.0.0.1:0")
+            .env("VCHAT_TURN_LISTEN", "127.0.0.1:0")
+            .env("VCHAT_DATA_DIR", &data_dir)
+            .env("VCHAT_JWT_SECRET", SECRET)
+            .env(
+                "VCHAT_LOG",
+                std::env::var("VCHAT_TEST_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start vchat-signal");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .expect("server printed its address")
+            .expect("readable stdout");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let turn = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("turn="))
+            .map(str::to_string);
+        TestServer {
+            url,
+            turn,
+            data_dir,
+            child,
+            env,
+            keep_dir: false,
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs, like a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), 15);
+        self.child.wait().unwrap()
+    }
+
+    /// A new process on the same data dir (after `kill` or `terminate`).
+    pub fn restart(mut self) -> TestServer {
+        self.kill();
+        self.keep_dir = true;
+        let (dir, env) = (self.data_dir.clone(), self.env.clone());
+        drop(self);
+        Self::spawn(dir, env)
+    }
+
+    pub fn api(&self) -> Api {
+        Api {
+            base: self.url.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// A signed token for a test user. `did` is the device.
+pub fn token(sub: &str, did: Option<&str>) -> String {
+    token_exp(sub, did, vchat_signal::auth::now_unix() + 3600)
+}
+
+pub fn token_exp(sub: &str, did: Option<&str>, exp: u64) -> String {
+    vchat_signal::auth::mint(
+        SECRET.as_bytes(),
+        &vchat_signal::auth::Claims {
+            sub: sub.into(),
+            exp,
+            name: Some(format!("{} Name", capitalize(sub))),
+            identifier: None,
+            img: Some(format!("https://img.example/{sub}.png")),
+            did: did.map(str::to_string),
+        },
+    )
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+// ---------------- REST ----------------
+
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert_eq!(
+            self.status, 200,
+            "expected 200, got {}: {}",
+            self.status, self.body
+        );
+        assert_eq!(self.body["code"], 200);
+        self.body["data"].clone()
+    }
+    /// Asserts an error status with the V Chat envelope and returns its message.
+    #[track_caller]
+    pub fn err(&self, status: u16) -> String {
+        assert_eq!(
+            self.status, status,
+            "expected {status}, got {}: {}",
+            self.status, self.body
+        );
+        assert_eq!(self.body["code"], status, "envelope code: {}", self.body);
+        self.body["data"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error data must be a string: {}", self.body))
+            .to_string()
+    }
+}
+
+impl Api {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let url = format!("{}/api/v2/{}", self.base, path.trim_start_matches('/'));
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .timeout(WAIT);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("body must be JSON, got {status} {text:?}"));
+        Reply { status, body }
+    }
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call("DELETE", path, Some(token), None).await
+    }
+    /// Opens (or gets) the single room between `me` and the user with `identifier`.
+    pub async fn peer_room(&self, me: &str, identifier: &str) -> String {
+        let d = self
+            .call(
+                "POST",
+                &format!("channel/peer-room/{identifier}"),
+                Some(me),
+                None,
+            )
+            .await
+            .ok();
+        d["rId"].as_str().unwrap().to_string()
+    }
+    /// Makes a user known to the server (users exist from the tokens they present).
+    pub async fn touch(&self, token: &str) {
+        self.get("call/active", token).await.ok();
+    }
+}
+
+// ---------------- Socket.IO clients through the Node driver ----------------
+
+type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;
+
+/// One Node process hosting any number of real Socket.IO clients.
+pub struct Driver {
+    stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
+    routes: Routes,
+    _child: tokio::process::Child,
+    url: String,
+}
+
+pub struct Conn<'d> {
+    pub id: String,
+    driver: &'d Driver,
+    rx: mpsc::UnboundedReceiver<Value>,
+    /// Events read while looking for another one, kept in arrival order.
+    backlog: Vec<Value>,
+}
+
+#[derive(Default, Clone)]
+pub struct ConnectOpts {
+    pub headers: Option<Value>,
+    pub query: Option<Value>,
+    pub auth: Option<Value>,
+    pub version: Option<u8>,
+    pub transports: Option<Vec<&'static str>>,
+}
+
+impl ConnectOpts {
+    pub fn header(token: &str) -> Self {
+        ConnectOpts {
+            headers: Some(json!({ "Authorization": format!("Bearer {token}") })),
+            ..Default::default()
+        }
+    }
+    pub fn query(token: &str) -> Self {
+        ConnectOpts {
+            query: Some(json!({ "auth": format!("Bearer {token}") })),
+            ..Default::default()
+        }
+    }
+    pub fn auth(token: &str) -> Self {
+        ConnectOpts {
+            auth: Some(json!({ "token": token })),
+            ..Default::default()
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Driver {
+    pub async fn new(server: &TestServer) -> Driver {
+        let mut child = tokio::process::Command::new("node")
+            .arg(repo_root().join("tests/support/sio-driver.mjs"))
+            .current_dir(repo_root())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed (see README: Tests)");
+        let stdout = child.stdout.take().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let routes: Routes = Arc::default();
+        let r = routes.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&line).expect("driver speaks JSON");
+                if v["type"] == "fatal" {
+                    panic!("driver: {v}");
+                }
+                let id = v["id"].as_str().unwrap_or_default().to_string();
+                if let Some(tx) = r.lock().unwrap().get(&id) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Driver {
+            stdin: tokio::sync::Mutex::new(stdin),
+            routes,
+            _child: child,
+            url: server.url.clone(),
+        }
+    }
+
+    async fn send(&self, cmd: Value) {
+        let mut s = self.stdin.lock().await;
+        s.write_all(format!("{cmd}\n").as_bytes()).await.unwrap();
+        s.flush().await.unwrap();
+    }
+
+    /// Opens a socket and waits for `connect` or `connect_error`.
+    pub async fn open(&self, id: &str, opts: ConnectOpts) -> Result<Conn<'_>, String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes.lock().unwrap().insert(id.to_string(), tx);
+        let mut cmd = json!({ "op": "connect", "id": id, "url": self.url });
+        if let Some(h) = opts.headers {
+            cmd["headers"] = h;
+        }
+        if let Some(q) = opts.query {
+            cmd["query"] = q;
+        }
+        if let Some(a) = opts.auth {
+            cmd["auth"] = a;
+        }
+        if let Some(v) = opts.version {
+            cmd["version"] = json!(v);
+        }
+        if let Some(t) = opts.transports {
+            cmd["transports"] = json!(t);
+        }
+        self.send(cmd).await;
+        let mut conn = Conn {
+            id: id.to_string(),
+            driver: self,
+            rx,
+            backlog: Vec::new(),
+        };
+        loop {
+            let m = conn.next_raw().await.expect("connect outcome");
+            match m["type"].as_str() {
+                Some("connect") => return Ok(conn),
+                Some("connect_error") => return Err(m["message"].as_str().unwrap_or("").into()),
+                _ => conn.backlog.push(m),
+            }
+        }
+    }
+
+    /// A connected socket for `token` (header auth), panicking if refused.
+    pub async fn connect(&self, id: &str, token: &str) -> Conn<'_> {
+        self.open(id, ConnectOpts::header(token))
+            .await
+            .unwrap_or_else(|e| panic!("{id} refused: {e}"))
+    }
+}
+
+impl Conn<'_> {
+    async fn next_raw(&mut self) -> Option<Value> {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Emits with the payload as a JSON string, as V Chat clients send it.
+    pub async fn emit(&self, event: &str, payload: &Value) {
+        self.emit_raw(event, json!([payload.to_string()])).await
+    }
+
+    /// Emits with exactly these Socket.IO arguments.
+    pub async fn emit_raw(&self, event: &str, args: Value) {
+        self.driver
+            .send(json!({ "op": "emit", "id": self.id, "event": event, "args": args }))
+            .await
+    }
+
+    /// Waits for `event` (earlier other events stay queued) and returns its payload, decoded
+    /// from the JSON string the server sends.
+    pub async fn expect(&mut self, event: &str) -> Value {
+        if let Some(i) = self
+            .backlog
+            .iter()
+            .position(|m| m["type"] == "event" && m["event"] == event)
+        {
+            return decode(self.backlog.remove(i), event);
+        }
+        loop {
+            match self.next_raw().await {
+                None => panic!(
+                    "{}: no {event} within {WAIT:?}; pending: {:?}",
+                    self.id, self.backlog
+                ),
+                Some(m) if m["type"] == "event" && m["event"] == event => return decode(m, event),
+                Some(m) => self.backlog.push(m),
+            }
+        }
+    }
+
+    /// The raw Socket.IO arguments of the next `event` (to check the wire form).
+    pub async fn expect_args(&mut self, event: &str) -> Value {
+        loop {
+            if let Some(i) = self
+                .backlog
+                .iter()
+                .position(|m| m["type"] == "event" && m["event"] == event)
+            {
+                return self.backlog.remove(i)["args"].clone();
+            }
+            let m = self
+                .next_raw()
+                .await
+                .unwrap_or_else(|| panic!("{}: no {event}", self.id));
+            self.backlog.push(m);
+        }
+    }
+
+    /// Proves `event` was *not* received: asks the server a question on this socket and waits
+    /// for the answer. The server answers in order on a socket, so anything sent to this socket
+    /// before the answer has arrived by then. No sleep involved.
+    pub async fn assert_none(&mut self, event: &str) {
+        self.fence().await;
+        let seen: Vec<_> = self
+            .backlog
+            .iter()
+            .filter(|m| m["type"] == "event" && m["event"] == event)
+            .collect();
+        assert!(seen.is_empty(), "{}: unexpected {event}: {seen:?}", self.id);
+    }
+
+    /// Round trip through the server on this socket (a presence poll with a unique marker).
+    pub async fn fence(&mut self) {
+        let marker = vchat_signal::ids::random_hex(8);
+        self.emit(
+            "v1MyOnline",
+            &json!([{ "peerId": "fence", "extra": marker }]),
+        )
+        .await;
+        loop {
+            let m = self
+                .next_raw()
+                .await
+                .unwrap_or_else(|| panic!("{}: fence not answered", self.id));
+            if m["type"] == "event" && m["event"] == "v1OnMyOnline" {
+                let v = decode(m.clone(), "v1OnMyOnline");
+                if v[0]["extra"] == marker.as_str() {
+                    return;
+                }
+            }
+            self.backlog.push(m);
+        }
+    }
+
+    /// Every event of this name received so far (after a fence), removed from the queue.
+    pub async fn drain(&mut self, event: &str) -> Vec<Value> {
+        self.fence().await;
+        let (hit, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.backlog)
+            .into_iter()
+            .partition(|m| m["type"] == "event" && m["event"] == event);
+        self.backlog = rest;
+        hit.into_iter().map(|m| decode(m, event)).collect()
+    }
+
+    /// Waits for the server to drop this socket.
+    pub async fn expect_disconnect(&mut self) -> String {
+        loop {
+            let m = self
+                .next_raw()
+                .await
+                .unwrap_or_else(|| panic!("{}: not disconnected", self.id));
+            if m["type"] == "disconnect" {
+                return m["reason"].as_str().unwrap_or_default().to_string();
+            }
+            self.backlog.push(m);
+        }
+    }
+
+    pub async fn close(mut self) {
+        self.driver
+            .send(json!({ "op": "close", "id": self.id }))
+            .await;
+        while let Some(m) = self.next_raw().await {
+            if m["type"] == "closed" {
+                break;
+            }
+        }
+    }
+}
+
+/// Server payloads are one JSON string argument; decode it.
+fn decode(m: Value, event: &str) -> Value {
+    let arg = &m["args"][0];
+    let text = arg
+        .as_str()
+        .unwrap_or_else(|| panic!("{event}: payload must be a JSON string, got {arg}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{event}: bad JSON {text:?}: {e}"))
+}

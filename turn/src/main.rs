@@ -1,0 +1,86 @@
+//! `vchat-turn`: run the vchat TURN server on its own.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::Parser;
+use vchat_turn::TurnConfig;
+
+/// Standalone vchat TURN server (UDP). Accepts coturn-style time-limited
+/// credentials: username `<unix-expiry>:<userId>`,
+/// password `base64(HMAC-SHA1(secret, username))`.
+#[derive(Parser, Debug)]
+#[command(name = "vchat-turn", version)]
+struct Args {
+    /// UDP address to listen on.
+    #[arg(long, env = "VCHAT_TURN_LISTEN", default_value = "127.0.0.1:3478")]
+    listen: SocketAddr,
+
+    /// IP address advertised in relayed candidates (your public IP in production).
+    #[arg(long, env = "VCHAT_TURN_RELAY_IP", default_value = "127.0.0.1")]
+    relay_ip: IpAddr,
+
+    /// TURN realm (must match the signaling server / coturn `realm`).
+    #[arg(long, env = "VCHAT_TURN_REALM", default_value = "vchat")]
+    realm: String,
+
+    /// Shared secret used to verify credentials (coturn `static-auth-secret`).
+    #[arg(long, env = "VCHAT_TURN_SECRET", hide_env_values = true)]
+    secret: String,
+
+    /// Relay port range, inclusive, as MIN-MAX.
+    #[arg(long, env = "VCHAT_TURN_PORT_RANGE", default_value = "49152-65535", value_parser = parse_range)]
+    port_range: (u16, u16),
+
+    /// Log filter (tracing EnvFilter syntax, e.g. "info" or "vchat_turn=debug,turn=info").
+    #[arg(long = "log", env = "VCHAT_LOG", default_value = "info")]
+    log: String,
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
+    let min: u16 = a.trim().parse().map_err(|e| format!("bad MIN: {e}"))?;
+    let max: u16 = b.trim().parse().map_err(|e| format!("bad MAX: {e}"))?;
+    if min == 0 || min > max {
+        return Err(format!("need 1 <= MIN <= MAX, got {min}-{max}"));
+    }
+    Ok((min, max))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .init();
+
+    let server = vchat_turn::start(TurnConfig {
+        listen: args.listen,
+        relay_ip: args.relay_ip,
+        realm: args.realm,
+        secret: args.secret,
+        relay_port_min: args.port_range.0,
+        relay_port_max: args.port_range.1,
+    })
+    .await?;
+
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received");
+    server.close().await?;
+    Ok(())
+}
