@@ -109,10 +109,15 @@ impl Verifier {
 /// V Chat clients send `Bearer <jwt>`; some send the bare token.
 pub fn strip_bearer(value: &str) -> &str {
     let v = value.trim();
-    v.strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-        .unwrap_or(v)
-        .trim()
+    match v.get(..6) {
+        Some(scheme)
+            if scheme.eq_ignore_ascii_case("bearer")
+                && v[6..].chars().next().is_none_or(char::is_whitespace) =>
+        {
+            v[6..].trim()
+        }
+        _ => v,
+    }
 }
 
 /// Signs an HS256 token (the `token` subcommand and tests).

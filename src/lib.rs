@@ -17,3 +17,6 @@ pub mod wire;
 
 pub use app::{start, App, Server};
 pub use config::Config;
+
+/// The embedded TURN server crate, re-exported for tools and tests.
+pub use vchat_turn;

@@ -360,11 +360,8 @@ pub fn apply(
                 return Err(CallError::NotRinging(state));
             }
             call.ended_at = Some(now);
-            effects.extend([
-                Effect::StopRingTimer,
-                Effect::TellBothTimeout,
-                Effect::Note(CallNote::Missed),
-            ]);
+            // The timer is the actor here; it has already fired.
+            effects.extend([Effect::TellBothTimeout, Effect::Note(CallNote::Missed)]);
             Status::Timeout
         }
         Action::CallerDeviceLost => {

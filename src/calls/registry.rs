@@ -140,4 +140,71 @@ mod tests {
             assert_eq!(r.call_of("alice"), r.call_of("bob"));
         }
     }
+
+    /// Accept, reject, cancel and the ring timer on threads, on one ringing call, many times:
+    /// one transition wins, everyone else sees a refused action and the call unchanged by them.
+    #[test]
+    fn racing_actions_on_one_call_have_one_winner() {
+        use crate::calls::machine::{apply, Action, Actor, Call, Status};
+        use chrono::Utc;
+        use serde_json::json;
+        for round in 0..300 {
+            let r = Arc::new(Registry::default());
+            r.reserve("alice", "bob", "m").unwrap();
+            r.insert(
+                Call {
+                    meet_id: "m".into(),
+                    room_id: "r".into(),
+                    caller: "alice".into(),
+                    callee: "bob".into(),
+                    caller_device: "a".into(),
+                    callee_device: None,
+                    with_video: false,
+                    platform: "webRtc".into(),
+                    status: Status::Ring,
+                    payload: json!(null),
+                    answer: None,
+                    created_at: Utc::now(),
+                    accepted_at: None,
+                    ended_at: None,
+                    rev: 1,
+                    held_ice: vec![],
+                },
+                None,
+            );
+            let barrier = Arc::new(std::sync::Barrier::new(4));
+            let contenders: Vec<(Option<&'static str>, Action)> = vec![
+                (
+                    Some("bob"),
+                    Action::Accept {
+                        answer: json!("x"),
+                        caller_online: true,
+                    },
+                ),
+                (Some("bob"), Action::Reject),
+                (Some("alice"), Action::Cancel),
+                (None, Action::RingTimeout),
+            ];
+            let handles: Vec<_> = contenders
+                .into_iter()
+                .map(|(user, action)| {
+                    let (r, barrier) = (r.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let actor = Actor { user, device: "b" };
+                        r.with_call("m", |live| {
+                            apply(&mut live.call, action, &actor, Utc::now())
+                                .map(|_| live.call.status)
+                        })
+                        .expect("call is registered")
+                    })
+                })
+                .collect();
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let wins: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(wins.len(), 1, "round {round}: {results:?}");
+            let final_status = r.with_call("m", |l| (l.call.status, l.call.rev)).unwrap();
+            assert_eq!(final_status, (*wins[0], 2), "one transition applied");
+        }
+    }
 }

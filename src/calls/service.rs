@@ -11,7 +11,7 @@ use super::machine::{self, Action, Actor, Call, CallNote, Effect, IceRoute, Role
 use super::registry::Busy;
 use crate::app::App;
 use crate::auth::Identity;
-use crate::ice::IceServers;
+use crate::ice::IceServer;
 use crate::ids::{iso, new_id};
 use crate::store::{CallRecord, RoomKind};
 use crate::wire::events;
@@ -35,7 +35,7 @@ pub struct CreateCall {
 pub struct CreatedCall {
     pub meet_id: String,
     /// Extra: TURN/STUN servers for this call (rebuilt clients can use them).
-    pub ice_servers: IceServers,
+    pub ice_servers: Vec<IceServer>,
 }
 
 fn record_of(c: &Call) -> CallRecord {
@@ -147,7 +147,7 @@ pub async fn create(
                 identifier: who.identifier.clone(),
                 img: who.img.clone(),
             }),
-            ice_servers: serde_json::to_value(app.ice.for_user(&peer.id)).ok(),
+            ice_servers: serde_json::to_value(app.ice.for_user(&peer.id).ice_servers).ok(),
         },
     );
 
@@ -156,7 +156,11 @@ pub async fn create(
         let meet_id = meet_id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(app.config.call_timeout()).await;
-            let _ = act_as_system(&app, &meet_id, Action::RingTimeout).await;
+            // Detached: once the timer has fired, aborting its handle must not cut the
+            // transition short halfway through its store write.
+            tokio::spawn(async move {
+                let _ = act_as_system(&app, &meet_id, Action::RingTimeout).await;
+            });
         })
     };
     app.calls.set_ring_timer(&meet_id, timer.abort_handle());
@@ -164,7 +168,7 @@ pub async fn create(
 
     Ok(CreatedCall {
         meet_id,
-        ice_servers: app.ice.for_user(&who.user_id),
+        ice_servers: app.ice.for_user(&who.user_id).ice_servers,
     })
 }
 

@@ -1,0 +1,666 @@
+//! Calls over the real server with real npm socket.io-client sockets: every call event reaches
+//! exactly the right sockets, payloads keep their JSON type, and nothing gets stuck.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+struct Pair {
+    api: Api,
+    a: String,
+    b: String,
+    room: String,
+}
+
+/// alice (caller) and bob (callee) with a single room; devices are named in the tokens.
+async fn pair(server: &TestServer) -> Pair {
+    let api = server.api();
+    let a = token("alice", Some("a-phone"));
+    let b = token("bob", Some("b-phone"));
+    api.touch(&b).await;
+    let room = api.peer_room(&a, "bob").await;
+    Pair { api, a, b, room }
+}
+
+async fn create(p: &Pair, payload: Value) -> String {
+    let d = p
+        .api
+        .post(
+            &format!("call/create/{}", p.room),
+            &p.a,
+            json!({"payload": payload, "withVideo": true}),
+        )
+        .await
+        .ok();
+    d["meetId"].as_str().unwrap().to_string()
+}
+
+async fn history_status(api: &Api, t: &str, meet: &str) -> String {
+    let h = api.get("call/history", t).await.ok();
+    h.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["_id"] == meet)
+        .unwrap_or_else(|| panic!("{meet} not in history {h}"))["callStatus"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn accept_flow(offer: Value, answer: Value) {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a_phone = d.connect("a-phone", &p.a).await;
+    let mut a_tablet = d
+        .connect("a-tablet", &token("alice", Some("a-tablet")))
+        .await;
+    let mut b_phone = d.connect("b-phone", &p.b).await;
+    let mut b_tablet = d.connect("b-tablet", &token("bob", Some("b-tablet"))).await;
+
+    let meet = create(&p, offer.clone()).await;
+    for callee in [&mut b_phone, &mut b_tablet] {
+        let n = callee.expect("v1OnNewCall").await;
+        assert_eq!(n["meetId"], meet.as_str());
+        assert_eq!(n["roomId"], p.room.as_str());
+        assert_eq!(n["withVideo"], true);
+        assert_eq!(n["payload"], offer, "offer relayed with its JSON type");
+        assert_eq!(
+            n["userData"],
+            json!({"_id": "alice", "fullName": "Alice Name", "identifier": "alice",
+                   "userImages": {"fullImage": "https://img.example/alice.png",
+                                  "chatImage": "https://img.example/alice.png",
+                                  "smallImage": "https://img.example/alice.png"}})
+        );
+        assert!(n["iceServers"].is_array());
+    }
+    // GET call/active gives the ringing call with the offer as received.
+    let active = p.api.get("call/active", &p.b).await.ok();
+    assert_eq!(active["meetId"], meet.as_str());
+    assert_eq!(active["payload"], offer);
+    assert_eq!(active["userData"]["_id"], "alice");
+
+    p.api
+        .post(
+            &format!("call/accept/{meet}"),
+            &p.b,
+            json!({"payload": answer}),
+        )
+        .await
+        .ok();
+    let acc = a_phone.expect("v1OnCallAccepted").await;
+    assert_eq!(
+        acc,
+        json!({"meetId": meet, "roomId": p.room, "peerAnswer": answer}),
+        "answer relayed with its JSON type to the creating device"
+    );
+    let other = b_tablet.expect("v1OnCallCanceled").await;
+    assert_eq!(
+        other,
+        json!({"meetId": meet, "roomId": p.room}),
+        "answered elsewhere"
+    );
+    a_tablet.assert_none("v1OnCallAccepted").await;
+    b_phone.assert_none("v1OnCallCanceled").await;
+    assert_eq!(p.api.get("call/active", &p.b).await.ok(), Value::Null);
+
+    p.api
+        .post(&format!("call/end/{meet}"), &p.b, json!({}))
+        .await
+        .ok();
+    for s in [&mut a_phone, &mut b_phone, &mut a_tablet, &mut b_tablet] {
+        assert_eq!(
+            s.expect("v1OnCallEnded").await,
+            json!({"meetId": meet, "roomId": p.room})
+        );
+    }
+    // The finished call leaves a chat message with the real talk time.
+    let note = a_phone.expect("v1OnNewMessage").await;
+    assert_eq!(note["mT"], "call");
+    assert_eq!(note["sId"], "bob", "sent by the one who ended it");
+    assert_eq!(note["msgAtt"]["callStatus"], "finished");
+    assert_eq!(note["msgAtt"]["withVideo"], true);
+    let h = p.api.get("call/history", &p.a).await.ok();
+    let row = &h[0];
+    assert_eq!(row["_id"], meet.as_str());
+    assert_eq!(row["callStatus"], "finished");
+    assert_eq!(row["meetPlatform"], "webRtc");
+    assert_eq!(note["msgAtt"]["startAt"], row["acceptedAt"]);
+    assert_eq!(note["msgAtt"]["endAt"], row["endAt"]);
+    assert_eq!(row["peerUser"]["_id"], "bob");
+    assert_eq!(row["peerUser"]["identifier"], "bob");
+    assert!(row["peerUser"]["userImages"]["smallImage"].is_string());
+}
+
+#[tokio::test]
+async fn accept_with_string_payloads_keeps_strings() {
+    accept_flow(
+        json!(r#"{"sdp":{"version":0,"media":[]},"type":"offer"}"#),
+        json!(r#"{"answer":{"sdp":{"version":0},"type":"answer"}}"#),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn accept_with_object_payloads_keeps_objects() {
+    accept_flow(
+        json!({"sdp": "v=0\r\n", "type": "offer", "z": 1, "a": 2}),
+        json!({"answer": {"sdp": "v=0\r\n", "type": "answer"}}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reject_tells_the_caller_and_stops_other_callee_devices() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &p.a).await;
+    let mut b_phone = d.connect("b-phone", &p.b).await;
+    let mut b_tablet = d.connect("b-tablet", &token("bob", Some("b-tablet"))).await;
+    let meet = create(&p, Value::Null).await;
+    b_phone.expect("v1OnNewCall").await;
+    b_tablet.expect("v1OnNewCall").await;
+    p.api
+        .post(&format!("call/reject/{meet}"), &p.b, json!({}))
+        .await
+        .ok();
+    assert_eq!(
+        a.expect("v1OnCallRejected").await,
+        json!({"meetId": meet, "roomId": p.room})
+    );
+    b_tablet.expect("v1OnCallCanceled").await;
+    b_phone.assert_none("v1OnCallCanceled").await;
+    let note = a.expect("v1OnNewMessage").await;
+    assert_eq!(note["msgAtt"]["callStatus"], "rejected");
+    assert_eq!(note["sId"], "bob");
+    assert_eq!(history_status(&p.api, &p.a, &meet).await, "rejected");
+    // The loser of the race after it: a clear 400.
+    let late = p
+        .api
+        .post(&format!("call/accept/{meet}"), &p.b, json!({}))
+        .await;
+    assert!(late.err(400).contains("already ended"));
+}
+
+#[tokio::test]
+async fn cancel_tells_every_callee_device() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut b_phone = d.connect("b-phone", &p.b).await;
+    let mut b_tablet = d.connect("b-tablet", &token("bob", Some("b-tablet"))).await;
+    let meet = create(&p, Value::Null).await;
+    b_phone.expect("v1OnNewCall").await;
+    p.api
+        .post(&format!("call/cancel/{meet}"), &p.a, json!({}))
+        .await
+        .ok();
+    for s in [&mut b_phone, &mut b_tablet] {
+        assert_eq!(
+            s.expect("v1OnCallCanceled").await,
+            json!({"meetId": meet, "roomId": p.room})
+        );
+    }
+    assert_eq!(history_status(&p.api, &p.b, &meet).await, "canceled");
+    assert_eq!(p.api.get("call/active", &p.b).await.ok(), Value::Null);
+}
+
+#[tokio::test]
+async fn ring_timeout_reaches_both_and_posts_a_missed_call() {
+    let server = TestServer::start_with(&[("VCHAT_CALL_TIMEOUT_MS", "700")]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    let meet = create(&p, json!("offer")).await;
+    for s in [&mut a, &mut b] {
+        assert_eq!(
+            s.expect("v1OnCallTimeout").await,
+            json!({"meetId": meet, "roomId": p.room})
+        );
+    }
+    let note = b.expect("v1OnNewMessage").await;
+    assert_eq!(note["mT"], "call");
+    assert_eq!(note["c"], "📞 Missed Call from Alice Name");
+    assert_eq!(note["msgAtt"]["callStatus"], "timeout");
+    assert_eq!(note["msgAtt"]["endAt"], Value::Null);
+    assert_eq!(history_status(&p.api, &p.a, &meet).await, "timeout");
+    // Nobody is left busy: a new call can ring.
+    create(&p, Value::Null).await;
+}
+
+#[tokio::test]
+async fn end_from_the_caller_and_end_v2_dispatch() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+
+    // caller + inCall → end, from the caller's side
+    let m1 = create(&p, Value::Null).await;
+    p.api
+        .post(&format!("call/accept/{m1}"), &p.b, json!({}))
+        .await
+        .ok();
+    p.api
+        .post(&format!("call/end/{m1}"), &p.a, json!({}))
+        .await
+        .ok();
+    a.expect("v1OnCallEnded").await;
+    b.expect("v1OnCallEnded").await;
+    let late = p.api.post(&format!("call/end/{m1}"), &p.b, json!({})).await;
+    late.err(400);
+
+    // end/v2: caller + ring → cancel
+    let m2 = create(&p, Value::Null).await;
+    p.api
+        .post(&format!("call/end/v2/{m2}"), &p.a, json!({}))
+        .await
+        .ok();
+    b.expect("v1OnCallCanceled").await;
+    assert_eq!(history_status(&p.api, &p.a, &m2).await, "canceled");
+    // end/v2: callee + ring → reject
+    let m3 = create(&p, Value::Null).await;
+    p.api
+        .post(&format!("call/end/v2/{m3}"), &p.b, json!({}))
+        .await
+        .ok();
+    a.expect("v1OnCallRejected").await;
+    assert_eq!(history_status(&p.api, &p.a, &m3).await, "rejected");
+    // end/v2: callee + inCall → end
+    let m4 = create(&p, Value::Null).await;
+    p.api
+        .post(&format!("call/accept/{m4}"), &p.b, json!({}))
+        .await
+        .ok();
+    p.api
+        .post(&format!("call/end/v2/{m4}"), &p.b, json!({}))
+        .await
+        .ok();
+    a.expect("v1OnCallEnded").await;
+    assert_eq!(history_status(&p.api, &p.a, &m4).await, "finished");
+    // end on a ringing call is refused with the original's message
+    let m5 = create(&p, Value::Null).await;
+    let e = p.api.post(&format!("call/end/{m5}"), &p.a, json!({})).await;
+    assert!(e.err(400).contains("meet status not InCall"));
+}
+
+#[tokio::test]
+async fn roles_and_unknown_calls_are_refused() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let eve = token("eve", None);
+    let meet = create(&p, Value::Null).await;
+    let r = p
+        .api
+        .post(&format!("call/accept/{meet}"), &p.a, json!({}))
+        .await;
+    assert!(r.err(403).contains("only the callee"));
+    let r = p
+        .api
+        .post(&format!("call/cancel/{meet}"), &p.b, json!({}))
+        .await;
+    assert!(r.err(403).contains("only the caller"));
+    for action in ["accept", "reject", "cancel", "end", "end/v2"] {
+        let r = p
+            .api
+            .post(&format!("call/{action}/{meet}"), &eve, json!({}))
+            .await;
+        r.err(403);
+    }
+    p.api
+        .post("call/accept/nope", &p.b, json!({}))
+        .await
+        .err(404);
+    // The call is still ringing after all those refusals.
+    assert_eq!(
+        p.api.get("call/active", &p.b).await.ok()["meetId"],
+        meet.as_str()
+    );
+}
+
+#[tokio::test]
+async fn create_rules_busy_group_nonmember_and_platform() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let c = token("carol", None);
+    p.api.touch(&c).await;
+    let carol_bob = p.api.peer_room(&c, "bob").await;
+    let alice_carol = p.api.peer_room(&p.a, "carol").await;
+
+    let meet = create(&p, Value::Null).await;
+    let busy = p
+        .api
+        .post(&format!("call/create/{carol_bob}"), &c, json!({}))
+        .await;
+    assert_eq!(busy.err(400), "peerUserInCallNow");
+    let caller_busy = p
+        .api
+        .post(&format!("call/create/{alice_carol}"), &p.a, json!({}))
+        .await;
+    assert!(caller_busy.err(400).contains("already in another call"));
+
+    // Not a member; unknown room; group room; bad platform.
+    p.api
+        .post(&format!("call/create/{}", p.room), &c, json!({}))
+        .await
+        .err(403);
+    p.api.post("call/create/nope", &c, json!({})).await.err(404);
+    let group = p
+        .api
+        .post(
+            "channel/group",
+            &c,
+            json!({"groupName": "g", "identifiers": ["bob"]}),
+        )
+        .await
+        .ok();
+    let g = p
+        .api
+        .post(
+            &format!("call/create/{}", group["rId"].as_str().unwrap()),
+            &c,
+            json!({}),
+        )
+        .await;
+    assert!(g.err(400).contains("group calls are not supported"));
+    p.api
+        .post(
+            &format!("call/create/{alice_carol}"),
+            &c,
+            json!({"meetPlatform": "zoom"}),
+        )
+        .await
+        .err(400);
+
+    // Once the call ends, carol can call bob.
+    p.api
+        .post(&format!("call/cancel/{meet}"), &p.a, json!({}))
+        .await
+        .ok();
+    p.api
+        .post(&format!("call/create/{carol_bob}"), &c, json!({}))
+        .await
+        .ok();
+}
+
+#[tokio::test]
+async fn ice_flows_both_ways_to_the_other_party_only_and_early_ice_is_held() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let eve = token("eve", None);
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a-phone", &p.a).await;
+    let mut a_tablet = d
+        .connect("a-tablet", &token("alice", Some("a-tablet")))
+        .await;
+    let mut b = d.connect("b-phone", &p.b).await;
+    let mut b_tablet = d.connect("b-tablet", &token("bob", Some("b-tablet"))).await;
+    let mut e = d.connect("eve", &eve).await;
+    let meet = create(&p, json!("offer")).await;
+    b.expect("v1OnNewCall").await;
+
+    let cand = |n: u32| {
+        json!({"meetId": meet, "data": {"candidate": format!("candidate:{n} 1 udp 1 127.0.0.1 {n} typ host"),
+                                        "sdpMid": "0", "sdpMLineIndex": 0}})
+    };
+    // Early candidates from the caller while ringing: held.
+    a.emit("v1IceCandidate", &cand(1)).await;
+    a.emit("v1IceCandidate", &cand(2)).await;
+    a.fence().await;
+    b.assert_none("v1OnIceCandidate").await;
+    b_tablet.assert_none("v1OnIceCandidate").await;
+
+    p.api
+        .post(
+            &format!("call/accept/{meet}"),
+            &p.b,
+            json!({"payload": "answer"}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        b.expect("v1OnIceCandidate").await,
+        cand(1),
+        "held, delivered in order"
+    );
+    assert_eq!(b.expect("v1OnIceCandidate").await, cand(2));
+    a.expect("v1OnCallAccepted").await;
+
+    // Live relay both ways, never echoed, never to other devices.
+    a.emit("v1IceCandidate", &cand(3)).await;
+    assert_eq!(b.expect("v1OnIceCandidate").await, cand(3));
+    b.emit("v1IceCandidate", &cand(4)).await;
+    assert_eq!(a.expect("v1OnIceCandidate").await, cand(4));
+    // Object payloads are relayed the same way.
+    b.emit_raw("v1IceCandidate", json!([cand(5)])).await;
+    assert_eq!(a.expect("v1OnIceCandidate").await, cand(5));
+    b.fence().await;
+    a.fence().await;
+    a.assert_none("v1OnIceCandidate").await;
+    b.assert_none("v1OnIceCandidate").await;
+    a_tablet.assert_none("v1OnIceCandidate").await;
+    b_tablet.assert_none("v1OnIceCandidate").await;
+
+    // A stranger and a non-call device are refused; nothing is relayed.
+    e.emit("v1IceCandidate", &cand(6)).await;
+    assert!(e.expect("v1OnException").await["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a party"));
+    b_tablet.emit("v1IceCandidate", &cand(7)).await;
+    assert!(b_tablet.expect("v1OnException").await["error"]
+        .as_str()
+        .unwrap()
+        .contains("not the one in the call"));
+    e.fence().await;
+    b_tablet.fence().await;
+    a.assert_none("v1OnIceCandidate").await;
+
+    // After the end, ICE is refused.
+    p.api
+        .post(&format!("call/end/{meet}"), &p.a, json!({}))
+        .await
+        .ok();
+    a.emit("v1IceCandidate", &cand(8)).await;
+    assert!(a.expect("v1OnException").await["error"]
+        .as_str()
+        .unwrap()
+        .contains("no live call"));
+    a.fence().await;
+    b.assert_none("v1OnIceCandidate").await;
+}
+
+#[tokio::test]
+async fn ringing_caller_that_disconnects_is_canceled_after_the_grace() {
+    let server = TestServer::start_with(&[("VCHAT_CALLER_GRACE_MS", "300")]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    let meet = create(&p, Value::Null).await;
+    b.expect("v1OnNewCall").await;
+    a.close().await;
+    assert_eq!(
+        b.expect("v1OnCallCanceled").await,
+        json!({"meetId": meet, "roomId": p.room})
+    );
+    assert_eq!(history_status(&p.api, &p.b, &meet).await, "canceled");
+}
+
+#[tokio::test]
+async fn a_blip_shorter_than_the_grace_changes_nothing() {
+    let server = TestServer::start_with(&[("VCHAT_CALLER_GRACE_MS", "60000")]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    let meet = create(&p, Value::Null).await;
+    b.expect("v1OnNewCall").await;
+    a.close().await;
+    let mut a2 = d.connect("a-again", &p.a).await;
+    p.api
+        .post(&format!("call/accept/{meet}"), &p.b, json!({"payload": 1}))
+        .await
+        .ok();
+    assert_eq!(a2.expect("v1OnCallAccepted").await["peerAnswer"], 1);
+}
+
+#[tokio::test]
+async fn accept_while_the_caller_device_is_gone_is_refused_and_missed() {
+    let server = TestServer::start_with(&[("VCHAT_CALLER_GRACE_MS", "60000")]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    let meet = create(&p, Value::Null).await;
+    b.expect("v1OnNewCall").await;
+    a.close().await;
+    let r = p
+        .api
+        .post(&format!("call/accept/{meet}"), &p.b, json!({}))
+        .await;
+    assert_eq!(r.err(400), "peerUserDeviceOffline");
+    b.expect("v1OnCallTimeout").await;
+    assert_eq!(history_status(&p.api, &p.b, &meet).await, "timeout");
+}
+
+#[tokio::test]
+async fn a_party_gone_past_the_reconnect_grace_finishes_the_call() {
+    let server = TestServer::start_with(&[("VCHAT_RECONNECT_GRACE_MS", "300")]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &p.a).await;
+    let b = d.connect("b", &p.b).await;
+    let meet = create(&p, Value::Null).await;
+    p.api
+        .post(&format!("call/accept/{meet}"), &p.b, json!({}))
+        .await
+        .ok();
+    a.expect("v1OnCallAccepted").await;
+    b.close().await;
+    assert_eq!(
+        a.expect("v1OnCallEnded").await,
+        json!({"meetId": meet, "roomId": p.room})
+    );
+    assert_eq!(history_status(&p.api, &p.a, &meet).await, "finished");
+    // Nothing stays stuck: both can call again.
+    create(&p, Value::Null).await;
+}
+
+#[tokio::test]
+async fn active_and_history_survive_a_crash_and_nothing_stays_stuck() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let _a = d.connect("a", &p.a).await;
+    let done = create(&p, json!({"k": "v"})).await;
+    p.api
+        .post(&format!("call/accept/{done}"), &p.b, json!({}))
+        .await
+        .ok();
+    p.api
+        .post(&format!("call/end/{done}"), &p.b, json!({}))
+        .await
+        .ok();
+    let ringing = create(&p, json!("offer-text")).await;
+    assert_eq!(
+        p.api.get("call/active", &p.b).await.ok()["payload"],
+        "offer-text"
+    );
+
+    let server = server.restart(); // SIGKILL, then a new process on the same data
+    let api = server.api();
+    assert_eq!(api.get("call/active", &p.b).await.ok(), Value::Null);
+    assert_eq!(history_status(&api, &p.a, &ringing).await, "timeout");
+    assert_eq!(history_status(&api, &p.b, &done).await, "finished");
+    let h = api.get("call/history", &p.a).await.ok();
+    assert_eq!(h.as_array().unwrap().len(), 2);
+    assert_eq!(h[1]["peerUser"]["fullName"], "Bob Name");
+    // The crashed ring does not block new calls.
+    let p2 = Pair { api, ..p };
+    create(&p2, Value::Null).await;
+}
+
+#[tokio::test]
+async fn history_clear_checks_participation() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let eve = token("eve", None);
+    let meet = create(&p, Value::Null).await;
+    p.api
+        .post(&format!("call/cancel/{meet}"), &p.a, json!({}))
+        .await
+        .ok();
+    p.api
+        .delete(&format!("call/history/clear/{meet}"), &eve)
+        .await
+        .err(404);
+    assert_eq!(
+        p.api
+            .get("call/history", &p.b)
+            .await
+            .ok()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        p.api
+            .delete(&format!("call/history/clear/{meet}"), &p.b)
+            .await
+            .ok(),
+        "Done"
+    );
+    assert_eq!(p.api.get("call/history", &p.b).await.ok(), json!([]));
+    assert_eq!(
+        p.api
+            .get("call/history", &p.a)
+            .await
+            .ok()
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "only for me"
+    );
+    assert_eq!(p.api.delete("call/history/clear", &p.a).await.ok(), "Done");
+    assert_eq!(p.api.get("call/history", &p.a).await.ok(), json!([]));
+}
+
+#[tokio::test]
+async fn ice_servers_are_minted_per_user() {
+    let server =
+        TestServer::start_with(&[("VCHAT_TURN_SECRET", "s3cret"), ("VCHAT_TURN_TTL", "600")]);
+    let p = pair(&server).await;
+    let ice = p.api.get("call/ice-servers", &p.a).await.ok();
+    assert_eq!(ice["ttl"], 600);
+    let s = &ice["iceServers"][0];
+    let user = s["username"].as_str().unwrap();
+    let (exp, id) = user.split_once(':').unwrap();
+    assert_eq!(id, "alice");
+    let exp: u64 = exp.parse().unwrap();
+    let now = vchat_signal::auth::now_unix();
+    assert!(exp > now + 590 && exp <= now + 601, "expiry is now + ttl");
+    assert_eq!(
+        s["credential"].as_str().unwrap(),
+        vchat_signal::vchat_turn::password_for("s3cret", user)
+    );
+    assert_eq!(
+        s["urls"][0].as_str().unwrap(),
+        format!("turn:{}?transport=udp", server.turn.as_deref().unwrap())
+    );
+    let created = p
+        .api
+        .post(&format!("call/create/{}", p.room), &p.a, json!({}))
+        .await
+        .ok();
+    assert!(created["iceServers"][0]["username"]
+        .as_str()
+        .unwrap()
+        .ends_with(":alice"));
+}
