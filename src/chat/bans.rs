@@ -45,7 +45,11 @@ async fn announce(app: &App, me: &str, peer: &str, room_id: &str) -> Result<BanS
 /// `POST user-ban/{identifier}/ban`.
 pub async fn ban(app: &App, who: &Identity, identifier: &str) -> Result<BanState, ApiError> {
     let peer = peer(app, who, identifier).await?;
-    let (room, _) = app.store.single_room(&who.user_id, &peer.id).await?;
+    let room = app
+        .store
+        .find_single_room(&who.user_id, &peer.id)
+        .await?
+        .ok_or_else(|| ApiError::forbidden("you have no chat with this user to ban them from"))?;
     app.store.ban(&who.user_id, &peer.id, &room.id).await?;
     let mine = announce(app, &who.user_id, &peer.id, &room.id).await?;
     app.notify.leave_room(&who.user_id, &room.id);

@@ -437,8 +437,9 @@ impl Conn<'_> {
         loop {
             match self.next_raw().await {
                 None => panic!(
-                    "{}: no {event} within {WAIT:?}; pending: {:?}",
-                    self.id, self.backlog
+                    "{}: no {event} within {WAIT:?}; pending: {}",
+                    self.id,
+                    brief(&self.backlog)
                 ),
                 Some(m) if m["type"] == "event" && m["event"] == event => return decode(m, event),
                 Some(m) => self.backlog.push(m),
@@ -474,7 +475,12 @@ impl Conn<'_> {
             .iter()
             .filter(|m| m["type"] == "event" && m["event"] == event)
             .collect();
-        assert!(seen.is_empty(), "{}: unexpected {event}: {seen:?}", self.id);
+        assert!(
+            seen.is_empty(),
+            "{}: unexpected {event}: {}",
+            self.id,
+            brief(&seen.into_iter().cloned().collect::<Vec<_>>())
+        );
     }
 
     /// Round trip through the server on this socket (a presence poll with a unique marker).
@@ -534,6 +540,22 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// Queued events for a failure message, each cut short.
+fn brief(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| {
+            let s = e.to_string();
+            if s.len() > 300 {
+                format!("{}…", &s[..300])
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Server payloads are one JSON string argument; decode it.
