@@ -153,7 +153,7 @@ pub struct ServeArgs {
     #[arg(long, env = "VCHAT_TURN_REALM")]
     pub turn_realm: Option<String>,
     /// Do not start the embedded TURN server (ops run their own coturn)
-    #[arg(long, env = "VCHAT_NO_EMBEDDED_TURN")]
+    #[arg(long, env = "VCHAT_NO_EMBEDDED_TURN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_embedded_turn: bool,
 }
 

@@ -83,8 +83,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let server = vchat_signal::start(config).await?;
-        // One plain line for scripts and tests that start us on port 0.
-        println!(
+        // One plain line for scripts and tests that start us on port 0 (a closed stdout is no
+        // reason to stop serving).
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
             "vchat-signal listening on http://{}{}",
             server.addr,
             server

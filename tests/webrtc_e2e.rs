@@ -298,7 +298,7 @@ impl Peer {
         assert_eq!(
             state,
             RTCPeerConnectionState::Connected,
-            "{}: peer connection not connected within {CONNECT:?}",
+            "{}: peer connection did not connect (waited up to {CONNECT:?})",
             self.name
         );
     }
@@ -306,7 +306,6 @@ impl Peer {
     /// Type of the local candidate of the selected pair, read from the stats report.
     async fn selected_local_candidate_type(&self) -> RTCIceCandidateType {
         let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
-        for e in report.iter() { eprintln!("DEBUG {} {:?}", e.id(), e); }
         let transport = report.transport().expect("transport stats");
         let pair = match report.get(&transport.selected_candidate_pair_id) {
             Some(RTCStatsReportEntry::IceCandidatePair(p)) => p,
@@ -315,10 +314,26 @@ impl Peer {
                 self.name, transport.selected_candidate_pair_id
             ),
         };
-        match report.get(&pair.local_candidate_id) {
-            Some(RTCStatsReportEntry::LocalCandidate(c)) => c.candidate_type,
-            other => panic!("{}: selected local candidate missing: {other:?}", self.name),
-        }
+        // webrtc 0.21.1 names the pair's `local_candidate_id` "candidate:<id>" while the
+        // candidate's own entry is "RTCLocalIceCandidate_candidate:<id>"; accept both.
+        let id = &pair.local_candidate_id;
+        let typ = report
+            .iter()
+            .find_map(|e| match e {
+                RTCStatsReportEntry::LocalCandidate(c)
+                    if c.stats.id == *id || c.stats.id.ends_with(&format!("_{id}")) =>
+                {
+                    Some(c.candidate_type)
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: selected local candidate {id:?} not in stats",
+                    self.name
+                )
+            });
+        typ
     }
 
     async fn close(&self) {
@@ -383,6 +398,15 @@ struct LiveCall<'d> {
     room_id: String,
     /// `GET call/ice-servers` per user (`Value::Null` when not asked).
     ice_servers: (Value, Value),
+}
+
+/// The first entry of an ICE server list, given either as the list itself or as the
+/// `{iceServers, ttl}` object `GET call/ice-servers` returns.
+fn first_ice_server(v: &Value) -> &Value {
+    match v.get("iceServers") {
+        Some(list) => &list[0],
+        None => &v[0],
+    }
 }
 
 fn ice_servers_from(v: &Value) -> Vec<RTCIceServer> {
@@ -467,7 +491,7 @@ async fn establish_call<'d>(
     let meet_id = created["meetId"].as_str().expect("meetId").to_string();
     if relay {
         // The create reply carries the caller's ICE servers too, for the same user.
-        let turn = &created["iceServers"]["iceServers"][0];
+        let turn = first_ice_server(&created["iceServers"]);
         assert!(
             turn["username"].as_str().unwrap().ends_with(":alice"),
             "{created}"
@@ -494,7 +518,7 @@ async fn establish_call<'d>(
     assert_eq!(ring["payload"], offer_payload, "offer relayed unchanged");
     assert_eq!(ring["userData"]["_id"], "alice", "{ring}");
     if relay {
-        let turn = &ring["iceServers"]["iceServers"][0];
+        let turn = first_ice_server(&ring["iceServers"]);
         assert!(
             turn["username"].as_str().unwrap().ends_with(":bob"),
             "{ring}"
@@ -765,6 +789,13 @@ impl Drop for Coturn {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The test failed: coturn's view (auth errors, denied peers) is usually the answer.
+            eprintln!(
+                "---- coturn log ----\n{}\n---- end coturn log ----",
+                self.log()
+            );
+        }
     }
 }
 
@@ -825,6 +856,13 @@ impl Coturn {
                 dir.join("turnserver.pid").display()
             ))
             .arg(format!("--userdb={}", dir.join("turndb").display()))
+            // Session/allocation/permission lines in the log (printed if the test fails).
+            .arg("--verbose")
+            // coturn 4.6 refuses loopback peers (403 Forbidden IP on CreatePermission) unless
+            // this is set; `allowed-peer-ip=127.0.0.1` in the config does not override that
+            // check. It belongs in the config's TESTING EXCEPTION block next to that line;
+            // passed here until it is (harmless if both are set).
+            .arg("--allow-loopback-peers")
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -259,7 +259,11 @@ async fn not_live(app: &App, meet_id: &str, actor: &Actor<'_>) -> ApiError {
                 .user
                 .is_none_or(|u| u == rec.caller_id || u == rec.callee_id);
             if party {
-                ApiError::bad(format!("call already ended (status: {})", rec.status))
+                ApiError::bad(match Status::parse(&rec.status) {
+                    // Ended a moment ago; the record is being written.
+                    Some(s) if s.is_live() => "call already ended".to_string(),
+                    _ => format!("call already ended (status: {})", rec.status),
+                })
             } else {
                 ApiError::forbidden("you are not a party to this call")
             }
@@ -352,6 +356,7 @@ pub fn relay_ice(app: &App, who: &Identity, meet_id: &str, payload: Value) -> Re
 /// to come back before the call is canceled (ringing caller) or finished (in a call).
 pub fn device_gone(app: &Arc<App>, user: &str, device: &str, epoch: u64) {
     let Some(meet_id) = app.calls.call_of(user) else {
+        app.presence.forget(user, device, epoch);
         return;
     };
     let plan = app.calls.with_call(&meet_id, |live| {
@@ -374,6 +379,7 @@ pub fn device_gone(app: &Arc<App>, user: &str, device: &str, epoch: u64) {
         }
     });
     let Some(Some((grace, action))) = plan else {
+        app.presence.forget(user, device, epoch);
         return;
     };
     let (app, user, device) = (app.clone(), user.to_string(), device.to_string());
@@ -384,6 +390,7 @@ pub fn device_gone(app: &Arc<App>, user: &str, device: &str, epoch: u64) {
         if !came_back {
             tracing::info!(meet_id, user, device, "call device did not come back");
             let _ = act_as_system(&app, &meet_id, action).await;
+            app.presence.forget(&user, &device, epoch);
         }
     });
 }

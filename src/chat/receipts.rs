@@ -21,6 +21,23 @@ pub async fn deliver(
     Ok(changed > 0)
 }
 
+/// On connect (protocol §1.4): everything pending is delivered; each single-room peer whose
+/// messages changed is told, groups move silently.
+pub async fn deliver_on_connect(app: &App, who: &Identity) -> Result<(), sqlx::Error> {
+    for (room, peer) in app.store.deliver_all_pending(&who.user_id).await? {
+        app.notify.to_user(
+            &peer,
+            events::ON_DELIVER_CHAT_ROOM,
+            &Receipt {
+                room_id: &room,
+                user_id: &peer,
+                date: now_iso(),
+            },
+        );
+    }
+    Ok(())
+}
+
 /// The reader opened the room: everything the peer sent is seen.
 pub async fn enter(app: &App, who: &Identity, room: &str, single: bool) -> Result<(), sqlx::Error> {
     app.store.mark_seen(room, &who.user_id).await?;

@@ -17,7 +17,6 @@ use super::handlers;
 use super::notify::{chat_room, user_room};
 use crate::app::{App, MAX_EVENT_BYTES};
 use crate::auth::Identity;
-use crate::store::RoomKind;
 use crate::wire::events;
 use crate::wire::shapes::Exception;
 
@@ -161,16 +160,8 @@ async fn after_connect(app: Arc<App>, s: SocketRef) {
     let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() else {
         return;
     };
-    let rooms = match app.store.joinable_rooms(&ctx.who.user_id).await {
-        Ok(r) => r,
-        Err(_) => return,
-    };
-    for (room, kind) in rooms {
-        match crate::chat::receipts::deliver(&app, &ctx.who, &room, kind == RoomKind::Single).await
-        {
-            Ok(_) => {}
-            Err(e) => tracing::warn!(room, error = %e, "connect-time delivery failed"),
-        }
+    if let Err(e) = crate::chat::receipts::deliver_on_connect(&app, &ctx.who).await {
+        tracing::warn!(user = %ctx.who.user_id, error = %e, "connect-time delivery failed");
     }
 }
 

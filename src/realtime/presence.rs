@@ -1,8 +1,17 @@
 //! Who is connected, on which device. Kept in memory so presence polls and call routing never
 //! scan sockets.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use dashmap::DashMap;
 use socketioxide::socket::Sid;
+
+/// Epochs come from one counter, so a value is never reused even after an entry is forgotten.
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+fn next_epoch() -> u64 {
+    EPOCH.fetch_add(1, Ordering::Relaxed)
+}
 
 #[derive(Clone, Debug)]
 struct Conn {
@@ -13,8 +22,9 @@ struct Conn {
 #[derive(Default)]
 pub struct Presence {
     users: DashMap<String, Vec<Conn>>,
-    /// (user, device) → how many times that device has disconnected; a grace timer acts only if
-    /// no newer disconnect or reconnect happened since it started.
+    /// (user, device) → a stamp renewed on every connect and disconnect of that device; a grace
+    /// timer acts only if the stamp it saw at the disconnect is still current. Forgotten once the
+    /// device is offline with nothing waiting on it.
     epochs: DashMap<(String, String), u64>,
 }
 
@@ -24,10 +34,8 @@ impl Presence {
             sid,
             device: device.to_string(),
         });
-        *self
-            .epochs
-            .entry((user.to_string(), device.to_string()))
-            .or_default() += 1;
+        self.epochs
+            .insert((user.to_string(), device.to_string()), next_epoch());
     }
 
     /// Removes a socket. Returns the device's new epoch if that was its last socket.
@@ -43,11 +51,8 @@ impl Presence {
         }
         self.users.remove_if(user, |_, conns| conns.is_empty());
         let device = device?;
-        let key = (user.to_string(), device.clone());
-        let mut epoch = self.epochs.entry(key).or_default();
-        *epoch += 1;
-        let e = *epoch;
-        drop(epoch);
+        let e = next_epoch();
+        self.epochs.insert((user.to_string(), device.clone()), e);
         if device_left {
             Some((device, e))
         } else {
@@ -70,6 +75,12 @@ impl Presence {
             .get(&(user.to_string(), device.to_string()))
             .map(|e| *e)
             .unwrap_or(0)
+    }
+
+    /// Drops the stamp of a device that is offline (no timer needs it any more).
+    pub fn forget(&self, user: &str, device: &str, epoch: u64) {
+        self.epochs
+            .remove_if(&(user.to_string(), device.to_string()), |_, e| *e == epoch);
     }
 
     pub fn sockets(&self, user: &str) -> Vec<Sid> {

@@ -207,6 +207,39 @@ impl Store {
         Ok(n)
     }
 
+    /// A user connected: everything waiting for them anywhere is delivered, in one transaction.
+    /// Returns the single rooms whose messages changed, with the peer who sent them.
+    pub async fn deliver_all_pending(&self, reader: &str) -> sqlx::Result<Vec<(String, String)>> {
+        let now = now_iso();
+        let mut tx = self.pool.begin().await?;
+        let changed: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE messages SET delivered_at = ?1
+             WHERE delivered_at IS NULL AND deleted_at IS NULL AND sender_id <> ?2
+               AND room_id IN (SELECT m.room_id FROM room_members m JOIN rooms r ON r.id = m.room_id
+                               WHERE m.user_id = ?2 AND r.kind = 's')
+             RETURNING room_id, sender_id",
+        )
+        .bind(&now)
+        .bind(reader)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE room_members AS rm SET delivered_seq = x.top
+             FROM (SELECT room_id, MAX(seq) AS top FROM messages
+                   WHERE room_id IN (SELECT room_id FROM room_members WHERE user_id = ?1)
+                   GROUP BY room_id) AS x
+             WHERE rm.user_id = ?1 AND rm.room_id = x.room_id AND rm.delivered_seq < x.top",
+        )
+        .bind(reader)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut rooms = changed;
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
     /// The reader opened the room: everything the others sent is seen (and so delivered).
     pub async fn mark_seen(&self, room: &str, reader: &str) -> sqlx::Result<u64> {
         let now = now_iso();

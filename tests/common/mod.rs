@@ -317,8 +317,32 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `cargo test` alone must work on a fresh checkout: install the npm clients once if missing.
+fn ensure_node_modules() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let root = repo_root();
+        if root
+            .join("node_modules/socket.io-client/package.json")
+            .exists()
+            && root
+                .join("node_modules/socket.io-client-v2/package.json")
+                .exists()
+        {
+            return;
+        }
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&root)
+            .status()
+            .expect("npm must be installed to run the Socket.IO client tests");
+        assert!(status.success(), "npm ci failed");
+    });
+}
+
 impl Driver {
     pub async fn new(server: &TestServer) -> Driver {
+        ensure_node_modules();
         let mut child = tokio::process::Command::new("node")
             .arg(repo_root().join("tests/support/sio-driver.mjs"))
             .current_dir(repo_root())
