@@ -44,6 +44,10 @@ pub struct Config {
     pub turn_listen: SocketAddr,
     /// Realm of the embedded TURN server (coturn `realm`).
     pub turn_realm: String,
+    /// Address the embedded TURN server puts in relayed candidates [default: the listen IP].
+    pub turn_relay_ip: Option<std::net::IpAddr>,
+    /// Relay ports of the embedded TURN server, `MIN-MAX`.
+    pub turn_port_range: String,
 }
 
 impl Default for Config {
@@ -63,6 +67,8 @@ impl Default for Config {
             embedded_turn: true,
             turn_listen: "127.0.0.1:3478".parse().expect("valid default"),
             turn_realm: "vchat".into(),
+            turn_relay_ip: None,
+            turn_port_range: "49152-65535".into(),
         }
     }
 }
@@ -94,6 +100,18 @@ impl Config {
                 "turn ttl must be between 1 and {MAX_TURN_TTL} seconds, got {}",
                 self.turn_ttl
             ));
+        }
+        vchat_turn::parse_port_range(&self.turn_port_range)
+            .map_err(|e| format!("turn port range: {e}"))?;
+        if self.embedded_turn
+            && self.turn_listen.ip().is_unspecified()
+            && self.turn_relay_ip.is_none()
+        {
+            return Err(
+                "the embedded TURN server listens on all interfaces: set the turn relay ip \
+                        (VCHAT_TURN_RELAY_IP) to the address clients can reach"
+                    .into(),
+            );
         }
         for url in &self.turn_urls {
             if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))
@@ -152,6 +170,12 @@ pub struct ServeArgs {
     /// Realm of the embedded TURN server [default: vchat]
     #[arg(long, env = "VCHAT_TURN_REALM")]
     pub turn_realm: Option<String>,
+    /// Address put in relayed candidates by the embedded TURN server [default: the TURN listen IP]
+    #[arg(long, env = "VCHAT_TURN_RELAY_IP")]
+    pub turn_relay_ip: Option<std::net::IpAddr>,
+    /// Relay port range of the embedded TURN server, MIN-MAX [default: 49152-65535]
+    #[arg(long, env = "VCHAT_TURN_PORT_RANGE")]
+    pub turn_port_range: Option<String>,
     /// Do not start the embedded TURN server (ops run their own coturn)
     #[arg(long, env = "VCHAT_NO_EMBEDDED_TURN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_embedded_turn: bool,
@@ -184,8 +208,12 @@ impl ServeArgs {
             turn_urls,
             turn_ttl,
             turn_listen,
-            turn_realm
+            turn_realm,
+            turn_port_range
         );
+        if let Some(v) = self.turn_relay_ip {
+            c.turn_relay_ip = Some(v);
+        }
         if let Some(v) = &self.jwt_secret {
             c.jwt_secret = Some(v.clone());
         }
@@ -237,5 +265,15 @@ mod tests {
             ..Default::default()
         };
         assert!(args.resolve().unwrap_err().contains("turn url"));
+        let args = ServeArgs {
+            turn_port_range: Some("9-3".into()),
+            ..Default::default()
+        };
+        assert!(args.resolve().unwrap_err().contains("port range"));
+        let args = ServeArgs {
+            turn_listen: Some("0.0.0.0:3478".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(args.resolve().unwrap_err().contains("relay ip"));
     }
 }

@@ -86,12 +86,14 @@ pub async fn start_turn(
         .turn_secret
         .clone()
         .unwrap_or_else(|| crate::ids::random_hex(24));
+    let (relay_port_min, relay_port_max) = vchat_turn::parse_port_range(&config.turn_port_range)?;
     let turn_cfg = vchat_turn::TurnConfig {
         listen: config.turn_listen,
-        relay_ip: config.turn_listen.ip(),
+        relay_ip: config.turn_relay_ip.unwrap_or(config.turn_listen.ip()),
         realm: config.turn_realm.clone(),
         secret: secret.clone(),
-        ..Default::default()
+        relay_port_min,
+        relay_port_max,
     };
     let server = vchat_turn::start(turn_cfg).await.map_err(|e| {
         format!(
@@ -101,7 +103,8 @@ pub async fn start_turn(
     })?;
     let urls = if config.turn_urls.is_empty() {
         let a = server.local_addr();
-        vec![format!("turn:{}:{}?transport=udp", a.ip(), a.port())]
+        let host = config.turn_relay_ip.unwrap_or(a.ip());
+        vec![format!("turn:{}:{}?transport=udp", host, a.port())]
     } else {
         config.turn_urls.clone()
     };

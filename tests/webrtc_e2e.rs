@@ -2,7 +2,8 @@
 //! `vchat-signal` binary, exactly as V Chat clients drive it — Socket.IO for the events, REST for
 //! create/accept/end — and exchange data-channel messages over the ICE path the test forces:
 //! host candidates on loopback, relay-only through vchat-turn, relay-only through a real coturn.
-//! A last test proves that wrong or expired TURN credentials get no allocation.
+//! Each call also carries an Opus audio track both ways (20 ms frames of Opus silence), and each
+//! side must receive the other's RTP before the call is ended. A last test proves that wrong or expired TURN credentials get no allocation.
 //!
 //! Run with `cargo test --release --test webrtc_e2e` (debug webrtc is slow enough to make the
 //! DTLS/SCTP handshakes crawl).
@@ -16,17 +17,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::timeout;
 use vchat_signal::vchat_turn;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidate, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState, RTCIceServer,
-    RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder, StatsSelector,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidate, RTCIceCandidateInit, RTCIceCandidateType,
+    RTCIceGatheringState, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder,
+    StatsSelector,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 /// ICE + DTLS + SCTP over loopback is quick, but relayed paths are not: webrtc 0.21.1 only
 /// flushes relay-path packets on its next timer tick, so a relayed handshake takes seconds.
@@ -35,6 +48,207 @@ const CONNECT: Duration = Duration::from_secs(45);
 const GATHER: Duration = Duration::from_secs(20);
 /// One data-channel message, including the DCEP open on relayed paths.
 const MESSAGE: Duration = Duration::from_secs(30);
+/// Both sides' first `AUDIO_PACKETS` RTP packets, from the first frame written (track binding,
+/// `on_track`, the relay path's timer-paced flushing all included).
+const AUDIO: Duration = Duration::from_secs(30);
+
+// ------------------------------------------------------------------------------------------------
+// Audio
+// ------------------------------------------------------------------------------------------------
+
+/// How many RTP packets each side must receive from the other before the call is ended
+/// (at one packet per 20 ms frame, a fifth of a second of audio).
+const AUDIO_PACKETS: usize = 10;
+/// One Opus frame per RTP packet, as voice clients send it.
+const OPUS_FRAME: Duration = Duration::from_millis(20);
+/// A complete Opus packet for 20 ms of silence (TOC 0xF8: CELT fullband, 20 ms, one frame).
+const OPUS_SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
+/// The payload type browsers and the webrtc default media engine use for Opus.
+const OPUS_PT: u8 = 111;
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// The default `MediaEngine` has no codecs at all (an audio m-line would have nothing to
+/// negotiate); a V Chat audio call needs Opus only.
+fn audio_media_engine() -> MediaEngine {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus_codec(),
+                payload_type: OPUS_PT,
+            },
+            RtpCodecKind::Audio,
+        )
+        .expect("register Opus");
+    engine
+}
+
+/// A peer's microphone: an Opus sample track with one SSRC, added to its peer connection.
+struct LocalAudio {
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+}
+
+/// A running sender: 20 ms Opus-silence frames until stopped.
+struct AudioPump {
+    stop: oneshot::Sender<()>,
+    /// Frames the track accepted (writes before the track is bound fail and are not counted).
+    task: tokio::task::JoinHandle<usize>,
+}
+
+impl LocalAudio {
+    /// The payload type negotiated for this sender (valid once both descriptions are set).
+    async fn payload_type(&self, who: &str) -> u8 {
+        self.sender
+            .get_parameters()
+            .await
+            .unwrap_or_else(|e| panic!("{who}: audio sender parameters: {e}"))
+            .rtp_parameters
+            .codecs
+            .first()
+            .unwrap_or_else(|| panic!("{who}: audio sender has no negotiated codec"))
+            .payload_type
+    }
+
+    /// Starts writing a 20 ms frame of Opus silence every 20 ms, paced by an interval (the
+    /// first writes may be refused until the track is bound; the pump just keeps going).
+    fn start(&self, payload_type: u8) -> AudioPump {
+        let (stop, mut stopped) = oneshot::channel();
+        let track = Arc::clone(&self.track);
+        let ssrc = self.ssrc;
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(OPUS_FRAME);
+            let mut written = 0;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return written,
+                    _ = ticker.tick() => {}
+                }
+                let sample = Sample {
+                    data: OPUS_SILENCE.to_vec().into(),
+                    duration: OPUS_FRAME,
+                    ..Sample::new(Instant::now())
+                };
+                if track
+                    .sample_writer(ssrc, payload_type)
+                    .write_sample(&sample)
+                    .await
+                    .is_ok()
+                {
+                    written += 1;
+                }
+            }
+        });
+        AudioPump { stop, task }
+    }
+}
+
+impl AudioPump {
+    /// Stops the pump; returns how many frames the track accepted.
+    async fn stop(self) -> usize {
+        let _ = self.stop.send(());
+        self.task.await.expect("audio pump task")
+    }
+}
+
+/// Reads the remote audio track on its own task and publishes the running count of RTP
+/// packets, after checking each one is the other side's Opus silence. A wrong packet panics the
+/// task, which closes the count channel and so fails the waiter.
+fn count_remote_audio(
+    track: Arc<dyn TrackRemote>,
+    who: &'static str,
+    ssrc: u32,
+    payload_type: u8,
+) -> watch::Receiver<usize> {
+    let (count_tx, count) = watch::channel(0usize);
+    tokio::spawn(async move {
+        while let Some(event) = track.poll().await {
+            match event {
+                TrackRemoteEvent::OnRtpPacket(pkt) => {
+                    assert_eq!(pkt.header.ssrc, ssrc, "{who}: RTP from an unexpected SSRC");
+                    assert_eq!(
+                        pkt.header.payload_type, payload_type,
+                        "{who}: RTP payload type"
+                    );
+                    assert_eq!(&pkt.payload[..], &OPUS_SILENCE[..], "{who}: RTP payload");
+                    count_tx.send_modify(|n| *n += 1);
+                }
+                TrackRemoteEvent::OnEnded => break,
+                _ => {}
+            }
+        }
+        // Keep the last count readable after the track ends.
+        count_tx.closed().await;
+    });
+    count
+}
+
+/// Both directions at once: each peer sends Opus frames, each must get the other's remote
+/// track and at least `AUDIO_PACKETS` RTP packets from it. Returns (alice got, bob got).
+async fn exchange_audio(alice: &mut Peer, bob: &mut Peer) -> (usize, usize) {
+    let a_out = alice.audio.as_ref().expect("alice has audio");
+    let b_out = bob.audio.as_ref().expect("bob has audio");
+    let a_pt = a_out.payload_type("alice").await;
+    let b_pt = b_out.payload_type("bob").await;
+    assert_eq!(a_pt, OPUS_PT, "alice's negotiated audio payload type");
+    assert_eq!(b_pt, OPUS_PT, "bob's negotiated audio payload type");
+    let (a_ssrc, b_ssrc) = (a_out.ssrc, b_out.ssrc);
+    let a_pump = a_out.start(a_pt);
+    let b_pump = b_out.start(b_pt);
+    let started = Instant::now();
+
+    async fn receive(
+        peer: &mut Peer,
+        who: &'static str,
+        ssrc: u32,
+        payload_type: u8,
+    ) -> watch::Receiver<usize> {
+        let track = timeout(AUDIO, peer.remote_tracks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{who}: no remote track (on_track) within {AUDIO:?}"))
+            .expect("peer alive");
+        assert_eq!(
+            track.kind().await,
+            RtpCodecKind::Audio,
+            "{who}: remote track kind"
+        );
+        let mut count = count_remote_audio(track, who, ssrc, payload_type);
+        let reached = timeout(AUDIO, count.wait_for(|n| *n >= AUDIO_PACKETS))
+            .await
+            .map(|r| r.is_ok());
+        match reached {
+            Ok(true) => {}
+            Ok(false) => panic!("{who}: remote audio reader stopped (see panic above)"),
+            Err(_) => panic!(
+                "{who}: only {} of {AUDIO_PACKETS} RTP packets within {AUDIO:?}",
+                *count.borrow()
+            ),
+        }
+        count
+    }
+    let (a_got, b_got) = tokio::join!(
+        receive(alice, "alice", b_ssrc, b_pt),
+        receive(bob, "bob", a_ssrc, a_pt)
+    );
+    let elapsed = started.elapsed();
+    let (a_sent, b_sent) = tokio::join!(a_pump.stop(), b_pump.stop());
+    let (a_got, b_got) = (*a_got.borrow(), *b_got.borrow());
+    eprintln!(
+        "[webrtc_e2e] audio in {elapsed:?}: alice sent {a_sent} frames, bob received \
+         {b_got} RTP packets; bob sent {b_sent} frames, alice received {a_got} RTP packets"
+    );
+    (a_got, b_got)
+}
 
 // ------------------------------------------------------------------------------------------------
 // A WebRTC peer
@@ -51,6 +265,7 @@ struct Events {
     state: watch::Sender<RTCPeerConnectionState>,
     gathering: watch::Sender<RTCIceGatheringState>,
     data_channels: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
+    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
 }
 
 type Done<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -95,6 +310,15 @@ impl PeerConnectionEventHandler for Events {
         let _ = self.data_channels.send(dc);
         Box::pin(async {})
     }
+
+    fn on_track<'s, 'a>(&'s self, track: Arc<dyn TrackRemote>) -> Done<'a>
+    where
+        's: 'a,
+        Self: 'a,
+    {
+        let _ = self.tracks.send(track);
+        Box::pin(async {})
+    }
 }
 
 /// How a peer reaches the other one.
@@ -116,6 +340,9 @@ struct Peer {
     state: watch::Receiver<RTCPeerConnectionState>,
     gathering: watch::Receiver<RTCIceGatheringState>,
     remote_data_channels: mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+    remote_tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    /// This peer's audio track, once `add_audio` attached it.
+    audio: Option<LocalAudio>,
     /// Remote candidates that arrived before the remote description: `addIceCandidate` must not
     /// run before `setRemoteDescription`, so they wait here (clients must do the same, since the
     /// server may deliver held candidates right behind the offer/answer).
@@ -129,11 +356,13 @@ impl Peer {
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let (gather_tx, gathering) = watch::channel(RTCIceGatheringState::New);
         let (dc_tx, remote_data_channels) = mpsc::unbounded_channel();
+        let (track_tx, remote_tracks) = mpsc::unbounded_channel();
         let events = Arc::new(Events {
             candidates: cand_tx,
             state: state_tx,
             gathering: gather_tx,
             data_channels: dc_tx,
+            tracks: track_tx,
         });
         let config = match ice {
             Ice::HostOnly => RTCConfigurationBuilder::new().build(),
@@ -152,6 +381,7 @@ impl Peer {
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_setting_engine(settings)
+            .with_media_engine(audio_media_engine())
             .with_handler(events as Arc<dyn PeerConnectionEventHandler>)
             .with_udp_addrs(vec!["127.0.0.1:0"])
             .build()
@@ -165,6 +395,8 @@ impl Peer {
             state,
             gathering,
             remote_data_channels,
+            remote_tracks,
+            audio: None,
             early_remote: Vec::new(),
             has_remote: false,
         }
@@ -190,14 +422,53 @@ impl Peer {
         self.local_json().await
     }
 
+    /// Like a callee app: apply the offer, attach the microphone (which takes over the audio
+    /// transceiver the offer created, so the answer is sendrecv), then answer.
     async fn answer(&mut self, offer: &Value) -> Value {
         self.set_remote(offer).await;
+        self.add_audio().await;
         let answer = self.pc.create_answer(None).await.expect("create answer");
         self.pc
             .set_local_description(answer)
             .await
             .expect("set answer");
         self.local_json().await
+    }
+
+    /// Adds an Opus track (one random SSRC) to the peer connection; must happen before the
+    /// offer/answer is created so the SDP negotiates it.
+    async fn add_audio(&mut self) {
+        let ssrc = rand::random::<u32>();
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    format!("{}-stream", self.name),
+                    format!("{}-audio", self.name),
+                    format!("{}-microphone", self.name),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: opus_codec(),
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .unwrap_or_else(|e| panic!("{}: Opus sample track: {e}", self.name)),
+        );
+        let sender = self
+            .pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .unwrap_or_else(|e| panic!("{}: add audio track: {e}", self.name));
+        self.audio = Some(LocalAudio {
+            track,
+            sender,
+            ssrc,
+        });
     }
 
     /// Sets `{sdp, type}` as the remote description, then adds the candidates that waited.
@@ -242,7 +513,8 @@ impl Peer {
     /// `data` maps V Chat clients send (flutter_webrtc `RTCIceCandidate.toMap()`).
     ///
     /// `RTCIceCandidate::to_json()` leaves `sdpMid` empty, which Gen-A clients would pass to
-    /// `addCandidate` as is; we fill in the mid of the single bundled m-line from our own SDP.
+    /// `addCandidate` as is; we fill in the mid of the first m-line (audio and data are bundled
+    /// on one transport) from our own SDP.
     async fn gathered_candidates(&mut self) -> Vec<Value> {
         let mut g = self.gathering.clone();
         timeout(GATHER, g.wait_for(|s| *s == RTCIceGatheringState::Complete))
@@ -468,8 +740,10 @@ async fn establish_call<'d>(
         (Ice::HostOnly, Ice::HostOnly, (Value::Null, Value::Null))
     };
 
-    // Caller: data channel first (so the offer has an m=application line), then the offer.
+    // Caller: microphone and data channel first (so the offer has an m=audio and an
+    // m=application line), then the offer.
     let mut alice = Peer::new("alice", &ice_a).await;
+    alice.add_audio().await;
     let alice_dc = alice
         .pc
         .create_data_channel("vchat", None)
@@ -621,6 +895,9 @@ async fn establish_call<'d>(
         assert_eq!(next_text(&bob_dc, "bob").await, format!("a{i}"));
         assert_eq!(next_text(&alice_dc, "alice").await, format!("b{i}"));
     }
+
+    // Audio both ways over the same path, before anyone hangs up.
+    exchange_audio(&mut alice, &mut bob).await;
 
     LiveCall {
         alice,

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::extract::{parse_json, Body, Me};
+use super::extract::{parse_json, Body, Me, Params};
 use crate::app::App;
 use crate::chat::messages::{self, SendMessage};
 use crate::chat::rooms::{self, NewGroup, NewMembers};
@@ -23,7 +23,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<Arc<App>>,
     Me(who): Me,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> ApiResult {
     Ok(ok(rooms::list(&app, &who, q.limit).await?))
 }
@@ -97,7 +97,7 @@ pub async fn messages(
     State(app): State<Arc<App>>,
     Me(who): Me,
     Path(room): Path<String>,
-    Query(q): Query<PageQuery>,
+    Params(q): Params<PageQuery>,
 ) -> ApiResult {
     Ok(ok(messages::page(
         &app,

@@ -32,6 +32,20 @@ impl FromRequestParts<Arc<App>> for Me {
     }
 }
 
+/// Query parameters; a malformed one answers 400 in the envelope (axum's own answer is text).
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Arc<App>> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, app)
+            .await
+            .map(|q| Params(q.0))
+            .map_err(|e| ApiError::bad(format!("invalid query parameters: {e}")))
+    }
+}
+
 /// A JSON body; an empty body reads as `{}` (several V Chat routes post none).
 pub struct Body<T>(pub T);
 

@@ -17,3 +17,16 @@ mod server;
 pub use auth::SecretAuthHandler;
 pub use credentials::{mint_credentials, password_for, Credentials};
 pub use server::{start, AllocationStat, Error, TurnConfig, TurnServer};
+
+/// Parses a relay port range written `MIN-MAX` (inclusive), as flags and config files give it.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
+    let min: u16 = a.trim().parse().map_err(|e| format!("bad MIN: {e}"))?;
+    let max: u16 = b.trim().parse().map_err(|e| format!("bad MAX: {e}"))?;
+    if min == 0 || min > max {
+        return Err(format!("need 1 <= MIN <= MAX, got {min}-{max}"));
+    }
+    Ok((min, max))
+}

@@ -28,24 +28,12 @@ struct Args {
     secret: String,
 
     /// Relay port range, inclusive, as MIN-MAX.
-    #[arg(long, env = "VCHAT_TURN_PORT_RANGE", default_value = "49152-65535", value_parser = parse_range)]
+    #[arg(long, env = "VCHAT_TURN_PORT_RANGE", default_value = "49152-65535", value_parser = vchat_turn::parse_port_range)]
     port_range: (u16, u16),
 
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "vchat_turn=debug,turn=info").
     #[arg(long = "log", env = "VCHAT_LOG", default_value = "info")]
     log: String,
-}
-
-fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
-    let min: u16 = a.trim().parse().map_err(|e| format!("bad MIN: {e}"))?;
-    let max: u16 = b.trim().parse().map_err(|e| format!("bad MAX: {e}"))?;
-    if min == 0 || min > max {
-        return Err(format!("need 1 <= MIN <= MAX, got {min}-{max}"));
-    }
-    Ok((min, max))
 }
 
 async fn shutdown_signal() {
