@@ -470,30 +470,36 @@ pub fn route_ice(
     }
 }
 
+/// alice (on "a-phone") calling bob; in a call, bob answered on "b-phone".
+#[cfg(test)]
+pub(crate) fn sample_call(status: Status) -> Call {
+    Call {
+        meet_id: "m".into(),
+        room_id: "r".into(),
+        caller: "alice".into(),
+        callee: "bob".into(),
+        caller_device: "a-phone".into(),
+        callee_device: (status == Status::InCall).then(|| "b-phone".to_string()),
+        with_video: false,
+        platform: "webRtc".into(),
+        status,
+        payload: serde_json::json!("offer"),
+        answer: None,
+        created_at: Utc::now(),
+        accepted_at: None,
+        ended_at: None,
+        rev: 1,
+        held_ice: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
     fn call(status: Status) -> Call {
-        Call {
-            meet_id: "m".into(),
-            room_id: "r".into(),
-            caller: "alice".into(),
-            callee: "bob".into(),
-            caller_device: "a-phone".into(),
-            callee_device: (status == Status::InCall).then(|| "b-phone".to_string()),
-            with_video: false,
-            platform: "webRtc".into(),
-            status,
-            payload: json!("offer"),
-            answer: None,
-            created_at: Utc::now(),
-            accepted_at: None,
-            ended_at: None,
-            rev: 1,
-            held_ice: vec![],
-        }
+        sample_call(status)
     }
 
     fn actors() -> Vec<(Role, Actor<'static>)> {

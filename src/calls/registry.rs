@@ -145,33 +145,13 @@ mod tests {
     /// one transition wins, everyone else sees a refused action and the call unchanged by them.
     #[test]
     fn racing_actions_on_one_call_have_one_winner() {
-        use crate::calls::machine::{apply, Action, Actor, Call, Status};
+        use crate::calls::machine::{apply, sample_call, Action, Actor, Status};
         use chrono::Utc;
         use serde_json::json;
         for round in 0..300 {
             let r = Arc::new(Registry::default());
             r.reserve("alice", "bob", "m").unwrap();
-            r.insert(
-                Call {
-                    meet_id: "m".into(),
-                    room_id: "r".into(),
-                    caller: "alice".into(),
-                    callee: "bob".into(),
-                    caller_device: "a".into(),
-                    callee_device: None,
-                    with_video: false,
-                    platform: "webRtc".into(),
-                    status: Status::Ring,
-                    payload: json!(null),
-                    answer: None,
-                    created_at: Utc::now(),
-                    accepted_at: None,
-                    ended_at: None,
-                    rev: 1,
-                    held_ice: vec![],
-                },
-                None,
-            );
+            r.insert(sample_call(Status::Ring), None);
             let barrier = Arc::new(std::sync::Barrier::new(4));
             let contenders: Vec<(Option<&'static str>, Action)> = vec![
                 (
@@ -191,7 +171,10 @@ mod tests {
                     let (r, barrier) = (r.clone(), barrier.clone());
                     std::thread::spawn(move || {
                         barrier.wait();
-                        let actor = Actor { user, device: "b" };
+                        let actor = Actor {
+                            user,
+                            device: "b-phone",
+                        };
                         r.with_call("m", |live| {
                             apply(&mut live.call, action, &actor, Utc::now())
                                 .map(|_| live.call.status)

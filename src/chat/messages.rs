@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::calls::machine::{Call, CallNote};
 use crate::ids::iso;
-use crate::store::{MessageRow, NewMessage, RoomKind};
+use crate::store::{MessageRow, NewMessage, RoomKind, UserRow};
 use crate::wire::events;
 use crate::wire::shapes::MessageOut;
 use crate::wire::ApiError;
@@ -60,6 +60,54 @@ fn attachment_of(v: &Option<Value>) -> Result<Option<Value>, ApiError> {
         },
         Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
         Some(_) => Err(ApiError::bad("attachment must be a JSON object")),
+    }
+}
+
+/// Commits a message, then announces it to the room if it is new (a retry announces nothing).
+async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), ApiError> {
+    let (row, created) = app.store.insert_message(msg).await?;
+    if created {
+        app.notify
+            .to_room(
+                &row.room_id,
+                events::ON_NEW_MESSAGE,
+                &MessageOut::from(&row),
+            )
+            .await;
+    }
+    Ok((row, created))
+}
+
+/// A message from `sender` with no extras; callers fill in what differs.
+fn message_by(
+    sender: &UserRow,
+    room_id: &str,
+    local_id: String,
+    kind: &str,
+    content: String,
+) -> NewMessage {
+    NewMessage {
+        room_id: room_id.into(),
+        sender_id: sender.id.clone(),
+        sender_name: sender.full_name.clone(),
+        sender_identifier: sender.identifier.clone(),
+        sender_img: sender.img.clone(),
+        local_id,
+        kind: kind.into(),
+        content,
+        is_encrypted: false,
+        attachment: None,
+        reply_to: None,
+        forward_id: None,
+    }
+}
+
+fn as_user(who: &Identity) -> UserRow {
+    UserRow {
+        id: who.user_id.clone(),
+        full_name: who.name.clone(),
+        identifier: who.identifier.clone(),
+        img: who.img.clone(),
     }
 }
 
@@ -152,35 +200,21 @@ pub async fn send(
             Some(m.id)
         }
     };
-    let (row, created) = app
-        .store
-        .insert_message(&NewMessage {
-            room_id: room_id.into(),
-            sender_id: who.user_id.clone(),
-            sender_name: who.name.clone(),
-            sender_identifier: who.identifier.clone(),
-            sender_img: who.img.clone(),
-            local_id,
-            kind,
-            content,
-            is_encrypted,
-            attachment: attachment.map(|a| a.to_string()),
-            reply_to,
-            forward_id,
-        })
-        .await?;
+    let msg = NewMessage {
+        is_encrypted,
+        attachment: attachment.map(|a| a.to_string()),
+        reply_to,
+        forward_id,
+        ..message_by(&as_user(who), room_id, local_id, &kind, content)
+    };
+    let (row, _) = commit(app, &msg).await?;
+    // Only a retry can find its localId in another room; a new message is always here.
     if row.room_id != room_id {
         return Err(ApiError::bad(
             "localId was already used for a message in another room",
         ));
     }
-    let out = MessageOut::from(&row);
-    if created {
-        app.notify
-            .to_room(room_id, events::ON_NEW_MESSAGE, &out)
-            .await;
-    }
-    Ok(out)
+    Ok(MessageOut::from(&row))
 }
 
 pub async fn page(
@@ -280,36 +314,25 @@ pub async fn post_info(
     target_name: &str,
     content: String,
 ) -> Result<(), ApiError> {
-    let (row, created) = app
-        .store
-        .insert_message(&NewMessage {
-            room_id: room_id.into(),
-            sender_id: admin.user_id.clone(),
-            sender_name: admin.name.clone(),
-            sender_identifier: admin.identifier.clone(),
-            sender_img: admin.img.clone(),
-            local_id: crate::ids::new_id(),
-            kind: "info".into(),
+    let msg = NewMessage {
+        attachment: Some(
+            json!({
+                "action": action,
+                "targetName": target_name,
+                "adminName": admin.name,
+                "targetId": target_id,
+            })
+            .to_string(),
+        ),
+        ..message_by(
+            &as_user(admin),
+            room_id,
+            crate::ids::new_id(),
+            "info",
             content,
-            is_encrypted: false,
-            attachment: Some(
-                json!({
-                    "action": action,
-                    "targetName": target_name,
-                    "adminName": admin.name,
-                    "targetId": target_id,
-                })
-                .to_string(),
-            ),
-            reply_to: None,
-            forward_id: None,
-        })
-        .await?;
-    if created {
-        app.notify
-            .to_room(room_id, events::ON_NEW_MESSAGE, &MessageOut::from(&row))
-            .await;
-    }
+        )
+    };
+    commit(app, &msg).await?;
     Ok(())
 }
 
@@ -359,31 +382,16 @@ pub async fn post_call_note(
                    "startAt": call.accepted_at.map(iso), "endAt": call.ended_at.map(iso)}),
         ),
     };
-    let (row, created) = app
-        .store
-        .insert_message(&NewMessage {
-            room_id: call.room_id.clone(),
-            sender_id: sender.id.clone(),
-            sender_name: sender.full_name.clone(),
-            sender_identifier: sender.identifier.clone(),
-            sender_img: sender.img.clone(),
-            local_id: format!("call-{}-{status}", call.meet_id),
-            kind: "call".into(),
+    let msg = NewMessage {
+        attachment: Some(att.to_string()),
+        ..message_by(
+            &sender,
+            &call.room_id,
+            format!("call-{}-{status}", call.meet_id),
+            "call",
             content,
-            is_encrypted: false,
-            attachment: Some(att.to_string()),
-            reply_to: None,
-            forward_id: None,
-        })
-        .await?;
-    if created {
-        app.notify
-            .to_room(
-                &call.room_id,
-                events::ON_NEW_MESSAGE,
-                &MessageOut::from(&row),
-            )
-            .await;
-    }
+        )
+    };
+    commit(app, &msg).await?;
     Ok(())
 }
