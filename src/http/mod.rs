@@ -9,7 +9,9 @@ mod ops;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
@@ -64,7 +66,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/channel/{room_id}/deliver", patch(channels::deliver))
         // bans
         .route("/user-ban/{identifier}/ban", post(bans::ban).get(bans::get))
-        .route("/user-ban/{identifier}/un-ban", post(bans::unban));
+        .route("/user-ban/{identifier}/un-ban", post(bans::unban))
+        .layer(middleware::from_fn(run_to_completion));
 
     Router::new()
         .nest("/api/v2", api)
@@ -75,6 +78,16 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+}
+
+/// A client that hangs up mid-request must not leave a half-done change behind (a call reserved
+/// but never announced, a message stored but never emitted): hyper drops the handler future
+/// when the connection goes, so every API request runs on its own task to the end.
+async fn run_to_completion(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::Internal(format!("request failed: {e}")).into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
