@@ -92,6 +92,22 @@ fn audio_media_engine() -> MediaEngine {
     engine
 }
 
+/// The `m=audio` section of an SDP (empty if there is none).
+fn audio_section(sdp: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            inside = line.starts_with("m=audio");
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// A peer's microphone: an Opus sample track with one SSRC, added to its peer connection.
 struct LocalAudio {
     track: Arc<TrackLocalStaticSample>,
@@ -804,6 +820,14 @@ async fn establish_call<'d>(
     };
     let mut bob = Peer::new("bob", &ice_b).await;
     let answer = bob.answer(&received_offer).await;
+    for (who, sdp) in [("offer", &offer), ("answer", &answer)] {
+        let audio = audio_section(sdp["sdp"].as_str().unwrap());
+        assert!(
+            audio.contains(&format!("a=rtpmap:{OPUS_PT} opus/48000/2"))
+                && audio.contains("a=sendrecv"),
+            "{who}: the audio m-line must negotiate Opus both ways:\n{audio}"
+        );
+    }
     let answer_payload = match style {
         Payload::GenAString => Value::String(json!({ "answer": answer }).to_string()),
         Payload::Object => answer.clone(),
