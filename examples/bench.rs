@@ -1,0 +1,1517 @@
+//! Side-by-side benchmark: vchat-signal against the Node.js reference peer, same machine, same run,
+//! same client.
+//!
+//! ```sh
+//! cargo build --release
+//! cargo run --release --example bench -- [--node-reference PATH] [--quick]
+//! ```
+//!
+//! See `bench/README.md` for what every figure means. Both servers are child processes bound to
+//! 127.0.0.1 with `kill_on_drop`, so they die with the bench, also when it panics.
+//!
+//! The load generator is a minimal Socket.IO v4 client over a raw websocket: tungstenite's frame
+//! codec (through tokio-tungstenite's re-export) on split tokio TCP halves, one reader task and one
+//! writer task per socket, so no futures/Stream plumbing is needed.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use vchat_signal::auth::{mint, Claims};
+
+const SECRET: &str = "vchat-bench-secret-0123456789abcdef0123456789";
+const DEVICE: &str = "bench-device";
+
+// ---------------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------------
+
+struct Opts {
+    quick: bool,
+    node_reference: PathBuf,
+    no_node: bool,
+    vchat_bin: Option<PathBuf>,
+    client_threads: usize,
+    connect_concurrency: Option<usize>,
+}
+
+/// Sizes of every scenario; `--quick` shrinks them.
+#[derive(Clone, Copy)]
+struct Sizes {
+    connections: usize,
+    connect_concurrency: usize,
+    call_pairs: usize,
+    calls_per_pair: usize,
+    ice_pairs: usize,
+    ice_per_pair: usize,
+    ice_burst: usize,
+    presence_askers: usize,
+    presence_peers: usize,
+    presence_polls: usize,
+    event_timeout: Duration,
+    scenario_timeout: Duration,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                connections: 300,
+                connect_concurrency: 100,
+                call_pairs: 10,
+                calls_per_pair: 5,
+                ice_pairs: 10,
+                ice_per_pair: 300,
+                ice_burst: 20,
+                presence_askers: 5,
+                presence_peers: 50,
+                presence_polls: 60,
+                event_timeout: Duration::from_secs(5),
+                scenario_timeout: Duration::from_secs(30),
+            }
+        } else {
+            Sizes {
+                connections: 2000,
+                connect_concurrency: 100,
+                call_pairs: 50,
+                calls_per_pair: 20,
+                ice_pairs: 50,
+                ice_per_pair: 2000,
+                ice_burst: 20,
+                presence_askers: 20,
+                presence_peers: 50,
+                presence_polls: 500,
+                event_timeout: Duration::from_secs(10),
+                scenario_timeout: Duration::from_secs(120),
+            }
+        }
+    }
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: cargo run --release --example bench -- [--quick] [--node-reference PATH] [--no-node]\n\
+         \x20                                          [--vchat-bin PATH] [--client-threads N]\n\
+         \x20                                          [--connect-concurrency N]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_opts() -> Opts {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut o = Opts {
+        quick: false,
+        node_reference: manifest.join("../shared/bench/node-reference"),
+        no_node: false,
+        vchat_bin: None,
+        client_threads: 1,
+        connect_concurrency: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--no-node" => o.no_node = true,
+            "--node-reference" => o.node_reference = args.next().unwrap_or_else(|| usage()).into(),
+            "--vchat-bin" => o.vchat_bin = Some(args.next().unwrap_or_else(|| usage()).into()),
+            "--client-threads" => {
+                o.client_threads = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| usage())
+            }
+            "--connect-concurrency" => {
+                o.connect_concurrency = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| *n > 0)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
+            "-h" | "--help" => usage(),
+            other => {
+                eprintln!("unknown argument {other}");
+                usage()
+            }
+        }
+    }
+    o
+}
+
+// ---------------------------------------------------------------------------------------------
+// Minimal Socket.IO v4 client over a raw websocket
+// ---------------------------------------------------------------------------------------------
+
+/// One decoded Socket.IO event, stamped when its frame was read.
+struct Ev {
+    name: String,
+    payload: Value,
+    at: Instant,
+}
+
+enum Out {
+    Text(String),
+    Pong(Vec<u8>),
+}
+
+enum WsIn {
+    Text(String),
+    Ping(Vec<u8>),
+    Close,
+}
+
+fn encode(out: Out, buf: &mut Vec<u8>) {
+    let mut frame = match out {
+        Out::Text(t) => Frame::message(t, OpCode::Data(Data::Text), true),
+        Out::Pong(p) => Frame::pong(p),
+    };
+    frame.header_mut().mask = Some(rand::random());
+    frame
+        .format(buf)
+        .expect("writing a frame into a Vec cannot fail");
+}
+
+/// Buffered websocket frame parser (server frames are unmasked, possibly fragmented).
+#[derive(Default)]
+struct FrameReader {
+    buf: Vec<u8>,
+    pos: usize,
+    frag: Vec<u8>,
+}
+
+impl FrameReader {
+    fn parse(&mut self) -> Result<Option<WsIn>, String> {
+        loop {
+            let avail = &self.buf[self.pos..];
+            let mut cur = Cursor::new(avail);
+            let Some((hdr, len)) = FrameHeader::parse(&mut cur).map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            let start = cur.position() as usize;
+            let end = start + len as usize;
+            if avail.len() < end {
+                return Ok(None);
+            }
+            let mut payload = avail[start..end].to_vec();
+            self.pos += end;
+            if let Some(mask) = hdr.mask {
+                for (i, b) in payload.iter_mut().enumerate() {
+                    *b ^= mask[i & 3];
+                }
+            }
+            match hdr.opcode {
+                OpCode::Data(Data::Text) | OpCode::Data(Data::Continue) => {
+                    self.frag.extend_from_slice(&payload);
+                    if hdr.is_final {
+                        let bytes = std::mem::take(&mut self.frag);
+                        return String::from_utf8(bytes)
+                            .map(|t| Some(WsIn::Text(t)))
+                            .map_err(|e| e.to_string());
+                    }
+                }
+                OpCode::Control(Control::Ping) => return Ok(Some(WsIn::Ping(payload))),
+                OpCode::Control(Control::Close) => return Ok(Some(WsIn::Close)),
+                _ => {}
+            }
+        }
+    }
+
+    async fn fill(&mut self, rd: &mut (impl AsyncRead + Unpin)) -> Result<(), String> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.reserve(16 * 1024);
+        match rd.read_buf(&mut self.buf).await {
+            Ok(0) => Err("connection closed".into()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn next(&mut self, rd: &mut (impl AsyncRead + Unpin)) -> Result<WsIn, String> {
+        loop {
+            if let Some(m) = self.parse()? {
+                return Ok(m);
+            }
+            self.fill(rd).await?;
+        }
+    }
+}
+
+/// `42["name","<json>"]` → name and parsed payload (a string argument is parsed as JSON).
+fn decode_event(text: &str) -> Option<(String, Value)> {
+    let v: Value = serde_json::from_str(text.strip_prefix("42")?).ok()?;
+    let name = v.get(0)?.as_str()?.to_string();
+    let payload = match v.get(1) {
+        Some(Value::String(s)) => {
+            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+        }
+        Some(other) => other.clone(),
+        None => Value::Null,
+    };
+    Some((name, payload))
+}
+
+struct Sio {
+    out: mpsc::UnboundedSender<Out>,
+    events: mpsc::UnboundedReceiver<Ev>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Drop for Sio {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+impl Sio {
+    async fn connect(addr: SocketAddr, token: &str) -> Result<Sio, String> {
+        let mut tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("tcp connect: {e}"))?;
+        tcp.set_nodelay(true).ok();
+        let req = format!(
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {addr}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\n\
+             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n",
+            generate_key()
+        );
+        tcp.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("upgrade: {e}"))?;
+        let mut fr = FrameReader::default();
+        let head_end = loop {
+            if let Some(i) = fr.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if fr.buf.len() > 16 * 1024 {
+                return Err("upgrade response too long".into());
+            }
+            fr.fill(&mut tcp)
+                .await
+                .map_err(|e| format!("upgrade: {e}"))?;
+        };
+        let head = String::from_utf8_lossy(&fr.buf[..head_end]).to_string();
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(format!(
+                "upgrade refused: {}",
+                head.lines().next().unwrap_or("")
+            ));
+        }
+        fr.pos = head_end;
+        match fr.next(&mut tcp).await? {
+            WsIn::Text(t) if t.starts_with('0') => {}
+            _ => return Err("no Engine.IO open packet".into()),
+        }
+        send_now(&mut tcp, format!("40{}", json!({ "token": token }))).await?;
+        loop {
+            match fr.next(&mut tcp).await? {
+                WsIn::Text(t) if t.starts_with("40") => break,
+                WsIn::Text(t) if t.starts_with("44") => return Err(format!("refused: {t}")),
+                WsIn::Text(t) if t == "2" => send_now(&mut tcp, "3".into()).await?,
+                WsIn::Close => return Err("closed during connect".into()),
+                _ => {}
+            }
+        }
+
+        let (mut rd, mut wr) = tcp.into_split();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(4096);
+            while let Some(first) = out_rx.recv().await {
+                buf.clear();
+                encode(first, &mut buf);
+                while buf.len() < 256 * 1024 {
+                    match out_rx.try_recv() {
+                        Ok(m) => encode(m, &mut buf),
+                        Err(_) => break,
+                    }
+                }
+                if wr.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let pong = out_tx.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                match fr.next(&mut rd).await {
+                    Ok(WsIn::Text(t)) => {
+                        let at = Instant::now();
+                        if t == "2" {
+                            let _ = pong.send(Out::Text("3".into()));
+                        } else if let Some((name, payload)) = decode_event(&t) {
+                            let _ = ev_tx.send(Ev { name, payload, at });
+                        } else if t.starts_with("41") || t == "1" {
+                            break;
+                        }
+                    }
+                    Ok(WsIn::Ping(p)) => {
+                        let _ = pong.send(Out::Pong(p));
+                    }
+                    Ok(WsIn::Close) | Err(_) => break,
+                }
+            }
+            let _ = ev_tx.send(Ev {
+                name: CLOSED.into(),
+                payload: Value::Null,
+                at: Instant::now(),
+            });
+        });
+        Ok(Sio {
+            out: out_tx,
+            events: ev_rx,
+            reader,
+            writer,
+        })
+    }
+
+    fn emit(&self, event: &str, payload: &Value) {
+        let text = format!("42{}", json!([event, payload.to_string()]));
+        let _ = self.out.send(Out::Text(text));
+    }
+
+    /// Next event named `name` whose payload satisfies `pred`; other events are dropped.
+    async fn wait(
+        &mut self,
+        name: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Result<Ev, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return Err(format!("timed out waiting for {name}")),
+                Ok(None) => return Err(format!("socket gone while waiting for {name}")),
+                Ok(Some(ev)) if ev.name == CLOSED => {
+                    return Err(format!("server closed the socket while waiting for {name}"))
+                }
+                Ok(Some(ev)) if ev.name == name && pred(&ev.payload) => return Ok(ev),
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+}
+
+async fn send_now(tcp: &mut TcpStream, text: String) -> Result<(), String> {
+    let mut buf = Vec::new();
+    encode(Out::Text(text), &mut buf);
+    tcp.write_all(&buf).await.map_err(|e| e.to_string())
+}
+
+const CLOSED: &str = "\u{0}closed";
+
+// ---------------------------------------------------------------------------------------------
+// REST
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        post: bool,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> Result<Value, String> {
+        let url = format!("{}{}", self.base, path);
+        let rq = if post {
+            self.http.post(url).json(body)
+        } else {
+            self.http.get(url)
+        };
+        let resp = rq
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        let status = resp.status();
+        let v: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("{path}: HTTP {status}: {e}"))?;
+        if v["code"] == 200 && status.is_success() {
+            Ok(v["data"].clone())
+        } else {
+            Err(format!("{path}: HTTP {status} {v}"))
+        }
+    }
+    async fn post(&self, path: &str, token: &str, body: Value) -> Result<Value, String> {
+        self.call(true, path, token, &body).await
+    }
+    async fn get(&self, path: &str, token: &str) -> Result<Value, String> {
+        self.call(false, path, token, &Value::Null).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+// ---------------------------------------------------------------------------------------------
+
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    pid: u32,
+    api: Api,
+}
+
+struct Proc {
+    child: Child,
+    target: Arc<Target>,
+    log: Arc<Mutex<LogTail>>,
+}
+
+#[derive(Default)]
+struct LogTail {
+    lines: u64,
+    last: Vec<String>,
+}
+
+fn target_dir() -> PathBuf {
+    // target/release/examples/bench → target
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn drain(r: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<LogTail>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let mut g = log.lock().unwrap();
+            g.lines += 1;
+            if g.last.len() == 5 {
+                g.last.remove(0);
+            }
+            g.last.push(l.chars().take(300).collect());
+        }
+    });
+}
+
+async fn spawn_server(
+    name: &'static str,
+    mut cmd: Command,
+    http: &reqwest::Client,
+) -> Result<Proc, String> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{name}: cannot start: {e}"))?;
+    let pid = child.id().ok_or("no pid")?;
+    let log = Arc::new(Mutex::new(LogTail::default()));
+    drain(child.stderr.take().expect("stderr"), log.clone());
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(l)) = stdout.next_line().await {
+            if l.contains("listening on http://") {
+                return Some(l);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(line) = first else {
+        let tail = log.lock().unwrap().last.join("\n  ");
+        return Err(format!(
+            "{name}: no 'listening on' line within 30 s; stderr:\n  {tail}"
+        ));
+    };
+    drain(stdout.into_inner(), log.clone());
+    let url = line.split("http://").nth(1).unwrap_or("");
+    let hostport = url
+        .split(|c: char| c.is_whitespace() || c == '/')
+        .next()
+        .unwrap_or("");
+    let addr: SocketAddr = hostport
+        .parse()
+        .map_err(|_| format!("{name}: cannot parse address in {line:?}"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("{name}: listens on {addr}, expected 127.0.0.1"));
+    }
+    let api = Api {
+        http: http.clone(),
+        base: format!("http://{addr}/api/v2/"),
+    };
+    let target = Arc::new(Target {
+        name,
+        addr,
+        pid,
+        api,
+    });
+    Ok(Proc { child, target, log })
+}
+
+fn data_dir() -> PathBuf {
+    target_dir().join(format!("bench/vchat-data-{}", std::process::id()))
+}
+
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest_mtime(&p)
+        } else {
+            e.metadata().ok()?.modified().ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+async fn start_vchat(opts: &Opts, data_dir: &Path, http: &reqwest::Client) -> Result<Proc, String> {
+    let bin = opts
+        .vchat_bin
+        .clone()
+        .unwrap_or_else(|| target_dir().join("release/vchat-signal"));
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: run `cargo build --release` first",
+            bin.display()
+        ));
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let bin_time = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if newest_mtime(&src) > bin_time {
+        eprintln!(
+            "warning: {} is older than src/: run `cargo build --release` to bench the current code",
+            bin.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(data_dir);
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("data dir: {e}"))?;
+    let mut cmd = Command::new(bin);
+    cmd.env_remove("VCHAT_CONFIG")
+        .env("VCHAT_LISTEN", "127.0.0.1:0")
+        .env("VCHAT_TURN_LISTEN", "127.0.0.1:0")
+        .env("VCHAT_DATA_DIR", data_dir)
+        .env("VCHAT_JWT_SECRET", SECRET)
+        .env("VCHAT_LOG", "warn");
+    spawn_server("vchat-signal", cmd, http).await
+}
+
+/// Copies the reference peer into target/bench and runs `npm ci` there when needed.
+async fn prepare_node(src: &Path) -> Result<PathBuf, String> {
+    let dst = target_dir().join("bench/node-reference");
+    std::fs::create_dir_all(&dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+    let lock = |p: &Path| std::fs::read(p.join("package-lock.json")).ok();
+    let src_lock = lock(src).ok_or_else(|| {
+        format!(
+            "{}: no package-lock.json (use --node-reference PATH)",
+            src.display()
+        )
+    })?;
+    let fresh = lock(&dst).as_ref() == Some(&src_lock)
+        && dst.join("node_modules/.package-lock.json").exists();
+    for e in std::fs::read_dir(src).map_err(|e| e.to_string())?.flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).map_err(|e| e.to_string())?;
+        }
+    }
+    if !fresh {
+        eprintln!("node-reference: npm ci in {} ...", dst.display());
+        let mut cmd = Command::new("npm");
+        cmd.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dst)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let st = tokio::time::timeout(Duration::from_secs(180), cmd.status())
+            .await
+            .map_err(|_| "npm ci took over 180 s".to_string())?
+            .map_err(|e| format!("npm: {e}"))?;
+        if !st.success() {
+            return Err(format!("npm ci failed ({st})"));
+        }
+    }
+    Ok(dst)
+}
+
+async fn start_node(dir: &Path, http: &reqwest::Client) -> Result<Proc, String> {
+    let mut cmd = Command::new("node");
+    cmd.arg("server.js")
+        .current_dir(dir)
+        .env("VCHAT_LISTEN", "127.0.0.1:0")
+        .env("VCHAT_JWT_SECRET", SECRET);
+    spawn_server("node-reference", cmd, http).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+// ---------------------------------------------------------------------------------------------
+
+fn proc_status_kib(pid: &str, key: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time a process has used, in seconds: the sum of its threads' run time from
+/// /proc/PID/task/*/schedstat (nanoseconds), or utime + stime (10 ms ticks) when that is missing.
+fn proc_cpu_secs(pid: &str) -> f64 {
+    let mut ns = 0u64;
+    let mut found = false;
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            if let Some(v) = s
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u64>().ok())
+            {
+                ns += v;
+                found = true;
+            }
+        }
+    }
+    if found {
+        return ns as f64 / 1e9;
+    }
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    // After the command name: state, ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt,
+    // majflt, cmajflt, utime, stime.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) as f64 / 100.0
+}
+
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+/// What one scenario measured on one server.
+#[derive(Default)]
+struct Res {
+    metrics: Vec<(String, f64, Option<Better>)>,
+    errors: u64,
+    samples: Vec<String>,
+    wall: f64,
+    client_cpu: f64,
+}
+
+impl Res {
+    fn m(&mut self, name: impl Into<String>, v: f64, b: Better) {
+        self.metrics.push((name.into(), v, Some(b)));
+    }
+    fn info(&mut self, name: impl Into<String>, v: f64) {
+        self.metrics.push((name.into(), v, None));
+    }
+    fn err(&mut self, e: String) {
+        self.errors += 1;
+        if self.samples.len() < 5 {
+            self.samples.push(e);
+        }
+    }
+    fn lat(&mut self, label: &str, v: &mut [f64]) {
+        v.sort_by(|a, b| a.total_cmp(b));
+        self.m(format!("{label} p50 (ms)"), pct(v, 50.0), Better::Lower);
+        self.m(format!("{label} p99 (ms)"), pct(v, 99.0), Better::Lower);
+    }
+}
+
+/// Shared per-run collector for concurrent tasks.
+#[derive(Default)]
+struct Collect {
+    lat: HashMap<&'static str, Vec<f64>>,
+    errors: u64,
+    samples: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Collect>>;
+
+fn record(c: &Shared, key: &'static str, v: f64) {
+    c.lock().unwrap().lat.entry(key).or_default().push(v);
+}
+
+fn fail(c: &Shared, e: String) {
+    let mut g = c.lock().unwrap();
+    g.errors += 1;
+    if g.samples.len() < 5 {
+        g.samples.push(e);
+    }
+}
+
+fn finish(c: Shared, res: &mut Res) -> HashMap<&'static str, Vec<f64>> {
+    let mut g = c.lock().unwrap();
+    res.errors += g.errors;
+    res.samples.append(&mut g.samples);
+    std::mem::take(&mut g.lat)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario helpers
+// ---------------------------------------------------------------------------------------------
+
+struct User {
+    sub: String,
+    token: String,
+}
+
+fn user(sub: String) -> User {
+    let claims = Claims {
+        sub: sub.clone(),
+        exp: vchat_signal::auth::now_unix() + 3600,
+        name: Some(format!("Bench {sub}")),
+        identifier: None,
+        img: None,
+        did: Some(DEVICE.into()),
+    };
+    User {
+        token: mint(SECRET.as_bytes(), &claims),
+        sub,
+    }
+}
+
+/// Connects the user's socket and makes sure the server knows the user (REST upsert).
+async fn online(t: &Target, u: &User) -> Result<Sio, String> {
+    let s = Sio::connect(t.addr, &u.token).await?;
+    t.api.get("call/active", &u.token).await?;
+    Ok(s)
+}
+
+struct Pair {
+    a: Sio,
+    b: Sio,
+    ua: User,
+    ub: User,
+    room: String,
+}
+
+async fn make_pair(t: Arc<Target>, tag: String) -> Result<Pair, String> {
+    let (ua, ub) = (user(format!("{tag}a")), user(format!("{tag}b")));
+    let a = online(&t, &ua).await?;
+    let b = online(&t, &ub).await?;
+    let room = t
+        .api
+        .post(
+            &format!("channel/peer-room/{}", ub.sub),
+            &ua.token,
+            json!({}),
+        )
+        .await?;
+    let room = room["rId"].as_str().ok_or("peer-room: no rId")?.to_string();
+    Ok(Pair { a, b, ua, ub, room })
+}
+
+async fn make_pairs(t: &Arc<Target>, prefix: &str, n: usize, res: &mut Res) -> Vec<Pair> {
+    let mut set = JoinSet::new();
+    let sem = Arc::new(Semaphore::new(25));
+    for i in 0..n {
+        let (t, sem, tag) = (t.clone(), sem.clone(), format!("{prefix}{i}"));
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            make_pair(t, tag).await
+        });
+    }
+    let mut pairs = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r.expect("pair task") {
+            Ok(p) => pairs.push(p),
+            Err(e) => res.err(format!("setup: {e}")),
+        }
+    }
+    pairs
+}
+
+fn is_meet(id: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |p: &Value| p["meetId"] == id
+}
+
+fn sdp(kind: &str) -> Value {
+    // A realistic audio offer/answer is about 1.5 KiB of SDP text.
+    let mut s =
+        String::from("v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+    s.push_str("a=group:BUNDLE 0\r\na=msid-semantic: WMS stream\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126\r\n");
+    s.push_str("c=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n");
+    s.push_str("a=fingerprint:sha-256 ");
+    s.push_str(&"AB:".repeat(31));
+    s.push_str("CD\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n");
+    for pt in 0..24 {
+        s.push_str(&format!(
+            "a=rtpmap:{pt} opus/48000/2\r\na=fmtp:{pt} minptime=10;useinbandfec=1\r\n"
+        ));
+    }
+    json!({ "type": kind, "sdp": s })
+}
+
+/// Runs `f`, stamping wall time and client CPU.
+async fn timed<F: std::future::Future<Output = Res>>(f: F) -> Res {
+    let (t0, c0) = (Instant::now(), proc_cpu_secs("self"));
+    let mut r = f.await;
+    r.wall = t0.elapsed().as_secs_f64();
+    r.client_cpu = proc_cpu_secs("self") - c0;
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+async fn s_connections(t: Arc<Target>, z: Sizes) -> Res {
+    let mut res = Res::default();
+    let pid = t.pid.to_string();
+    let users: Vec<User> = (0..z.connections).map(|i| user(format!("c{i}"))).collect();
+    let rss0 = proc_status_kib(&pid, "VmRSS:").unwrap_or(f64::NAN);
+    let cpu0 = proc_cpu_secs(&pid);
+    let sem = Arc::new(Semaphore::new(z.connect_concurrency));
+    let mut set = JoinSet::new();
+    let start = Instant::now();
+    for u in users {
+        let (t, sem) = (t.clone(), sem.clone());
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let t0 = Instant::now();
+            let s = Sio::connect(t.addr, &u.token).await;
+            (s, ms(t0.elapsed()))
+        });
+    }
+    let (mut socks, mut lat) = (Vec::new(), Vec::new());
+    while let Some(r) = set.join_next().await {
+        match r.expect("connect task") {
+            (Ok(s), l) => {
+                socks.push(s);
+                lat.push(l);
+            }
+            (Err(e), _) => res.err(format!("connect: {e}")),
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = proc_cpu_secs(&pid) - cpu0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = proc_status_kib(&pid, "VmRSS:").unwrap_or(f64::NAN);
+    let n = socks.len() as f64;
+    res.info("sockets connected", n);
+    res.m("time to connect all (s)", wall, Better::Lower);
+    res.m("connects/s", n / wall, Better::Higher);
+    res.lat("connect handshake", &mut lat);
+    res.m("server CPU per connect (µs)", cpu * 1e6 / n, Better::Lower);
+    res.m("RSS before (MiB)", rss0 / 1024.0, Better::Lower);
+    res.m("RSS with all sockets (MiB)", rss1 / 1024.0, Better::Lower);
+    res.m("RSS per connection (KiB)", (rss1 - rss0) / n, Better::Lower);
+    // Every socket should still be up (no server-side drops while idle).
+    let closed = socks
+        .iter_mut()
+        .filter_map(|s| s.events.try_recv().ok())
+        .filter(|ev| ev.name == CLOSED)
+        .count();
+    if closed > 0 {
+        res.err(format!("{closed} sockets closed by the server while idle"));
+    }
+    drop(socks);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    res
+}
+
+async fn s_calls(t: Arc<Target>, z: Sizes) -> Res {
+    let mut res = Res::default();
+    let pairs = make_pairs(&t, "k", z.call_pairs, &mut res).await;
+    let pid = t.pid.to_string();
+    let cpu0 = proc_cpu_secs(&pid);
+    let col: Shared = Arc::default();
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for mut p in pairs {
+        let (t, col, calls) = (t.clone(), col.clone(), calls.clone());
+        set.spawn(async move {
+            for _ in 0..z.calls_per_pair {
+                let api = &t.api;
+                let t0 = Instant::now();
+                let body = json!({ "payload": sdp("offer"), "withVideo": false });
+                let meet = match api
+                    .post(&format!("call/create/{}", p.room), &p.ua.token, body)
+                    .await
+                {
+                    Ok(d) => d["meetId"].as_str().unwrap_or_default().to_string(),
+                    Err(e) => {
+                        fail(&col, e);
+                        break;
+                    }
+                };
+                match p
+                    .b
+                    .wait("v1OnNewCall", is_meet(&meet), z.event_timeout)
+                    .await
+                {
+                    Ok(ev) => record(&col, "new", ms(ev.at - t0)),
+                    Err(e) => fail(&col, format!("callee: {e}")),
+                }
+                let t1 = Instant::now();
+                let body = json!({ "payload": sdp("answer") });
+                if let Err(e) = api
+                    .post(&format!("call/accept/{meet}"), &p.ub.token, body)
+                    .await
+                {
+                    fail(&col, e);
+                    let _ = api
+                        .post(&format!("call/end/v2/{meet}"), &p.ua.token, json!({}))
+                        .await;
+                    continue;
+                }
+                match p
+                    .a
+                    .wait("v1OnCallAccepted", is_meet(&meet), z.event_timeout)
+                    .await
+                {
+                    Ok(ev) => record(&col, "accepted", ms(ev.at - t1)),
+                    Err(e) => fail(&col, format!("caller: {e}")),
+                }
+                let t2 = Instant::now();
+                if let Err(e) = api
+                    .post(&format!("call/end/{meet}"), &p.ua.token, json!({}))
+                    .await
+                {
+                    fail(&col, e);
+                    continue;
+                }
+                let ea =
+                    p.a.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout)
+                        .await;
+                let eb =
+                    p.b.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout)
+                        .await;
+                match (ea, eb) {
+                    (Ok(a), Ok(b)) => record(&col, "ended", ms(a.at.max(b.at) - t2)),
+                    (Err(e), _) => fail(&col, format!("caller: {e}")),
+                    (_, Err(e)) => fail(&col, format!("callee: {e}")),
+                }
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = proc_cpu_secs(&pid) - cpu0;
+    let n = calls.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let mut lat = finish(col, &mut res);
+    res.info("calls completed", n);
+    res.lat("create→v1OnNewCall", lat.entry("new").or_default());
+    res.lat(
+        "accept→v1OnCallAccepted",
+        lat.entry("accepted").or_default(),
+    );
+    res.lat("end→v1OnCallEnded (both)", lat.entry("ended").or_default());
+    res.m("calls/s", n / wall, Better::Higher);
+    res.m("server CPU per call (µs)", cpu * 1e6 / n, Better::Lower);
+    res
+}
+
+async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
+    let mut res = Res::default();
+    let mut pairs = make_pairs(&t, "i", z.ice_pairs, &mut res).await;
+    // Put every pair in an accepted call.
+    let mut live = Vec::new();
+    for p in pairs.iter_mut() {
+        let api = &t.api;
+        let set_up = async {
+            let body = json!({ "payload": sdp("offer"), "withVideo": false });
+            let d = api
+                .post(&format!("call/create/{}", p.room), &p.ua.token, body)
+                .await?;
+            let meet = d["meetId"].as_str().ok_or("no meetId")?.to_string();
+            p.b.wait("v1OnNewCall", is_meet(&meet), z.event_timeout)
+                .await?;
+            let body = json!({ "payload": sdp("answer") });
+            api.post(&format!("call/accept/{meet}"), &p.ub.token, body)
+                .await?;
+            p.a.wait("v1OnCallAccepted", is_meet(&meet), z.event_timeout)
+                .await?;
+            Ok::<_, String>(meet)
+        };
+        match set_up.await {
+            Ok(m) => live.push(m),
+            Err(e) => res.err(format!("ice setup: {e}")),
+        }
+    }
+    if live.len() < pairs.len() {
+        return res;
+    }
+    let pid = t.pid.to_string();
+    let cpu0 = proc_cpu_secs(&pid);
+    let col: Shared = Arc::default();
+    let relayed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for (i, (mut p, meet)) in pairs.into_iter().zip(live).enumerate() {
+        let (col, relayed) = (col.clone(), relayed.clone());
+        set.spawn(async move {
+            let mut seq = 0usize;
+            while seq < z.ice_per_pair {
+                let burst = z.ice_burst.min(z.ice_per_pair - seq);
+                for _ in 0..burst {
+                    let ts = epoch.elapsed().as_micros();
+                    let cand = format!(
+                        "candidate:{seq} 1 udp 2122260223 192.168.{}.{} {} typ host generation 0 ufrag abcd network-id 1 ts{ts}",
+                        i / 250,
+                        i % 250 + 1,
+                        40000 + seq
+                    );
+                    let msg = json!({ "meetId": meet, "data": { "candidate": cand, "sdpMid": "0", "sdpMLineIndex": 0 } });
+                    p.a.emit("v1IceCandidate", &msg);
+                    seq += 1;
+                }
+                for _ in 0..burst {
+                    match p.b.wait("v1OnIceCandidate", is_meet(&meet), z.event_timeout).await {
+                        Ok(ev) => {
+                            let cand = ev.payload["data"]["candidate"].as_str().unwrap_or("");
+                            let sent = cand.rsplit(' ').next().and_then(|x| x.strip_prefix("ts"));
+                            match sent.and_then(|x| x.parse::<u128>().ok()) {
+                                Some(us) => {
+                                    let got = (ev.at - epoch).as_micros();
+                                    record(&col, "ice", got.saturating_sub(us) as f64 / 1e3);
+                                    relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                                None => fail(&col, format!("candidate altered in relay: {cand:?}")),
+                            }
+                        }
+                        Err(e) => {
+                            fail(&col, format!("callee: {e} (pair {i}, after {seq} sent)"));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = proc_cpu_secs(&pid) - cpu0;
+    let n = relayed.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let mut lat = finish(col, &mut res);
+    res.info("candidates relayed", n);
+    res.lat("relay latency", lat.entry("ice").or_default());
+    res.m("relayed msgs/s", n / wall, Better::Higher);
+    res.m("server CPU per msg (µs)", cpu * 1e6 / n, Better::Lower);
+    res
+}
+
+async fn s_presence(t: Arc<Target>, z: Sizes) -> Res {
+    let mut res = Res::default();
+    let peers: Vec<User> = (0..z.presence_peers)
+        .map(|i| user(format!("pp{i}")))
+        .collect();
+    let mut peer_socks = Vec::new();
+    for u in &peers {
+        match online(&t, u).await {
+            Ok(s) => peer_socks.push(s),
+            Err(e) => res.err(format!("peer: {e}")),
+        }
+    }
+    let peers: Arc<Vec<User>> = Arc::new(peers);
+    // Askers: each shares a room with every peer, so every peer reports online.
+    let mut set = JoinSet::new();
+    for i in 0..z.presence_askers {
+        let (t, peers) = (t.clone(), peers.clone());
+        set.spawn(async move {
+            let u = user(format!("pa{i}"));
+            let s = online(&t, &u).await?;
+            let mut list = Vec::new();
+            for p in peers.iter() {
+                let room = t
+                    .api
+                    .post(&format!("channel/peer-room/{}", p.sub), &u.token, json!({}))
+                    .await?;
+                list.push(json!({ "peerId": p.sub, "extra": room["rId"] }));
+            }
+            Ok::<_, String>((s, Value::Array(list)))
+        });
+    }
+    let mut askers = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r.expect("asker task") {
+            Ok(a) => askers.push(a),
+            Err(e) => res.err(format!("asker setup: {e}")),
+        }
+    }
+    let pid = t.pid.to_string();
+    let cpu0 = proc_cpu_secs(&pid);
+    let col: Shared = Arc::default();
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    let want = z.presence_peers;
+    for (mut s, list) in askers {
+        let col = col.clone();
+        set.spawn(async move {
+            for _ in 0..z.presence_polls {
+                let t0 = Instant::now();
+                s.emit("v1MyOnline", &list);
+                match s.wait("v1OnMyOnline", |_| true, z.event_timeout).await {
+                    Ok(ev) => {
+                        record(&col, "poll", ms(ev.at - t0));
+                        let online = ev
+                            .payload
+                            .as_array()
+                            .map_or(0, |a| a.iter().filter(|e| e["isOnline"] == true).count());
+                        if online != want {
+                            fail(
+                                &col,
+                                format!("v1OnMyOnline reported {online} of {want} peers online"),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        fail(&col, e);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = proc_cpu_secs(&pid) - cpu0;
+    let mut lat = finish(col, &mut res);
+    let polls = lat.get("poll").map_or(0, Vec::len) as f64;
+    res.info("polls answered", polls);
+    res.lat("v1MyOnline round trip", lat.entry("poll").or_default());
+    res.m("polls/s", polls / wall, Better::Higher);
+    res.m("server CPU per poll (µs)", cpu * 1e6 / polls, Better::Lower);
+    drop(peer_socks);
+    res
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+struct Row {
+    scenario: String,
+    metric: String,
+    better: Option<Better>,
+    v: [Option<f64>; 2],
+    text: [Option<String>; 2],
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<Row>,
+}
+
+impl Table {
+    fn row(&mut self, scenario: &str, metric: &str, better: Option<Better>) -> &mut Row {
+        let i = match self
+            .rows
+            .iter()
+            .position(|r| r.scenario == scenario && r.metric == metric)
+        {
+            Some(i) => i,
+            None => {
+                self.rows.push(Row {
+                    scenario: scenario.into(),
+                    metric: metric.into(),
+                    better,
+                    v: [None, None],
+                    text: [None, None],
+                });
+                self.rows.len() - 1
+            }
+        };
+        &mut self.rows[i]
+    }
+
+    fn add(&mut self, scenario: &str, col: usize, r: &Res) {
+        for (m, v, b) in &r.metrics {
+            self.row(scenario, m, *b).v[col] = Some(*v);
+        }
+        self.row(scenario, "errors (see notes)", None).v[col] = Some(r.errors as f64);
+    }
+
+    fn print(&self, names: &[&str; 2]) {
+        let fmt = |v: Option<f64>, t: &Option<String>| match (v, t) {
+            (_, Some(t)) => t.clone(),
+            (Some(v), _) if !v.is_finite() => "n/a".into(),
+            (Some(v), _) if v.abs() >= 100.0 || v == v.trunc() => format!("{v:.0}"),
+            (Some(v), _) if v.abs() >= 10.0 => format!("{v:.1}"),
+            (Some(v), _) if v.abs() >= 1.0 => format!("{v:.2}"),
+            (Some(v), _) => format!("{v:.3}"),
+            (None, _) => "-".into(),
+        };
+        let mut lines = vec![[
+            "scenario".to_string(),
+            "metric".into(),
+            names[0].into(),
+            names[1].into(),
+            "ratio v/n".into(),
+            "better".into(),
+        ]];
+        for r in &self.rows {
+            let (ratio, better) = match (r.v, r.better) {
+                ([Some(a), Some(b)], Some(dir)) if a.is_finite() && b.is_finite() && b != 0.0 => {
+                    let q = a / b;
+                    let w = if (0.95..=1.05).contains(&q) {
+                        "≈"
+                    } else if (q < 1.0) == (dir == Better::Lower) {
+                        names[0]
+                    } else {
+                        names[1]
+                    };
+                    (format!("{q:.2}"), w.to_string())
+                }
+                _ => (String::new(), String::new()),
+            };
+            lines.push([
+                r.scenario.clone(),
+                r.metric.clone(),
+                fmt(r.v[0], &r.text[0]),
+                fmt(r.v[1], &r.text[1]),
+                ratio,
+                better,
+            ]);
+        }
+        let mut w = [0usize; 6];
+        for l in &lines {
+            for (i, c) in l.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        for (n, l) in lines.iter().enumerate() {
+            let cells: Vec<String> = l
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let pad = w[i] - c.chars().count();
+                    if (2..=4).contains(&i) {
+                        format!("{}{c}", " ".repeat(pad))
+                    } else {
+                        format!("{c}{}", " ".repeat(pad))
+                    }
+                })
+                .collect();
+            println!("| {} |", cells.join(" | "));
+            if n == 0 {
+                let dashes: Vec<String> = w.iter().map(|&k| "-".repeat(k)).collect();
+                println!("|-{}-|", dashes.join("-|-"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let opts = parse_opts();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.client_threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // On Ctrl-C or SIGTERM the run future is dropped, and with it both servers (kill_on_drop).
+    let outcome = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            r = run(opts) => r,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+            _ = term.recv() => Err("terminated".to_string()),
+        }
+    });
+    drop(rt);
+    let _ = std::fs::remove_dir_all(data_dir());
+    if let Err(e) = outcome {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(opts: Opts) -> Result<(), String> {
+    let began = Instant::now();
+    let mut z = Sizes::new(opts.quick);
+    if let Some(c) = opts.connect_concurrency {
+        z.connect_concurrency = c;
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(512)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let data_dir = data_dir();
+
+    let mut procs: Vec<Option<Proc>> = Vec::new();
+    procs.push(Some(start_vchat(&opts, &data_dir, &http).await?));
+    let node = if opts.no_node {
+        None
+    } else {
+        match prepare_node(&opts.node_reference).await {
+            Ok(dir) => match start_node(&dir, &http).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("warning: node-reference not started: {e}");
+                    None
+                }
+            },
+            Err(e) => {
+                eprintln!("warning: node-reference not prepared: {e}");
+                None
+            }
+        }
+    };
+    procs.push(node);
+    for p in procs.iter().flatten() {
+        eprintln!(
+            "{} pid {} on {}",
+            p.target.name, p.target.pid, p.target.addr
+        );
+    }
+    let setup_secs = began.elapsed().as_secs_f64();
+    let load0 = loadavg();
+
+    let names = ["vchat-signal", "node-reference"];
+    let epoch = Instant::now();
+    let mut table = Table::default();
+    let mut notes: Vec<String> = Vec::new();
+    let scenarios = [
+        "1 connections",
+        "2 call setup",
+        "3 ICE relay",
+        "4 presence poll",
+    ];
+    for (k, scen) in scenarios.iter().enumerate() {
+        for (col, p) in procs.iter_mut().enumerate() {
+            let Some(p) = p else { continue };
+            let t = p.target.clone();
+            eprintln!("[{scen}] {} ...", t.name);
+            let fut = async {
+                match k {
+                    0 => timed(s_connections(t.clone(), z)).await,
+                    1 => timed(s_calls(t.clone(), z)).await,
+                    2 => timed(s_ice(t.clone(), z, epoch)).await,
+                    _ => timed(s_presence(t.clone(), z)).await,
+                }
+            };
+            match tokio::time::timeout(z.scenario_timeout, fut).await {
+                Ok(r) => {
+                    eprintln!(
+                        "[{scen}] {}: {:.1} s, {} errors, client CPU {:.0}% of one core",
+                        t.name,
+                        r.wall,
+                        r.errors,
+                        100.0 * r.client_cpu / r.wall
+                    );
+                    notes.push(format!(
+                        "{scen} / {}: {:.1} s wall incl. setup, client CPU {:.0}% of one core, {} errors{}",
+                        t.name,
+                        r.wall,
+                        100.0 * r.client_cpu / r.wall,
+                        r.errors,
+                        r.samples
+                            .iter()
+                            .map(|s| format!("\n    - {s}"))
+                            .collect::<String>()
+                    ));
+                    table.add(scen, col, &r);
+                }
+                Err(_) => {
+                    let msg = format!("TIMEOUT after {} s", z.scenario_timeout.as_secs());
+                    eprintln!("[{scen}] {}: {msg}", t.name);
+                    notes.push(format!("{scen} / {}: {msg}", t.name));
+                    table.row(scen, "status", None).text[col] = Some("timeout".into());
+                }
+            }
+            if let Ok(Some(st)) = p.child.try_wait() {
+                notes.push(format!("{} EXITED during {scen}: {st}", t.name));
+            }
+        }
+    }
+    for (col, p) in procs.iter().enumerate() {
+        let Some(p) = p else { continue };
+        let pid = p.target.pid.to_string();
+        let hwm = proc_status_kib(&pid, "VmHWM:").map(|k| k / 1024.0);
+        table
+            .row("server", "peak RSS, VmHWM (MiB)", Some(Better::Lower))
+            .v[col] = hwm;
+        table.row("server", "total CPU (s)", Some(Better::Lower)).v[col] =
+            Some(proc_cpu_secs(&pid));
+        let log = p.log.lock().unwrap();
+        table.row("server", "log lines (warn+)", None).v[col] = Some(log.lines as f64);
+        if log.lines > 0 {
+            notes.push(format!(
+                "{} log tail:\n    {}",
+                p.target.name,
+                log.last.join("\n    ")
+            ));
+        }
+    }
+
+    println!();
+    println!(
+        "vchat-signal vs node-reference ({} run, {} client thread(s), {} CPUs)",
+        if opts.quick { "quick" } else { "full" },
+        opts.client_threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    table.print(&names);
+    println!();
+    println!("notes:");
+    println!(
+        "  load average (1/5/15 min) at start: {load0}, at end: {}",
+        loadavg()
+    );
+    for n in &notes {
+        println!("  {n}");
+    }
+
+    for p in procs.iter_mut().flatten() {
+        let _ = p.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await;
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    println!(
+        "  total {:.1} s (setup incl. npm ci {:.1} s)",
+        began.elapsed().as_secs_f64(),
+        setup_secs
+    );
+    Ok(())
+}
