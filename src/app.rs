@@ -126,12 +126,14 @@ pub async fn start(config: Config) -> Result<Server, String> {
         );
     }
 
-    let store = Store::open(&config.database_path()).await.map_err(|e| {
-        format!(
-            "cannot open the database {}: {e}",
-            config.database_path().display()
-        )
-    })?;
+    let store = Store::open(&config.database_path(), config.db_sync == "full")
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot open the database {}: {e}",
+                config.database_path().display()
+            )
+        })?;
     let (rung, ran) = store
         .close_stale_calls()
         .await

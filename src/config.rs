@@ -23,6 +23,9 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// PEM public key (RS256 or ES256) of an existing auth server; takes precedence over the secret.
     pub jwt_public_key: Option<PathBuf>,
+    /// `full` (default): commits reach the disk before they are acknowledged; `normal`: faster,
+    /// survives a process crash but not a power cut.
+    pub db_sync: String,
     /// Ring timeout.
     pub call_timeout_ms: u64,
     /// How long a ringing caller's device may be gone before the call is canceled.
@@ -57,6 +60,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             jwt_secret: None,
             jwt_public_key: None,
+            db_sync: "full".into(),
             call_timeout_ms: 30_000,
             caller_grace_ms: 5_000,
             reconnect_grace_ms: 30_000,
@@ -92,6 +96,12 @@ impl Config {
 
     /// Rejects values that would make the server misbehave rather than fail loudly.
     pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.db_sync.as_str(), "full" | "normal") {
+            return Err(format!(
+                "db sync must be full or normal, got {:?}",
+                self.db_sync
+            ));
+        }
         if self.call_timeout_ms == 0 {
             return Err("call timeout must be greater than 0 ms".into());
         }
@@ -143,6 +153,9 @@ pub struct ServeArgs {
     /// PEM public key file (RS256/ES256) of the auth server issuing tokens
     #[arg(long, env = "VCHAT_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+    /// SQLite durability: full (survives power loss) or normal (survives crashes) [default: full]
+    #[arg(long, env = "VCHAT_DB_SYNC")]
+    pub db_sync: Option<String>,
     /// Ring timeout in milliseconds [default: 30000]
     #[arg(long, env = "VCHAT_CALL_TIMEOUT_MS")]
     pub call_timeout_ms: Option<u64>,
@@ -201,6 +214,7 @@ impl ServeArgs {
         overlay!(
             listen,
             data_dir,
+            db_sync,
             call_timeout_ms,
             caller_grace_ms,
             reconnect_grace_ms,

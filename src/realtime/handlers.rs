@@ -4,9 +4,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::gateway::SocketCtx;
+use super::notify::chat_room;
 use crate::app::App;
 use crate::auth::Identity;
 use crate::wire::decode;
@@ -43,18 +45,38 @@ fn my_online(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> 
         ));
     }
     let io = app.notify.io();
-    let mine: HashSet<String> = io
-        .get_socket(ctx.sid)
-        .map(|s| {
-            s.rooms()
-                .into_iter()
-                .filter(|r| r.starts_with("r:"))
-                .map(|r| r.to_string())
-                .collect()
+    // The asker's rooms, only if some entry needs the slow path.
+    let mine = std::cell::OnceCell::<HashSet<String>>::new();
+    let my_rooms = || {
+        mine.get_or_init(|| {
+            io.get_socket(ctx.sid)
+                .map(|s| {
+                    s.rooms()
+                        .into_iter()
+                        .filter(|r| r.starts_with("r:"))
+                        .map(|r| r.to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
         })
-        .unwrap_or_default();
-    let shares_room = |peer: &str| {
-        app.presence.sockets(peer).into_iter().any(|sid| {
+    };
+    let shares_room = |peer: &str, extra: &Value| {
+        let peer_sids = app.presence.sockets(peer);
+        if peer_sids.is_empty() {
+            return false;
+        }
+        // V Chat clients put the single room they share with the peer in `extra`: if both the
+        // asker's socket and one of the peer's sit in that room, that settles it cheaply.
+        if let Some(room) = extra.as_str() {
+            let in_room = io.to(chat_room(room)).sockets();
+            if in_room.iter().any(|s| s.id == ctx.sid)
+                && in_room.iter().any(|s| peer_sids.contains(&s.id))
+            {
+                return true;
+            }
+        }
+        let mine = my_rooms();
+        peer_sids.into_iter().any(|sid| {
             io.get_socket(sid)
                 .is_some_and(|s| s.rooms().iter().any(|r| mine.contains(r.as_ref())))
         })
@@ -62,7 +84,7 @@ fn my_online(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> 
     let answer: Vec<OnlineState> = queries
         .into_iter()
         .map(|q| OnlineState {
-            is_online: app.presence.is_online(&q.peer_id) && shares_room(&q.peer_id),
+            is_online: shares_room(&q.peer_id, &q.extra),
             extra: match q.extra {
                 Value::Null => Value::String(String::new()),
                 v => v,
@@ -164,15 +186,16 @@ async fn enter_chat_room(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<
 
 /// `v1IceCandidate`: relayed to the other party of the call only.
 async fn ice_candidate(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
-    let p: IceIn = decode(events::ICE_CANDIDATE, payload)?;
+    // Parsed once: checked as `IceIn`, relayed as the same JSON (keys in their order).
+    let whole = crate::wire::decode::to_value(events::ICE_CANDIDATE, payload)?;
+    let p = IceIn::deserialize(&whole)
+        .map_err(|e| format!("{}: invalid payload ({e})", events::ICE_CANDIDATE))?;
     if !p.data.is_object() {
         return Err(format!(
             "{}: data must be an object {{candidate, sdpMid, sdpMLineIndex}}",
             events::ICE_CANDIDATE
         ));
     }
-    // Relayed as the same JSON (keys in their order), re-sent as one string like every payload.
-    let whole = crate::wire::decode::to_value(events::ICE_CANDIDATE, payload)?;
     crate::calls::service::relay_ice(app, &ctx.who, &p.meet_id, whole)
         .map_err(|e| format!("{}: {e}", events::ICE_CANDIDATE))
 }

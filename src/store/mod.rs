@@ -1,8 +1,9 @@
 //! The one door to persistence. Services call these methods and never write SQL themselves, so a
 //! server database can replace SQLite behind the same methods without touching handlers.
 //!
-//! SQLite runs in WAL mode with `synchronous=FULL`: a write that returned is on disk, which is
-//! what "durable before acknowledged" needs (a process kill or a power cut loses nothing acked).
+//! SQLite runs in WAL mode with `synchronous=FULL` by default: a write that returned is on disk,
+//! which is what "durable before acknowledged" needs (a process kill or a power cut loses nothing
+//! acked). `VCHAT_DB_SYNC=normal` trades power-cut safety for latency; a crash still loses nothing.
 
 mod bans;
 mod calls;
@@ -29,14 +30,20 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the database file and brings the schema up to date.
-    pub async fn open(path: &Path) -> Result<Store, sqlx::Error> {
+    /// `full_sync`: every commit reaches the disk before it returns (survives power loss);
+    /// otherwise WAL's NORMAL mode, which survives a process crash but not a power cut.
+    pub async fn open(path: &Path, full_sync: bool) -> Result<Store, sqlx::Error> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(if full_sync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()

@@ -6,17 +6,21 @@ use serde_json::Value;
 /// Decodes an event payload that is either a JSON string holding JSON, or the JSON itself.
 /// The error names what was wrong, for `v1OnException`.
 pub fn decode<T: DeserializeOwned>(event: &str, payload: &Value) -> Result<T, String> {
-    let parsed;
-    let value = match payload {
-        Value::String(s) => {
-            parsed = serde_json::from_str::<Value>(s)
-                .map_err(|e| format!("{event}: payload is not valid JSON ({e})"))?;
-            &parsed
-        }
-        Value::Null => return Err(format!("{event}: payload is missing")),
-        other => other,
-    };
-    T::deserialize(value).map_err(|e| format!("{event}: invalid payload ({e})"))
+    use serde_json::error::Category;
+    match payload {
+        // One pass from the text straight into `T` (this is every V Chat client's payload).
+        Value::String(s) => serde_json::from_str::<T>(s).map_err(|e| {
+            // A shape error can hide a syntax error further on: say which one it is.
+            let syntax = serde_json::from_str::<serde::de::IgnoredAny>(s).err();
+            match (e.classify(), syntax) {
+                (Category::Data, None) => format!("{event}: invalid payload ({e})"),
+                (_, Some(syntax)) => format!("{event}: payload is not valid JSON ({syntax})"),
+                (_, None) => format!("{event}: payload is not valid JSON ({e})"),
+            }
+        }),
+        Value::Null => Err(format!("{event}: payload is missing")),
+        other => T::deserialize(other).map_err(|e| format!("{event}: invalid payload ({e})")),
+    }
 }
 
 /// The payload as a JSON value, whichever way it came.
