@@ -132,7 +132,7 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
         .map_err(|_| Refused("server error: store unavailable".into()))?;
 
     s.join(user_room(&who.user_id));
-    s.join(rooms.iter().map(|(r, _)| chat_room(r)).collect::<Vec<_>>());
+    s.join(rooms.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
 
     let ctx = Arc::new(SocketCtx {
         sid: s.id,
@@ -150,6 +150,9 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
         let app = disc_app.clone();
         async move { disconnected(app, s).await }
     });
+    // Registered here, before the client hears it is connected, so nothing meant for this
+    // device is missed. (If sending the connect packet then fails, socketioxide drops the socket
+    // without a disconnect; the entry only points at a socket that no longer resolves.)
     app.presence.add(&who.user_id, &who.device, s.id);
     tracing::debug!(user = %who.user_id, device = %who.device, sid = %s.id, rooms = rooms.len(), "socket authenticated");
     Ok(())

@@ -267,11 +267,4 @@ impl Store {
         tx.commit().await?;
         Ok(n)
     }
-
-    pub async fn count_messages(&self, room: &str) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE room_id = ?")
-            .bind(room)
-            .fetch_one(&self.pool)
-            .await
-    }
 }

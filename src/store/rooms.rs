@@ -1,5 +1,3 @@
-use sqlx::Row;
-
 use super::Store;
 use crate::ids::{new_id, now_iso};
 
@@ -204,39 +202,18 @@ impl Store {
             .await
     }
 
-    pub async fn member_ids(&self, room: &str) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT user_id FROM room_members WHERE room_id = ? ORDER BY joined_at")
-            .bind(room)
-            .fetch_all(&self.pool)
-            .await
-    }
-
     /// The rooms a user's sockets join on connect: every membership, except single rooms closed
-    /// by a ban. Also says which are single rooms (for the connect-time delivery pass).
-    pub async fn joinable_rooms(&self, user: &str) -> sqlx::Result<Vec<(String, RoomKind)>> {
-        let rows = sqlx::query(
-            "SELECT r.id, r.kind FROM room_members m JOIN rooms r ON r.id = m.room_id
+    /// by a ban.
+    pub async fn joinable_rooms(&self, user: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT m.room_id FROM room_members m
              WHERE m.user_id = ?1
-               AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = r.id)
+               AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = m.room_id)
              LIMIT 5000",
         )
         .bind(user)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let kind: String = r.get(1);
-                (
-                    r.get(0),
-                    if kind == "s" {
-                        RoomKind::Single
-                    } else {
-                        RoomKind::Group
-                    },
-                )
-            })
-            .collect())
+        .await
     }
 
     /// The other member of a single room.
@@ -295,14 +272,5 @@ impl Store {
             out.push(self.room_summary(r, me).await?);
         }
         Ok(out)
-    }
-
-    /// Every room id the user belongs to (used to tell which peers share a room).
-    pub async fn room_ids_of(&self, user: &str) -> sqlx::Result<Vec<String>> {
-        let rows = sqlx::query("SELECT room_id FROM room_members WHERE user_id = ?")
-            .bind(user)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 }
