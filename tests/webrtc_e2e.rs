@@ -1079,6 +1079,26 @@ async fn relay_only_through_embedded_turn() {
     turn.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_through_the_servers_own_embedded_turn() {
+    // Exactly the laptop setup: the server starts its own TURN server and hands out URLs and
+    // credentials for it; nothing else is configured.
+    let server = TestServer::start();
+    let turn_addr = server
+        .turn
+        .clone()
+        .expect("the server started its embedded TURN");
+    let d = Driver::new(&server).await;
+    let call = establish_call(&server, &d, true, Payload::GenAString).await;
+    assert_eq!(
+        call.ice_servers.0["iceServers"][0]["urls"][0],
+        format!("turn:{turn_addr}?transport=udp").as_str()
+    );
+    call.assert_all_gathered(RTCIceCandidateType::Relay);
+    call.assert_selected(RTCIceCandidateType::Relay).await;
+    call.end(&server).await;
+}
+
 /// A coturn `turnserver` child on loopback, killed on drop.
 struct Coturn {
     child: std::process::Child,
