@@ -33,6 +33,7 @@ pub struct App {
     pub presence: Arc<Presence>,
     pub calls: Registry,
     pub ice: IceIssuer,
+    pub metrics: crate::metrics::Metrics,
     /// Last claims written per user, so unchanged tokens do not write on every request.
     known_users: DashMap<String, Identity>,
 }
@@ -167,6 +168,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         store,
         verifier,
         ice,
+        metrics: Default::default(),
         known_users: DashMap::new(),
     });
     crate::realtime::register(&io, app.clone());

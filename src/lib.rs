@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod ice;
 pub mod ids;
+pub mod metrics;
 pub mod realtime;
 pub mod store;
 pub mod wire;

@@ -127,6 +127,18 @@ async fn accept_reject_cancel_and_the_ring_timer_have_one_winner() {
     let m = metrics(&server).await;
     assert!(m.contains("vchat_live_calls 0"), "{m}");
     assert!(m.contains("vchat_busy_users 0"), "{m}");
+    // The counters agree with what the clients saw.
+    assert!(m.contains("vchat_calls_created_total 40"), "{m}");
+    for (winner, status) in [
+        ("timer", "timeout"),
+        ("reject", "rejected"),
+        ("cancel", "canceled"),
+        ("accept", "finished"),
+    ] {
+        let n = tally.get(winner).copied().unwrap_or(0);
+        let line = format!("vchat_calls_ended_total{{status=\"{status}\"}} {n}\n");
+        assert!(m.contains(&line), "want {line:?} in {m}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

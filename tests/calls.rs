@@ -376,6 +376,10 @@ async fn create_rules_busy_group_nonmember_and_platform() {
         .await
         .err(400);
 
+    // Gen-B's Agora token route answers clearly instead of 404.
+    let agora = p.api.get(&format!("call/agora-access/{}", p.room), &p.a).await;
+    assert!(agora.err(400).contains("Agora is not available"));
+
     // Once the call ends, carol can call bob.
     p.api
         .post(&format!("call/cancel/{meet}"), &p.a, json!({}))

@@ -164,6 +164,7 @@ pub async fn create(
         })
     };
     app.calls.set_ring_timer(&meet_id, timer.abort_handle());
+    app.metrics.inc(|m| &m.calls_created);
     tracing::info!(meet_id, caller = %who.user_id, callee = %peer.id, "call ringing");
 
     Ok(CreatedCall {
@@ -231,6 +232,7 @@ async fn run(
     };
     if !call.status.is_live() {
         app.calls.remove(meet_id);
+        app.metrics.call_ended(call.status);
     }
     app.store.save_call(&record_of(&call)).await?;
     tracing::info!(
@@ -342,11 +344,15 @@ pub fn relay_ice(app: &App, who: &Identity, meet_id: &str, payload: Value) -> Re
     match routed {
         None => Err(format!("no live call with meetId {meet_id:?}")),
         Some(Err(e)) => Err(e.to_string()),
-        Some(Ok((IceRoute::Held, _, _))) => Ok(()),
+        Some(Ok((IceRoute::Held, _, _))) => {
+            app.metrics.inc(|m| &m.ice_relayed);
+            Ok(())
+        }
         Some(Ok((IceRoute::Deliver { to, device }, caller, callee))) => {
             let user = if to == Role::Caller { caller } else { callee };
             app.notify
                 .to_device(&user, &device, events::ON_ICE_CANDIDATE, &payload);
+            app.metrics.inc(|m| &m.ice_relayed);
             Ok(())
         }
     }

@@ -67,6 +67,7 @@ fn attachment_of(v: &Option<Value>) -> Result<Option<Value>, ApiError> {
 async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), ApiError> {
     let (row, created) = app.store.insert_message(msg).await?;
     if created {
+        app.metrics.inc(|m| &m.messages_sent);
         app.notify
             .to_room(
                 &row.room_id,

@@ -93,6 +93,13 @@ pub async fn clear_one(
     Ok(ok("Done"))
 }
 
+/// Gen-B clients ask for an Agora token; media here is WebRTC through our signaling and TURN.
+pub async fn agora_access(Me(_): Me, Path(_room): Path<String>) -> ApiResult {
+    Err(crate::wire::ApiError::bad(
+        "Agora is not available on this server: calls use WebRTC (see GET call/ice-servers)",
+    ))
+}
+
 pub async fn ice_servers(State(app): State<Arc<App>>, Me(who): Me) -> ApiResult {
     Ok(ok(app.ice.for_user(&who.user_id)))
 }

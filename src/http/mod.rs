@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/call/history/clear", delete(calls::clear_history))
         .route("/call/history/clear/{id}", delete(calls::clear_one))
         .route("/call/ice-servers", get(calls::ice_servers))
+        .route("/call/agora-access/{room_id}", get(calls::agora_access))
         // rooms and messages
         .route("/channel", get(channels::list))
         .route("/channel/", get(channels::list))

@@ -38,6 +38,8 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         app.presence.online_users(),
         app.presence.socket_count(),
     );
+    let mut body = body;
+    app.metrics.render(&mut body);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -45,7 +45,15 @@ pub fn register(io: &SocketIo, app: Arc<App>) {
     let mw_app = app.clone();
     let auth = move |s: SocketRef, TryData(auth): TryData<Value>| {
         let app = mw_app.clone();
-        async move { connect(app, s, auth.ok()).await }
+        async move {
+            let r = connect(app.clone(), s, auth.ok()).await;
+            app.metrics.inc(if r.is_ok() {
+                |m| &m.sockets_connected
+            } else {
+                |m| &m.sockets_refused
+            });
+            r
+        }
     };
     let on_connect = move |s: SocketRef| {
         let app = app.clone();
@@ -235,7 +243,9 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
 /// the order it sent them.
 async fn run_inbox(app: Arc<App>, ctx: Arc<SocketCtx>, mut rx: mpsc::Receiver<Inbound>) {
     while let Some(msg) = rx.recv().await {
+        app.metrics.inc(|m| &m.socket_events);
         if let Err(error) = handlers::dispatch(&app, &ctx, &msg.event, &msg.payload).await {
+            app.metrics.inc(|m| &m.socket_exceptions);
             tracing::debug!(user = %ctx.who.user_id, event = %msg.event, %error, "event refused");
             app.notify
                 .to_socket(ctx.sid, events::ON_EXCEPTION, &Exception { error: &error });
