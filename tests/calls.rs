@@ -377,7 +377,10 @@ async fn create_rules_busy_group_nonmember_and_platform() {
         .err(400);
 
     // Gen-B's Agora token route answers clearly instead of 404.
-    let agora = p.api.get(&format!("call/agora-access/{}", p.room), &p.a).await;
+    let agora = p
+        .api
+        .get(&format!("call/agora-access/{}", p.room), &p.a)
+        .await;
     assert!(agora.err(400).contains("Agora is not available"));
 
     // Once the call ends, carol can call bob.

@@ -397,3 +397,50 @@ async fn sigterm_closes_sockets_cleanly_and_exits_zero() {
     let reason = alice.expect_disconnect().await;
     assert_eq!(reason, "io server disconnect", "a clean server-side close");
 }
+
+#[tokio::test]
+async fn closed_sockets_leave_nothing_behind() {
+    let server = TestServer::start();
+    let d = Driver::new(&server).await;
+    let mut conns = Vec::new();
+    for i in 0..20 {
+        let t = token(&format!("user{}", i % 5), Some(&format!("dev{}", i % 2)));
+        conns.push(d.connect(&format!("s{i}"), &t).await);
+    }
+    let gauge = |m: &str, name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {m}"))
+    };
+    let m = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(gauge(&m, "vchat_sockets"), 20);
+    assert_eq!(gauge(&m, "vchat_online_users"), 5);
+    for c in conns {
+        c.close().await;
+    }
+    // Disconnects are handled on the server's own time: poll the gauges, bounded.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let m = reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if gauge(&m, "vchat_sockets") == 0 && gauge(&m, "vchat_online_users") == 0 {
+            assert_eq!(gauge(&m, "vchat_sockets_connected_total"), 20);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sockets left behind: {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
