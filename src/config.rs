@@ -32,6 +32,8 @@ pub struct Config {
     pub caller_grace_ms: u64,
     /// How long a party's call device may be gone during a call before it is finished.
     pub reconnect_grace_ms: u64,
+    /// A call still running after this long is finished by the server.
+    pub max_call_ms: u64,
     /// tracing filter, e.g. `info` or `vchat_signal=debug`.
     pub log: String,
     /// Shared secret with the TURN server (coturn `static-auth-secret`). Without it, and with the
@@ -64,6 +66,7 @@ impl Default for Config {
             call_timeout_ms: 30_000,
             caller_grace_ms: 5_000,
             reconnect_grace_ms: 30_000,
+            max_call_ms: 12 * 3600 * 1000,
             log: "info".into(),
             turn_secret: None,
             turn_urls: Vec::new(),
@@ -90,6 +93,9 @@ impl Config {
     pub fn reconnect_grace(&self) -> Duration {
         Duration::from_millis(self.reconnect_grace_ms)
     }
+    pub fn max_call_duration(&self) -> Duration {
+        Duration::from_millis(self.max_call_ms)
+    }
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("vchat.db")
     }
@@ -104,6 +110,9 @@ impl Config {
         }
         if self.call_timeout_ms == 0 {
             return Err("call timeout must be greater than 0 ms".into());
+        }
+        if self.max_call_ms == 0 {
+            return Err("max call duration must be greater than 0 ms".into());
         }
         if self.turn_ttl == 0 || self.turn_ttl > MAX_TURN_TTL {
             return Err(format!(
@@ -165,6 +174,9 @@ pub struct ServeArgs {
     /// Grace before a call whose party device disconnected is finished, ms [default: 30000]
     #[arg(long, env = "VCHAT_RECONNECT_GRACE_MS")]
     pub reconnect_grace_ms: Option<u64>,
+    /// Longest a call may run before the server finishes it, ms [default: 43200000 (12 h)]
+    #[arg(long, env = "VCHAT_MAX_CALL_MS")]
+    pub max_call_ms: Option<u64>,
     /// tracing filter [default: info]
     #[arg(long, env = "VCHAT_LOG")]
     pub log: Option<String>,
@@ -218,6 +230,7 @@ impl ServeArgs {
             call_timeout_ms,
             caller_grace_ms,
             reconnect_grace_ms,
+            max_call_ms,
             log,
             turn_urls,
             turn_ttl,

@@ -559,6 +559,34 @@ async fn a_party_gone_past_the_reconnect_grace_finishes_the_call() {
 }
 
 #[tokio::test]
+async fn a_call_nobody_ends_is_finished_at_the_max_duration() {
+    let server = TestServer::start_with(&[("VCHAT_MAX_CALL_MS", "400")]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    let meet = create(&p, Value::Null).await;
+    p.api
+        .post(&format!("call/accept/{meet}"), &p.b, json!({}))
+        .await
+        .ok();
+    for s in [&mut a, &mut b] {
+        assert_eq!(
+            s.expect("v1OnCallEnded").await,
+            json!({"meetId": meet, "roomId": p.room})
+        );
+    }
+    assert_eq!(
+        a.expect("v1OnNewMessage").await["msgAtt"]["callStatus"],
+        "finished"
+    );
+    assert_eq!(history_status(&p.api, &p.a, &meet).await, "finished");
+    // Exactly one end, and no timeout for a call that was answered.
+    a.assert_none("v1OnCallEnded").await;
+    a.assert_none("v1OnCallTimeout").await;
+}
+
+#[tokio::test]
 async fn active_and_history_survive_a_crash_and_nothing_stays_stuck() {
     let server = TestServer::start();
     let p = pair(&server).await;

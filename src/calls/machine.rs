@@ -73,6 +73,8 @@ pub enum Action {
     CallerDeviceLost,
     /// A party's call device stayed away past the reconnect grace during the call.
     PartyDeviceLost,
+    /// The call ran for the longest time allowed (a safety net for calls nobody ends).
+    MaxDurationReached,
 }
 
 impl Action {
@@ -86,6 +88,7 @@ impl Action {
             Action::RingTimeout => "ring timeout",
             Action::CallerDeviceLost => "caller device lost",
             Action::PartyDeviceLost => "party device lost",
+            Action::MaxDurationReached => "max duration reached",
         }
     }
 }
@@ -153,6 +156,8 @@ pub enum Effect {
     TellBothTimeout,
     TellBothEnded,
     StopRingTimer,
+    /// Arm the safety net that finishes a call nobody ends.
+    StartMaxDurationTimer,
     /// `v1OnIceCandidate` to one party's device.
     DeliverIce {
         to: Role,
@@ -279,6 +284,7 @@ pub fn apply(
                 call.callee_device = Some(actor.device.to_string());
                 call.accepted_at = Some(now);
                 effects.push(Effect::TellCallerAccepted);
+                effects.push(Effect::StartMaxDurationTimer);
                 effects.push(Effect::StopOtherCalleeDevices {
                     acting_device: actor.device.to_string(),
                 });
@@ -379,7 +385,7 @@ pub fn apply(
             ]);
             Status::Canceled
         }
-        Action::PartyDeviceLost => {
+        Action::PartyDeviceLost | Action::MaxDurationReached => {
             if role != Role::System {
                 return Err(CallError::NotSystem);
             }
@@ -546,6 +552,7 @@ mod tests {
             Action::RingTimeout,
             Action::CallerDeviceLost,
             Action::PartyDeviceLost,
+            Action::MaxDurationReached,
         ]
     }
 
@@ -565,7 +572,7 @@ mod tests {
             (Action::Hangup, Caller | Callee, InCall) => Ok(Finished),
             (Action::RingTimeout, System, Ring) => Ok(Timeout),
             (Action::CallerDeviceLost, System, Ring) => Ok(Canceled),
-            (Action::PartyDeviceLost, System, InCall) => Ok(Finished),
+            (Action::PartyDeviceLost | Action::MaxDurationReached, System, InCall) => Ok(Finished),
             _ => Err(()),
         }
     }
@@ -604,7 +611,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 6 * 9 * 4);
+        assert_eq!(checked, 6 * 10 * 4);
     }
 
     #[test]

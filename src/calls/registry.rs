@@ -8,10 +8,11 @@ use tokio::task::AbortHandle;
 
 use super::machine::Call;
 
-/// A live call plus the handle of its ring timer (shell state the pure machine does not see).
+/// A live call plus the handle of its pending timer (shell state the pure machine does not see):
+/// the ring timeout while ringing, the max-duration safety net while in a call.
 pub struct LiveCall {
     pub call: Call,
-    pub ring_timer: Option<AbortHandle>,
+    pub timer: Option<AbortHandle>,
 }
 
 /// Which side of a new call is already busy.
@@ -60,14 +61,20 @@ impl Registry {
         self.busy.remove_if(user, |_, m| m == meet_id);
     }
 
-    pub fn insert(&self, call: Call, ring_timer: Option<AbortHandle>) {
+    pub fn insert(&self, call: Call, timer: Option<AbortHandle>) {
         self.calls
-            .insert(call.meet_id.clone(), LiveCall { call, ring_timer });
+            .insert(call.meet_id.clone(), LiveCall { call, timer });
     }
 
-    pub fn set_ring_timer(&self, meet_id: &str, timer: AbortHandle) {
+    /// Arms the call's timer, replacing (and stopping) any earlier one; a call that is already
+    /// gone stops the new timer at once.
+    pub fn set_timer(&self, meet_id: &str, timer: AbortHandle) {
         match self.calls.get_mut(meet_id) {
-            Some(mut live) => live.ring_timer = Some(timer),
+            Some(mut live) => {
+                if let Some(old) = live.timer.replace(timer) {
+                    old.abort();
+                }
+            }
             None => timer.abort(),
         }
     }
@@ -83,7 +90,7 @@ impl Registry {
         let (_, live) = self.calls.remove(meet_id)?;
         self.release(&live.call.caller, meet_id);
         self.release(&live.call.callee, meet_id);
-        if let Some(t) = &live.ring_timer {
+        if let Some(t) = &live.timer {
             t.abort();
         }
         Some(live)

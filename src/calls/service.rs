@@ -151,19 +151,12 @@ pub async fn create(
         },
     );
 
-    let timer = {
-        let app = app.clone();
-        let meet_id = meet_id.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(app.config.call_timeout()).await;
-            // Detached: once the timer has fired, aborting its handle must not cut the
-            // transition short halfway through its store write.
-            tokio::spawn(async move {
-                let _ = act_as_system(&app, &meet_id, Action::RingTimeout).await;
-            });
-        })
-    };
-    app.calls.set_ring_timer(&meet_id, timer.abort_handle());
+    arm_timer(
+        app,
+        &meet_id,
+        app.config.call_timeout(),
+        Action::RingTimeout,
+    );
     app.metrics.inc(|m| &m.calls_created);
     tracing::info!(meet_id, caller = %who.user_id, callee = %peer.id, "call ringing");
 
@@ -185,6 +178,23 @@ pub async fn act(
         device: &who.device,
     };
     run(app, meet_id, action, &actor).await
+}
+
+/// After `after`, the server itself acts on the call (ring timeout, max duration).
+fn arm_timer(app: &Arc<App>, meet_id: &str, after: std::time::Duration, action: Action) {
+    let timer = {
+        let app = app.clone();
+        let meet_id = meet_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            // Detached: once the timer has fired, aborting its handle must not cut the
+            // transition short halfway through its store write.
+            tokio::spawn(async move {
+                let _ = act_as_system(&app, &meet_id, action).await;
+            });
+        })
+    };
+    app.calls.set_timer(meet_id, timer.abort_handle());
 }
 
 async fn act_as_system(app: &Arc<App>, meet_id: &str, action: Action) -> Result<Status, ApiError> {
@@ -212,7 +222,7 @@ async fn run(
         let result = machine::apply(&mut live.call, action, actor, Utc::now());
         if let Ok(effects) = &result {
             if effects.contains(&Effect::StopRingTimer) {
-                if let Some(t) = live.ring_timer.take() {
+                if let Some(t) = live.timer.take() {
                     t.abort();
                 }
             }
@@ -275,7 +285,12 @@ async fn not_live(app: &App, meet_id: &str, actor: &Actor<'_>) -> ApiError {
     }
 }
 
-async fn perform(app: &App, call: &Call, actor: &Actor<'_>, effect: Effect) -> Option<ApiError> {
+async fn perform(
+    app: &Arc<App>,
+    call: &Call,
+    actor: &Actor<'_>,
+    effect: Effect,
+) -> Option<ApiError> {
     let r = CallRef {
         meet_id: &call.meet_id,
         room_id: &call.room_id,
@@ -306,6 +321,12 @@ async fn perform(app: &App, call: &Call, actor: &Actor<'_>, effect: Effect) -> O
             n.to_user(&call.callee, events::ON_CALL_ENDED, &r);
         }
         Effect::StopRingTimer => {}
+        Effect::StartMaxDurationTimer => arm_timer(
+            app,
+            &call.meet_id,
+            app.config.max_call_duration(),
+            Action::MaxDurationReached,
+        ),
         Effect::DeliverIce {
             to,
             device,
