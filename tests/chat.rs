@@ -524,6 +524,29 @@ async fn kick_removes_the_member_and_their_sockets_from_the_room() {
         "leave"
     );
     send(&t.api, &t.b, &room, text("g3", "gone")).await.err(403);
+
+    // The last admin leaving hands the group to its longest-standing member: carol, the only
+    // one left.
+    t.api
+        .post(&format!("channel/{room}/group/leave"), &t.a, json!({}))
+        .await
+        .ok();
+    let events = c.drain("v1OnNewMessage").await;
+    let actions: Vec<_> = events
+        .iter()
+        .map(|m| m["msgAtt"]["action"].clone())
+        .collect();
+    assert_eq!(actions.last(), Some(&json!("upAdmin")), "{actions:?}");
+    assert_eq!(events.last().unwrap()["msgAtt"]["targetId"], "carol");
+    // And she can act as one.
+    t.api
+        .post(
+            &format!("channel/{room}/group/members"),
+            &t.c,
+            json!({"identifiers": ["bob"]}),
+        )
+        .await
+        .ok();
 }
 
 #[tokio::test]

@@ -223,7 +223,23 @@ pub async fn leave(app: &App, who: &Identity, room_id: &str) -> Result<(), ApiEr
         &who.name,
         format!("{} left", who.name),
     )
-    .await
+    .await?;
+    // The last admin leaving must not orphan the group.
+    if let Some(new_admin) = app.store.ensure_admin(room_id).await? {
+        if let Some(u) = app.store.user(&new_admin).await? {
+            super::messages::post_info(
+                app,
+                room_id,
+                who,
+                "upAdmin",
+                &u.id,
+                &u.full_name,
+                format!("{} is now an admin", u.full_name),
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// `GET channel/`.

@@ -193,6 +193,22 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// A group left without an admin gets one: its longest-standing member. Returns who.
+    pub async fn ensure_admin(&self, room: &str) -> sqlx::Result<Option<String>> {
+        let promoted: Option<String> = sqlx::query_scalar(
+            "UPDATE room_members SET role = 'admin'
+             WHERE room_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM room_members WHERE room_id = ?1 AND role = 'admin')
+               AND user_id = (SELECT user_id FROM room_members WHERE room_id = ?1
+                              ORDER BY joined_at, user_id LIMIT 1)
+             RETURNING user_id",
+        )
+        .bind(room)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(promoted)
+    }
+
     /// `Some(role)` when the user is a member.
     pub async fn member_role(&self, room: &str, user: &str) -> sqlx::Result<Option<String>> {
         sqlx::query_scalar("SELECT role FROM room_members WHERE room_id = ? AND user_id = ?")
