@@ -8,15 +8,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-async fn metrics(server: &TestServer) -> String {
-    reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn accept_reject_cancel_and_the_ring_timer_have_one_winner() {
     let server = TestServer::start_with(&[("VCHAT_CALL_TIMEOUT_MS", "150")]);
@@ -124,7 +115,7 @@ async fn accept_reject_cancel_and_the_ring_timer_have_one_winner() {
     }
     println!("winners over 40 rounds: {tally:?}");
     assert!(tally.len() >= 2, "the race never varied: {tally:?}");
-    let m = metrics(&server).await;
+    let m = server.metrics().await;
     assert!(m.contains("vchat_live_calls 0"), "{m}");
     assert!(m.contains("vchat_busy_users 0"), "{m}");
     // The counters agree with what the clients saw.
@@ -172,6 +163,6 @@ async fn glare_leaves_exactly_one_live_call() {
             .await
             .ok();
     }
-    let m = metrics(&server).await;
+    let m = server.metrics().await;
     assert!(m.contains("vchat_live_calls 0"), "{m}");
 }

@@ -413,12 +413,7 @@ async fn closed_sockets_leave_nothing_behind() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing in {m}"))
     };
-    let m = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = server.metrics().await;
     assert_eq!(gauge(&m, "vchat_sockets"), 20);
     assert_eq!(gauge(&m, "vchat_online_users"), 5);
     for c in conns {
@@ -427,12 +422,7 @@ async fn closed_sockets_leave_nothing_behind() {
     // Disconnects are handled on the server's own time: poll the gauges, bounded.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let m = reqwest::get(format!("{}/metrics", server.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = server.metrics().await;
         if gauge(&m, "vchat_sockets") == 0 && gauge(&m, "vchat_online_users") == 0 {
             assert_eq!(gauge(&m, "vchat_sockets_connected_total"), 20);
             break;

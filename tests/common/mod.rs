@@ -116,6 +116,16 @@ impl TestServer {
         Self::spawn(dir, env)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     pub fn api(&self) -> Api {
         Api {
             base: self.url.clone(),
