@@ -376,6 +376,20 @@ async fn create_rules_busy_group_nonmember_and_platform() {
         .await
         .err(400);
 
+    // Wrong body types are refused in the envelope; nothing is created.
+    for body in [
+        json!({"withVideo": "yes"}),
+        json!({"meetPlatform": 5}),
+        json!([1, 2]),
+        json!("text"),
+    ] {
+        let r = p
+            .api
+            .post(&format!("call/create/{alice_carol}"), &c, body.clone())
+            .await;
+        assert!(r.err(400).contains("invalid JSON body"), "{body}");
+    }
+
     // Gen-B's Agora token route answers clearly instead of 404.
     let agora = p
         .api

@@ -434,3 +434,59 @@ async fn closed_sockets_leave_nothing_behind() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn junk_payloads_on_every_event_never_hurt_the_server() {
+    let server = TestServer::start();
+    let d = Driver::new(&server).await;
+    let mut s = d.connect("junk", &token("mallory", Some("m"))).await;
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let junk: Vec<serde_json::Value> = vec![
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1e308),
+        json!(18446744073709551615u64),
+        json!(""),
+        json!("null"),
+        json!("[]"),
+        json!("{}"),
+        json!("\u{0000}\u{ffff}😀"),
+        json!(deep),
+        json!([]),
+        json!([[]]),
+        json!({"roomId": null, "status": null, "meetId": null, "data": null}),
+        json!({"roomId": [], "status": {}, "meetId": 1, "data": []}),
+        json!([{"peerId": null}]),
+        json!([{"peerId": "x", "extra": {"deep": [1, 2, {"x": null}]}}]),
+        json!({"meetId": "x".repeat(10_000), "data": {"candidate": 5}}),
+    ];
+    let events = [
+        "v1MyOnline",
+        "v1RoomStatusChange",
+        "v1DeliverChatRoom",
+        "v1EnterChatRoom",
+        "v1IceCandidate",
+    ];
+    let mut sent = 0;
+    for event in events {
+        for j in &junk {
+            // as the JSON-string form V Chat uses, and as a raw argument
+            s.emit(event, j).await;
+            s.emit_raw(event, json!([j])).await;
+            sent += 2;
+        }
+        // several arguments, and none
+        s.emit_raw(event, json!(["{}", 1, 2])).await;
+        s.emit_raw(event, json!([])).await;
+        sent += 2;
+    }
+    // Every event was answered (an exception, or a presence reply for valid-looking polls),
+    // in order, and the socket still works.
+    s.fence().await;
+    let answered = s.drain("v1OnException").await.len() + s.drain("v1OnMyOnline").await.len();
+    assert_eq!(answered, sent, "one answer per event");
+    s.fence().await;
+    let health = server.api().call("GET", "../../health", None, None).await;
+    assert_eq!(health.status, 200);
+}
