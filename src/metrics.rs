@@ -33,50 +33,58 @@ impl Metrics {
         }
     }
 
-    /// Appends the counters to a Prometheus text body.
-    pub fn render(&self, out: &mut String) {
+    /// The whole Prometheus text body: the gauges the caller read, then the counters.
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, v: u64| {
+        let mut out = String::new();
+        let mut metric = |kind: &str, name: &str, help: &str, v: u64| {
             let _ = write!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
             );
         };
-        counter(
-            "vchat_calls_created_total",
-            "Calls that started ringing.",
-            get(&self.calls_created),
-        );
-        counter(
-            "vchat_messages_sent_total",
-            "Chat messages committed (retries not counted).",
-            get(&self.messages_sent),
-        );
-        counter(
-            "vchat_socket_events_total",
-            "Client events received.",
-            get(&self.socket_events),
-        );
-        counter(
-            "vchat_socket_exceptions_total",
-            "Client events refused with v1OnException.",
-            get(&self.socket_exceptions),
-        );
-        counter(
-            "vchat_ice_relayed_total",
-            "ICE candidates relayed or held for relay.",
-            get(&self.ice_relayed),
-        );
-        counter(
-            "vchat_sockets_connected_total",
-            "Sockets that passed authentication.",
-            get(&self.sockets_connected),
-        );
-        counter(
-            "vchat_sockets_refused_total",
-            "Sockets refused at the handshake.",
-            get(&self.sockets_refused),
-        );
+        for (name, help, v) in gauges {
+            metric("gauge", name, help, *v);
+        }
+        for (name, help, c) in [
+            (
+                "vchat_calls_created_total",
+                "Calls that started ringing.",
+                &self.calls_created,
+            ),
+            (
+                "vchat_messages_sent_total",
+                "Chat messages committed (retries not counted).",
+                &self.messages_sent,
+            ),
+            (
+                "vchat_socket_events_total",
+                "Client events received.",
+                &self.socket_events,
+            ),
+            (
+                "vchat_socket_exceptions_total",
+                "Client events refused with v1OnException.",
+                &self.socket_exceptions,
+            ),
+            (
+                "vchat_ice_relayed_total",
+                "ICE candidates relayed or held for relay.",
+                &self.ice_relayed,
+            ),
+            (
+                "vchat_sockets_connected_total",
+                "Sockets that passed authentication.",
+                &self.sockets_connected,
+            ),
+            (
+                "vchat_sockets_refused_total",
+                "Sockets refused at the handshake.",
+                &self.sockets_refused,
+            ),
+        ] {
+            metric("counter", name, help, get(c));
+        }
         let _ = writeln!(
             out,
             "# HELP vchat_calls_ended_total Calls that ended, by final status."
@@ -90,5 +98,6 @@ impl Metrics {
                 get(&self.calls_ended[i])
             );
         }
+        out
     }
 }

@@ -23,6 +23,15 @@ async fn pair(server: &TestServer) -> Pair {
     Pair { api, a, b, room }
 }
 
+impl Pair {
+    /// `POST call/{action}/{meetId}` with an empty body, as `who`.
+    async fn act(&self, action: &str, meet: &str, who: &str) -> Reply {
+        self.api
+            .post(&format!("call/{action}/{meet}"), who, json!({}))
+            .await
+    }
+}
+
 async fn create(p: &Pair, payload: Value) -> String {
     let d = p
         .api
@@ -105,10 +114,7 @@ async fn accept_flow(offer: Value, answer: Value) {
     b_phone.assert_none("v1OnCallCanceled").await;
     assert_eq!(p.api.get("call/active", &p.b).await.ok(), Value::Null);
 
-    p.api
-        .post(&format!("call/end/{meet}"), &p.b, json!({}))
-        .await
-        .ok();
+    p.act("end", &meet, &p.b).await.ok();
     for s in [&mut a_phone, &mut b_phone, &mut a_tablet, &mut b_tablet] {
         assert_eq!(
             s.expect("v1OnCallEnded").await,
@@ -162,10 +168,7 @@ async fn reject_tells_the_caller_and_stops_other_callee_devices() {
     let meet = create(&p, Value::Null).await;
     b_phone.expect("v1OnNewCall").await;
     b_tablet.expect("v1OnNewCall").await;
-    p.api
-        .post(&format!("call/reject/{meet}"), &p.b, json!({}))
-        .await
-        .ok();
+    p.act("reject", &meet, &p.b).await.ok();
     assert_eq!(
         a.expect("v1OnCallRejected").await,
         json!({"meetId": meet, "roomId": p.room})
@@ -177,10 +180,7 @@ async fn reject_tells_the_caller_and_stops_other_callee_devices() {
     assert_eq!(note["sId"], "bob");
     assert_eq!(history_status(&p.api, &p.a, &meet).await, "rejected");
     // The loser of the race after it: a clear 400.
-    let late = p
-        .api
-        .post(&format!("call/accept/{meet}"), &p.b, json!({}))
-        .await;
+    let late = p.act("accept", &meet, &p.b).await;
     assert!(late.err(400).contains("already ended"));
 }
 
@@ -193,10 +193,7 @@ async fn cancel_tells_every_callee_device() {
     let mut b_tablet = d.connect("b-tablet", &token("bob", Some("b-tablet"))).await;
     let meet = create(&p, Value::Null).await;
     b_phone.expect("v1OnNewCall").await;
-    p.api
-        .post(&format!("call/cancel/{meet}"), &p.a, json!({}))
-        .await
-        .ok();
+    p.act("cancel", &meet, &p.a).await.ok();
     for s in [&mut b_phone, &mut b_tablet] {
         assert_eq!(
             s.expect("v1OnCallCanceled").await,
@@ -241,50 +238,32 @@ async fn end_from_the_caller_and_end_v2_dispatch() {
 
     // caller + inCall → end, from the caller's side
     let m1 = create(&p, Value::Null).await;
-    p.api
-        .post(&format!("call/accept/{m1}"), &p.b, json!({}))
-        .await
-        .ok();
-    p.api
-        .post(&format!("call/end/{m1}"), &p.a, json!({}))
-        .await
-        .ok();
+    p.act("accept", &m1, &p.b).await.ok();
+    p.act("end", &m1, &p.a).await.ok();
     a.expect("v1OnCallEnded").await;
     b.expect("v1OnCallEnded").await;
-    let late = p.api.post(&format!("call/end/{m1}"), &p.b, json!({})).await;
+    let late = p.act("end", &m1, &p.b).await;
     late.err(400);
 
     // end/v2: caller + ring → cancel
     let m2 = create(&p, Value::Null).await;
-    p.api
-        .post(&format!("call/end/v2/{m2}"), &p.a, json!({}))
-        .await
-        .ok();
+    p.act("end/v2", &m2, &p.a).await.ok();
     b.expect("v1OnCallCanceled").await;
     assert_eq!(history_status(&p.api, &p.a, &m2).await, "canceled");
     // end/v2: callee + ring → reject
     let m3 = create(&p, Value::Null).await;
-    p.api
-        .post(&format!("call/end/v2/{m3}"), &p.b, json!({}))
-        .await
-        .ok();
+    p.act("end/v2", &m3, &p.b).await.ok();
     a.expect("v1OnCallRejected").await;
     assert_eq!(history_status(&p.api, &p.a, &m3).await, "rejected");
     // end/v2: callee + inCall → end
     let m4 = create(&p, Value::Null).await;
-    p.api
-        .post(&format!("call/accept/{m4}"), &p.b, json!({}))
-        .await
-        .ok();
-    p.api
-        .post(&format!("call/end/v2/{m4}"), &p.b, json!({}))
-        .await
-        .ok();
+    p.act("accept", &m4, &p.b).await.ok();
+    p.act("end/v2", &m4, &p.b).await.ok();
     a.expect("v1OnCallEnded").await;
     assert_eq!(history_status(&p.api, &p.a, &m4).await, "finished");
     // end on a ringing call is refused with the original's message
     let m5 = create(&p, Value::Null).await;
-    let e = p.api.post(&format!("call/end/{m5}"), &p.a, json!({})).await;
+    let e = p.act("end", &m5, &p.a).await;
     assert!(e.err(400).contains("meet status not InCall"));
 }
 
@@ -294,27 +273,14 @@ async fn roles_and_unknown_calls_are_refused() {
     let p = pair(&server).await;
     let eve = token("eve", None);
     let meet = create(&p, Value::Null).await;
-    let r = p
-        .api
-        .post(&format!("call/accept/{meet}"), &p.a, json!({}))
-        .await;
+    let r = p.act("accept", &meet, &p.a).await;
     assert!(r.err(403).contains("only the callee"));
-    let r = p
-        .api
-        .post(&format!("call/cancel/{meet}"), &p.b, json!({}))
-        .await;
+    let r = p.act("cancel", &meet, &p.b).await;
     assert!(r.err(403).contains("only the caller"));
     for action in ["accept", "reject", "cancel", "end", "end/v2"] {
-        let r = p
-            .api
-            .post(&format!("call/{action}/{meet}"), &eve, json!({}))
-            .await;
-        r.err(403);
+        p.act(action, &meet, &eve).await.err(403);
     }
-    p.api
-        .post("call/accept/nope", &p.b, json!({}))
-        .await
-        .err(404);
+    p.act("accept", "nope", &p.b).await.err(404);
     // The call is still ringing after all those refusals.
     assert_eq!(
         p.api.get("call/active", &p.b).await.ok()["meetId"],
@@ -337,10 +303,7 @@ async fn create_rules_busy_group_nonmember_and_platform() {
         .post(&format!("call/create/{carol_bob}"), &c, json!({}))
         .await;
     assert_eq!(busy.err(400), "peerUserInCallNow");
-    let caller_busy = p
-        .api
-        .post(&format!("call/create/{alice_carol}"), &p.a, json!({}))
-        .await;
+    let caller_busy = p.act("create", &alice_carol, &p.a).await;
     assert!(caller_busy.err(400).contains("already in another call"));
 
     // Not a member; unknown room; group room; bad platform.
@@ -398,10 +361,7 @@ async fn create_rules_busy_group_nonmember_and_platform() {
     assert!(agora.err(400).contains("Agora is not available"));
 
     // Once the call ends, carol can call bob.
-    p.api
-        .post(&format!("call/cancel/{meet}"), &p.a, json!({}))
-        .await
-        .ok();
+    p.act("cancel", &meet, &p.a).await.ok();
     p.api
         .post(&format!("call/create/{carol_bob}"), &c, json!({}))
         .await
@@ -482,10 +442,7 @@ async fn ice_flows_both_ways_to_the_other_party_only_and_early_ice_is_held() {
     a.assert_none("v1OnIceCandidate").await;
 
     // After the end, ICE is refused.
-    p.api
-        .post(&format!("call/end/{meet}"), &p.a, json!({}))
-        .await
-        .ok();
+    p.act("end", &meet, &p.a).await.ok();
     a.emit("v1IceCandidate", &cand(8)).await;
     assert!(a.expect("v1OnException").await["error"]
         .as_str()
@@ -540,10 +497,7 @@ async fn accept_while_the_caller_device_is_gone_is_refused_and_missed() {
     let meet = create(&p, Value::Null).await;
     b.expect("v1OnNewCall").await;
     a.close().await;
-    let r = p
-        .api
-        .post(&format!("call/accept/{meet}"), &p.b, json!({}))
-        .await;
+    let r = p.act("accept", &meet, &p.b).await;
     assert_eq!(r.err(400), "peerUserDeviceOffline");
     b.expect("v1OnCallTimeout").await;
     assert_eq!(history_status(&p.api, &p.b, &meet).await, "timeout");
@@ -557,10 +511,7 @@ async fn a_party_gone_past_the_reconnect_grace_finishes_the_call() {
     let mut a = d.connect("a", &p.a).await;
     let b = d.connect("b", &p.b).await;
     let meet = create(&p, Value::Null).await;
-    p.api
-        .post(&format!("call/accept/{meet}"), &p.b, json!({}))
-        .await
-        .ok();
+    p.act("accept", &meet, &p.b).await.ok();
     a.expect("v1OnCallAccepted").await;
     b.close().await;
     assert_eq!(
@@ -580,10 +531,7 @@ async fn a_call_nobody_ends_is_finished_at_the_max_duration() {
     let mut a = d.connect("a", &p.a).await;
     let mut b = d.connect("b", &p.b).await;
     let meet = create(&p, Value::Null).await;
-    p.api
-        .post(&format!("call/accept/{meet}"), &p.b, json!({}))
-        .await
-        .ok();
+    p.act("accept", &meet, &p.b).await.ok();
     for s in [&mut a, &mut b] {
         assert_eq!(
             s.expect("v1OnCallEnded").await,
@@ -607,14 +555,8 @@ async fn active_and_history_survive_a_crash_and_nothing_stays_stuck() {
     let d = Driver::new(&server).await;
     let _a = d.connect("a", &p.a).await;
     let done = create(&p, json!({"k": "v"})).await;
-    p.api
-        .post(&format!("call/accept/{done}"), &p.b, json!({}))
-        .await
-        .ok();
-    p.api
-        .post(&format!("call/end/{done}"), &p.b, json!({}))
-        .await
-        .ok();
+    p.act("accept", &done, &p.b).await.ok();
+    p.act("end", &done, &p.b).await.ok();
     let ringing = create(&p, json!("offer-text")).await;
     assert_eq!(
         p.api.get("call/active", &p.b).await.ok()["payload"],
@@ -640,10 +582,7 @@ async fn history_clear_checks_participation() {
     let p = pair(&server).await;
     let eve = token("eve", None);
     let meet = create(&p, Value::Null).await;
-    p.api
-        .post(&format!("call/cancel/{meet}"), &p.a, json!({}))
-        .await
-        .ok();
+    p.act("cancel", &meet, &p.a).await.ok();
     p.api
         .delete(&format!("call/history/clear/{meet}"), &eve)
         .await

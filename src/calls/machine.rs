@@ -409,8 +409,12 @@ pub fn apply(
 /// Where an ICE candidate from `user` on `device` goes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum IceRoute {
-    /// Relay now to this party's device.
-    Deliver { to: Role, device: String },
+    /// Relay now to this user's device; the candidate comes back for the relay.
+    Deliver {
+        user: String,
+        device: String,
+        payload: Value,
+    },
     /// The other side's device is not known yet (ringing): held in order.
     Held,
 }
@@ -456,20 +460,18 @@ pub fn route_ice(
             Ok(IceRoute::Held)
         }
         Status::InCall => {
-            let (own_device, to) = match role {
-                Role::Caller => (call.caller_device.as_str(), Role::Callee),
-                _ => (
-                    call.callee_device.as_deref().unwrap_or_default(),
-                    Role::Caller,
-                ),
+            let own_device = match role {
+                Role::Caller => call.caller_device.as_str(),
+                _ => call.callee_device.as_deref().unwrap_or_default(),
             };
             if device != own_device {
                 return Err(IceError::NotCallDevice);
             }
-            let (_, target) = call.other_party(role).expect("in-call parties are known");
+            let (user, target) = call.other_party(role).expect("in-call parties are known");
             Ok(IceRoute::Deliver {
-                to,
+                user: user.to_string(),
                 device: target.to_string(),
+                payload,
             })
         }
         other => Err(IceError::NotLive(other.as_str())),
@@ -670,15 +672,17 @@ mod tests {
         assert_eq!(
             route_ice(&mut c, "alice", "a-phone", json!(1)),
             Ok(IceRoute::Deliver {
-                to: Role::Callee,
-                device: "b-phone".into()
+                user: "bob".into(),
+                device: "b-phone".into(),
+                payload: json!(1)
             })
         );
         assert_eq!(
-            route_ice(&mut c, "bob", "b-phone", json!(1)),
+            route_ice(&mut c, "bob", "b-phone", json!(2)),
             Ok(IceRoute::Deliver {
-                to: Role::Caller,
-                device: "a-phone".into()
+                user: "alice".into(),
+                device: "a-phone".into(),
+                payload: json!(2)
             })
         );
         assert_eq!(

@@ -359,24 +359,22 @@ async fn perform(
 /// Relays one ICE candidate to the other party's call device, or holds it while ringing.
 pub fn relay_ice(app: &App, who: &Identity, meet_id: &str, payload: Value) -> Result<(), String> {
     let routed = app.calls.with_call(meet_id, |live| {
-        let route = machine::route_ice(&mut live.call, &who.user_id, &who.device, payload.clone());
-        route.map(|r| (r, live.call.caller.clone(), live.call.callee.clone()))
+        machine::route_ice(&mut live.call, &who.user_id, &who.device, payload)
     });
     match routed {
-        None => Err(format!("no live call with meetId {meet_id:?}")),
-        Some(Err(e)) => Err(e.to_string()),
-        Some(Ok((IceRoute::Held, _, _))) => {
-            app.metrics.inc(|m| &m.ice_relayed);
-            Ok(())
-        }
-        Some(Ok((IceRoute::Deliver { to, device }, caller, callee))) => {
-            let user = if to == Role::Caller { caller } else { callee };
-            app.notify
-                .to_device(&user, &device, events::ON_ICE_CANDIDATE, &payload);
-            app.metrics.inc(|m| &m.ice_relayed);
-            Ok(())
-        }
+        None => return Err(format!("no live call with meetId {meet_id:?}")),
+        Some(Err(e)) => return Err(e.to_string()),
+        Some(Ok(IceRoute::Held)) => {}
+        Some(Ok(IceRoute::Deliver {
+            user,
+            device,
+            payload,
+        })) => app
+            .notify
+            .to_device(&user, &device, events::ON_ICE_CANDIDATE, &payload),
     }
+    app.metrics.inc(|m| &m.ice_relayed);
+    Ok(())
 }
 
 /// The last socket of `device` went away. If that device carries a live call, give it a grace

@@ -24,22 +24,28 @@ pub async fn ready(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
 
 /// Prometheus text format.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let body = format!(
-        "# HELP vchat_live_calls Calls ringing or in progress.\n\
-         # TYPE vchat_live_calls gauge\nvchat_live_calls {}\n\
-         # HELP vchat_busy_users Users in a live call.\n\
-         # TYPE vchat_busy_users gauge\nvchat_busy_users {}\n\
-         # HELP vchat_online_users Users with at least one socket.\n\
-         # TYPE vchat_online_users gauge\nvchat_online_users {}\n\
-         # HELP vchat_sockets Connected sockets.\n\
-         # TYPE vchat_sockets gauge\nvchat_sockets {}\n",
-        app.calls.live_count(),
-        app.calls.busy_count(),
-        app.presence.online_users(),
-        app.presence.socket_count(),
-    );
-    let mut body = body;
-    app.metrics.render(&mut body);
+    let body = app.metrics.render(&[
+        (
+            "vchat_live_calls",
+            "Calls ringing or in progress.",
+            app.calls.live_count() as u64,
+        ),
+        (
+            "vchat_busy_users",
+            "Users in a live call.",
+            app.calls.busy_count() as u64,
+        ),
+        (
+            "vchat_online_users",
+            "Users with at least one socket.",
+            app.presence.online_users() as u64,
+        ),
+        (
+            "vchat_sockets",
+            "Connected sockets.",
+            app.presence.socket_count() as u64,
+        ),
+    ]);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::gateway::SocketCtx;
@@ -13,7 +12,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::wire::decode;
 use crate::wire::events;
-use crate::wire::shapes::{IceIn, OnlineQuery, OnlineState, RoomRef, RoomStatusIn, RoomStatusOut};
+use crate::wire::shapes::{OnlineQuery, OnlineState, RoomRef, RoomStatusIn, RoomStatusOut};
 
 /// A presence poll asks about at most this many peers.
 const MAX_PRESENCE_QUERY: usize = 2000;
@@ -186,16 +185,21 @@ async fn enter_chat_room(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<
 
 /// `v1IceCandidate`: relayed to the other party of the call only.
 async fn ice_candidate(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
-    // Parsed once: checked as `IceIn`, relayed as the same JSON (keys in their order).
+    // Parsed once, checked in place, relayed as the same JSON (keys in their order).
     let whole = crate::wire::decode::to_value(events::ICE_CANDIDATE, payload)?;
-    let p = IceIn::deserialize(&whole)
-        .map_err(|e| format!("{}: invalid payload ({e})", events::ICE_CANDIDATE))?;
-    if !p.data.is_object() {
+    let Some(meet_id) = whole.get("meetId").and_then(Value::as_str) else {
+        return Err(format!(
+            "{}: invalid payload (meetId must be a string)",
+            events::ICE_CANDIDATE
+        ));
+    };
+    if !whole.get("data").is_some_and(Value::is_object) {
         return Err(format!(
             "{}: data must be an object {{candidate, sdpMid, sdpMLineIndex}}",
             events::ICE_CANDIDATE
         ));
     }
-    crate::calls::service::relay_ice(app, &ctx.who, &p.meet_id, whole)
+    let meet_id = meet_id.to_string();
+    crate::calls::service::relay_ice(app, &ctx.who, &meet_id, whole)
         .map_err(|e| format!("{}: {e}", events::ICE_CANDIDATE))
 }

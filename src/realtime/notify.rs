@@ -39,20 +39,17 @@ impl Notifier {
         &self.io
     }
 
-    /// An already-encoded JSON text, sent as the string argument.
-    pub fn raw_to_sockets(&self, sids: &[Sid], event: &str, text: &str) {
-        for sid in sids {
-            if let Some(s) = self.io.get_socket(*sid) {
-                let _ = s.emit(event, text);
-            }
-        }
-    }
-
+    /// Encodes once, sends to each socket that is still there.
     pub fn to_sockets<T: Serialize + ?Sized>(&self, sids: &[Sid], event: &str, payload: &T) {
         if sids.is_empty() {
             return;
         }
-        self.raw_to_sockets(sids, event, &encode(payload));
+        let text = encode(payload);
+        for sid in sids {
+            if let Some(s) = self.io.get_socket(*sid) {
+                let _ = s.emit(event, &text);
+            }
+        }
     }
 
     pub fn to_socket<T: Serialize + ?Sized>(&self, sid: Sid, event: &str, payload: &T) {

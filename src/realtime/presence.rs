@@ -60,10 +60,6 @@ impl Presence {
         }
     }
 
-    pub fn is_online(&self, user: &str) -> bool {
-        self.users.contains_key(user)
-    }
-
     pub fn device_online(&self, user: &str, device: &str) -> bool {
         self.users
             .get(user)

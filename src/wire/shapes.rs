@@ -64,13 +64,6 @@ pub struct RoomRef {
     pub room_id: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IceIn {
-    pub meet_id: String,
-    pub data: Value,
-}
-
 // ---------- server → client ----------
 
 #[derive(Debug, Serialize)]
