@@ -53,6 +53,73 @@ pub struct Config {
     pub turn_relay_ip: Option<std::net::IpAddr>,
     /// Relay ports of the embedded TURN server, `MIN-MAX`.
     pub turn_port_range: String,
+    /// SQLite busy timeout: how long a write waits for the lock before it fails.
+    pub db_busy_timeout_ms: u64,
+
+    // ---- sign-in and tokens ----
+    /// Audience external tokens must carry (`aud`); unset: any or none.
+    pub jwt_audience: Option<String>,
+    /// Issuer external tokens must carry (`iss`); unset: any or none.
+    pub jwt_issuer: Option<String>,
+    /// JSON Web Key Set of an auth server that rotates its keys (Firebase Auth, Keycloak, Auth0).
+    pub jwt_jwks_url: Option<String>,
+    /// Least time between two JWKS fetches caused by unknown key ids, seconds.
+    pub jwt_jwks_min_refresh_secs: u64,
+    /// The key the V Chat SDK hashes into its sign-in password; enables `auth/connect`.
+    pub encrypt_hash_key: Option<String>,
+    /// Lifetime of the access tokens `auth/connect` issues, seconds (the SDK never refreshes).
+    pub session_ttl_secs: u64,
+    /// Failed sign-ins per identifier within the window before sign-in is refused with 429.
+    pub signin_max_failures_per_identifier: u32,
+    /// Failed sign-ins per client address within the window before sign-in is refused with 429.
+    pub signin_max_failures_per_address: u32,
+    /// The failed sign-in window, seconds.
+    pub signin_failure_window_secs: u64,
+
+    // ---- profile and media ----
+    /// Base URL clients reach this server at; file URLs are built under it. Unset: derived from
+    /// the listen address (or, when that is a wildcard, from the request's Host header).
+    pub public_url: Option<String>,
+    /// Largest profile image accepted, bytes.
+    pub max_image_bytes: u64,
+
+    // ---- push ----
+    /// Which provider device push keys belong to: `fcm` or `onesignal`.
+    pub push_provider: Option<String>,
+    /// Google service-account JSON for FCM HTTP v1.
+    pub fcm_service_account: Option<PathBuf>,
+    /// FCM API base URL.
+    pub fcm_endpoint: Option<String>,
+    /// OAuth2 token URL for FCM (default: the service account's `token_uri`).
+    pub fcm_token_uri: Option<String>,
+    pub onesignal_app_id: Option<String>,
+    pub onesignal_api_key: Option<String>,
+    /// OneSignal create-notification URL.
+    pub onesignal_endpoint: Option<String>,
+    /// A webhook that receives every push (ops running their own push service).
+    pub push_webhook_url: Option<String>,
+    /// HMAC-SHA256 key signing webhook bodies.
+    pub push_webhook_secret: Option<String>,
+
+    // ---- Agora (Gen-B calls) ----
+    pub agora_app_id: Option<String>,
+    pub agora_app_certificate: Option<String>,
+    /// Lifetime of Agora RTC tokens, seconds.
+    pub agora_token_ttl_secs: u64,
+
+    // ---- operations ----
+    /// Bearer token `/metrics` requires when set.
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` on this address instead of the main listener.
+    pub metrics_listen: Option<SocketAddr>,
+
+    // ---- trying it out ----
+    /// Development mode: anyone can get a token for a name they choose (`POST dev/token`).
+    pub dev: bool,
+    /// Allow development mode even with a JWT key or secret configured.
+    pub dev_force: bool,
+    /// Serve the web client from this directory instead of the copy built into the binary.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -76,12 +143,66 @@ impl Default for Config {
             turn_realm: "vchat".into(),
             turn_relay_ip: None,
             turn_port_range: "49152-65535".into(),
+            db_busy_timeout_ms: 10_000,
+            jwt_audience: None,
+            jwt_issuer: None,
+            jwt_jwks_url: None,
+            jwt_jwks_min_refresh_secs: 30,
+            encrypt_hash_key: None,
+            session_ttl_secs: 90 * 24 * 3600,
+            signin_max_failures_per_identifier: 10,
+            signin_max_failures_per_address: 50,
+            signin_failure_window_secs: 15 * 60,
+            public_url: None,
+            max_image_bytes: 5 * 1024 * 1024,
+            push_provider: None,
+            fcm_service_account: None,
+            fcm_endpoint: None,
+            fcm_token_uri: None,
+            onesignal_app_id: None,
+            onesignal_api_key: None,
+            onesignal_endpoint: None,
+            push_webhook_url: None,
+            push_webhook_secret: None,
+            agora_app_id: None,
+            agora_app_certificate: None,
+            agora_token_ttl_secs: 24 * 3600,
+            metrics_token: None,
+            metrics_listen: None,
+            dev: false,
+            dev_force: false,
+            web_dir: None,
         }
     }
 }
 
 /// Longest TURN credential lifetime we mint; longer-lived secrets leak for longer.
 pub const MAX_TURN_TTL: u64 = 24 * 3600;
+
+/// An HS256 secret shorter than this can be brute-forced offline from one token (RFC 7518 §3.2
+/// asks for a key at least as long as the hash).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// `90d`, `12h`, `30m`, `45s` or plain seconds.
+pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 90d, 12h, 30m, 45s)"))?;
+    let mult = match unit.trim() {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
 
 impl Config {
     pub fn call_timeout(&self) -> Duration {
@@ -131,6 +252,52 @@ impl Config {
                         (VCHAT_TURN_RELAY_IP) to the address clients can reach"
                     .into(),
             );
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < MIN_JWT_SECRET_BYTES {
+                return Err(format!(
+                    "the JWT secret (VCHAT_JWT_SECRET) is {} bytes; HS256 needs at least \
+                     {MIN_JWT_SECRET_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                    secret.len()
+                ));
+            }
+        }
+        let keys = self.jwt_secret.is_some()
+            || self.jwt_public_key.is_some()
+            || self.jwt_jwks_url.is_some();
+        if self.dev && keys && !self.dev_force {
+            return Err(
+                "--dev hands out tokens to anyone; it is refused when a JWT secret, public key or \
+                 JWKS is configured (add --dev-force if you really mean it)"
+                    .into(),
+            );
+        }
+        if self.session_ttl_secs == 0 {
+            return Err("session ttl must be greater than 0".into());
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "public url {url:?} must start with http:// or https://"
+                ));
+            }
+        }
+        if let Some(p) = &self.push_provider {
+            if !matches!(p.as_str(), "fcm" | "onesignal") {
+                return Err(format!("push provider must be fcm or onesignal, got {p:?}"));
+            }
+        }
+        if self.agora_app_id.is_some() != self.agora_app_certificate.is_some() {
+            return Err(
+                "Agora needs both VCHAT_AGORA_APP_ID and VCHAT_AGORA_APP_CERTIFICATE".into(),
+            );
+        }
+        if self.agora_token_ttl_secs == 0 || self.agora_token_ttl_secs > u32::MAX as u64 {
+            return Err("agora token ttl must be between 1 and 4294967295 seconds".into());
+        }
+        if let (Some(id), Some(cert)) = (&self.agora_app_id, &self.agora_app_certificate) {
+            crate::agora::rtc_token(id, cert, "check", 0, 60)
+                .map_err(|e| format!("Agora configuration: {e}"))?;
         }
         for url in &self.turn_urls {
             if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))
@@ -204,6 +371,93 @@ pub struct ServeArgs {
     /// Do not start the embedded TURN server (ops run their own coturn)
     #[arg(long, env = "VCHAT_NO_EMBEDDED_TURN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_embedded_turn: bool,
+    /// How long a database write waits for the lock before failing, ms [default: 10000]
+    #[arg(long, env = "VCHAT_DB_BUSY_TIMEOUT_MS")]
+    pub db_busy_timeout_ms: Option<u64>,
+    /// Audience (`aud`) external tokens must carry [default: not checked]
+    #[arg(long, env = "VCHAT_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Issuer (`iss`) external tokens must carry [default: not checked]
+    #[arg(long, env = "VCHAT_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// JWKS URL of an auth server that rotates keys (Firebase Auth, Keycloak, Auth0)
+    #[arg(long, env = "VCHAT_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Least seconds between JWKS refetches on unknown key ids [default: 30]
+    #[arg(long, env = "VCHAT_JWT_JWKS_MIN_REFRESH_SECS")]
+    pub jwt_jwks_min_refresh_secs: Option<u64>,
+    /// Shared key of the V Chat SDK's sign-in hash; enables POST auth/connect
+    #[arg(long, env = "VCHAT_ENCRYPT_HASH_KEY", hide_env_values = true)]
+    pub encrypt_hash_key: Option<String>,
+    /// Lifetime of tokens issued by auth/connect: 90d, 12h, 3600 … [default: 90d]
+    #[arg(long, env = "VCHAT_SESSION_TTL")]
+    pub session_ttl: Option<String>,
+    /// Failed sign-ins per identifier in the window before 429 [default: 10]
+    #[arg(long, env = "VCHAT_SIGNIN_MAX_FAILURES_PER_IDENTIFIER")]
+    pub signin_max_failures_per_identifier: Option<u32>,
+    /// Failed sign-ins per client address in the window before 429 [default: 50]
+    #[arg(long, env = "VCHAT_SIGNIN_MAX_FAILURES_PER_ADDRESS")]
+    pub signin_max_failures_per_address: Option<u32>,
+    /// The failed sign-in window, seconds [default: 900]
+    #[arg(long, env = "VCHAT_SIGNIN_FAILURE_WINDOW_SECS")]
+    pub signin_failure_window_secs: Option<u64>,
+    /// Public base URL (e.g. https://chat.example.com) file URLs are built under [default: from the listen address]
+    #[arg(long, env = "VCHAT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest profile image accepted, bytes [default: 5242880]
+    #[arg(long, env = "VCHAT_MAX_IMAGE_BYTES")]
+    pub max_image_bytes: Option<u64>,
+    /// Provider of device push keys: fcm or onesignal [default: none]
+    #[arg(long, env = "VCHAT_PUSH_PROVIDER")]
+    pub push_provider: Option<String>,
+    /// Google service-account JSON file for FCM HTTP v1
+    #[arg(long, env = "VCHAT_FCM_SERVICE_ACCOUNT")]
+    pub fcm_service_account: Option<PathBuf>,
+    /// FCM API base URL [default: https://fcm.googleapis.com]
+    #[arg(long, env = "VCHAT_FCM_ENDPOINT")]
+    pub fcm_endpoint: Option<String>,
+    /// OAuth2 token URL for FCM [default: the service account's token_uri]
+    #[arg(long, env = "VCHAT_FCM_TOKEN_URI")]
+    pub fcm_token_uri: Option<String>,
+    /// OneSignal app id
+    #[arg(long, env = "VCHAT_ONESIGNAL_APP_ID")]
+    pub onesignal_app_id: Option<String>,
+    /// OneSignal REST API key
+    #[arg(long, env = "VCHAT_ONESIGNAL_API_KEY", hide_env_values = true)]
+    pub onesignal_api_key: Option<String>,
+    /// OneSignal create-notification URL [default: https://api.onesignal.com/notifications]
+    #[arg(long, env = "VCHAT_ONESIGNAL_ENDPOINT")]
+    pub onesignal_endpoint: Option<String>,
+    /// Webhook receiving every push (your own push service)
+    #[arg(long, env = "VCHAT_PUSH_WEBHOOK_URL")]
+    pub push_webhook_url: Option<String>,
+    /// HMAC-SHA256 key signing webhook bodies (header X-VChat-Signature)
+    #[arg(long, env = "VCHAT_PUSH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub push_webhook_secret: Option<String>,
+    /// Agora app id (Gen-B calls through Agora)
+    #[arg(long, env = "VCHAT_AGORA_APP_ID")]
+    pub agora_app_id: Option<String>,
+    /// Agora app certificate
+    #[arg(long, env = "VCHAT_AGORA_APP_CERTIFICATE", hide_env_values = true)]
+    pub agora_app_certificate: Option<String>,
+    /// Agora RTC token lifetime, seconds [default: 86400]
+    #[arg(long, env = "VCHAT_AGORA_TOKEN_TTL")]
+    pub agora_token_ttl: Option<u64>,
+    /// Bearer token required to read /metrics [default: open]
+    #[arg(long, env = "VCHAT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Serve /metrics on this address instead of the main one
+    #[arg(long, env = "VCHAT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Development mode: anyone can get a token for a name they pick (never in production)
+    #[arg(long, env = "VCHAT_DEV", value_parser = clap::builder::BoolishValueParser::new())]
+    pub dev: bool,
+    /// Allow --dev even when a JWT secret, public key or JWKS is configured
+    #[arg(long, env = "VCHAT_DEV_FORCE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub dev_force: bool,
+    /// Serve the web client from this directory (for working on it) instead of the built-in copy
+    #[arg(long, env = "VCHAT_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -238,8 +492,50 @@ impl ServeArgs {
             turn_realm,
             turn_port_range
         );
-        if let Some(v) = self.turn_relay_ip {
-            c.turn_relay_ip = Some(v);
+        overlay!(
+            db_busy_timeout_ms,
+            jwt_jwks_min_refresh_secs,
+            signin_max_failures_per_identifier,
+            signin_max_failures_per_address,
+            signin_failure_window_secs,
+            max_image_bytes
+        );
+        macro_rules! overlay_opt {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &self.$field { c.$field = Some(v.clone()); }
+            )*};
+        }
+        overlay_opt!(
+            turn_relay_ip,
+            jwt_audience,
+            jwt_issuer,
+            jwt_jwks_url,
+            encrypt_hash_key,
+            public_url,
+            push_provider,
+            fcm_service_account,
+            fcm_endpoint,
+            fcm_token_uri,
+            onesignal_app_id,
+            onesignal_api_key,
+            onesignal_endpoint,
+            push_webhook_url,
+            push_webhook_secret,
+            agora_app_id,
+            agora_app_certificate,
+            metrics_token,
+            metrics_listen
+        );
+        if let Some(v) = &self.session_ttl {
+            c.session_ttl_secs = parse_duration_secs(v).map_err(|e| format!("session ttl: {e}"))?;
+        }
+        if let Some(v) = self.agora_token_ttl {
+            c.agora_token_ttl_secs = v;
+        }
+        if let Some(url) = &mut c.public_url {
+            while url.ends_with('/') {
+                url.pop();
+            }
         }
         if let Some(v) = &self.jwt_secret {
             c.jwt_secret = Some(v.clone());
@@ -252,6 +548,15 @@ impl ServeArgs {
         }
         if self.no_embedded_turn {
             c.embedded_turn = false;
+        }
+        if self.dev {
+            c.dev = true;
+        }
+        if self.dev_force {
+            c.dev_force = true;
+        }
+        if let Some(d) = &self.web_dir {
+            c.web_dir = Some(d.clone());
         }
         c.turn_urls.retain(|u| !u.trim().is_empty());
         c.validate()?;

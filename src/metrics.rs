@@ -16,6 +16,8 @@ pub struct Metrics {
     pub ice_relayed: AtomicU64,
     pub sockets_connected: AtomicU64,
     pub sockets_refused: AtomicU64,
+    pub signins: AtomicU64,
+    pub signins_failed: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -33,8 +35,9 @@ impl Metrics {
         }
     }
 
-    /// The whole Prometheus text body: the gauges the caller read, then the counters.
-    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+    /// The whole Prometheus text body: the gauges and counters the caller read from elsewhere,
+    /// then our own counters.
+    pub fn render(&self, gauges: &[(&str, &str, u64)], counters: &[(&str, &str, u64)]) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut metric = |kind: &str, name: &str, help: &str, v: u64| {
@@ -45,6 +48,9 @@ impl Metrics {
         };
         for (name, help, v) in gauges {
             metric("gauge", name, help, *v);
+        }
+        for (name, help, v) in counters {
+            metric("counter", name, help, *v);
         }
         for (name, help, c) in [
             (
@@ -81,6 +87,16 @@ impl Metrics {
                 "vchat_sockets_refused_total",
                 "Sockets refused at the handshake.",
                 &self.sockets_refused,
+            ),
+            (
+                "vchat_signins_total",
+                "Successful auth/connect sign-ins.",
+                &self.signins,
+            ),
+            (
+                "vchat_signins_failed_total",
+                "auth/connect sign-ins refused for a wrong password.",
+                &self.signins_failed,
             ),
         ] {
             metric("counter", name, help, get(c));

@@ -58,10 +58,9 @@ pub enum Role {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Callee answers. `caller_online`: the caller's call device has a live socket to tell.
+    /// Callee answers.
     Accept {
         answer: Value,
-        caller_online: bool,
     },
     Reject,
     Cancel,
@@ -69,10 +68,11 @@ pub enum Action {
     /// `end/v2`: cancel, reject or end, whichever fits the actor's role and the state.
     Hangup,
     RingTimeout,
-    /// The ringing caller's device stayed away past the grace.
-    CallerDeviceLost,
-    /// A party's call device stayed away past the reconnect grace during the call.
-    PartyDeviceLost,
+    /// A party's call device stayed away past its grace: a ringing caller's call is canceled, a
+    /// running call is finished.
+    DeviceLost {
+        role: Role,
+    },
     /// The call ran for the longest time allowed (a safety net for calls nobody ends).
     MaxDurationReached,
 }
@@ -86,8 +86,7 @@ impl Action {
             Action::End => "end",
             Action::Hangup => "end/v2",
             Action::RingTimeout => "ring timeout",
-            Action::CallerDeviceLost => "caller device lost",
-            Action::PartyDeviceLost => "party device lost",
+            Action::DeviceLost { .. } => "device lost",
             Action::MaxDurationReached => "max duration reached",
         }
     }
@@ -164,9 +163,13 @@ pub enum Effect {
         device: String,
         payload: Value,
     },
+    /// A party whose device was not known (a token without `did`, acting over REST) is now
+    /// bound to the socket that sent its first ICE candidate.
+    DeviceBound {
+        role: Role,
+        device: String,
+    },
     Note(CallNote),
-    /// The acting callee is told the accept failed: the caller's device is gone.
-    RefuseAcceptCallerOffline,
 }
 
 /// A call as the machine sees it.
@@ -191,8 +194,12 @@ pub struct Call {
     pub held_ice: Vec<HeldIce>,
 }
 
-/// At most this many candidates are held per ringing call; more is a misbehaving client.
+/// At most this many candidates are held per call; more is a misbehaving client.
 pub const MAX_HELD_ICE: usize = 64;
+
+/// A party device not known yet: the party acted over REST with a token that names no device
+/// and had several sockets. It is bound to the first of its sockets that sends ICE.
+pub const UNBOUND: &str = "";
 
 impl Call {
     pub fn role_of(&self, user: &str) -> Role {
@@ -205,15 +212,60 @@ impl Call {
         }
     }
 
-    /// The user and device at the other end from `role`, if known yet.
-    pub fn other_party(&self, role: Role) -> Option<(&str, &str)> {
+    /// The call device of a party: `None` for the callee while ringing (every device rings),
+    /// `Some(UNBOUND)` while not known yet.
+    pub fn device_of(&self, role: Role) -> Option<&str> {
         match role {
-            Role::Caller => self
-                .callee_device
-                .as_deref()
-                .map(|d| (self.callee.as_str(), d)),
-            Role::Callee => Some((self.caller.as_str(), self.caller_device.as_str())),
+            Role::Caller => Some(self.caller_device.as_str()),
+            Role::Callee => self.callee_device.as_deref(),
             _ => None,
+        }
+    }
+
+    pub fn user_of(&self, role: Role) -> &str {
+        match role {
+            Role::Caller => &self.caller,
+            _ => &self.callee,
+        }
+    }
+
+    fn bind(&mut self, role: Role, device: &str) {
+        match role {
+            Role::Caller => self.caller_device = device.to_string(),
+            _ => self.callee_device = Some(device.to_string()),
+        }
+    }
+
+    /// Held candidates that can go now: both ends' devices known, the call running. Those from
+    /// a device that did not get the call are dropped.
+    fn flush_held(&mut self, effects: &mut Vec<Effect>) {
+        if self.status != Status::InCall {
+            return;
+        }
+        let held = std::mem::take(&mut self.held_ice);
+        for h in held {
+            let from = self.device_of(h.from).filter(|d| *d != UNBOUND);
+            let to_role = h.from.other();
+            let to = self.device_of(to_role).filter(|d| *d != UNBOUND);
+            match (from, to) {
+                (Some(f), _) if f != h.from_device => {}
+                (Some(_), Some(t)) => effects.push(Effect::DeliverIce {
+                    to: to_role,
+                    device: t.to_string(),
+                    payload: h.payload,
+                }),
+                _ => self.held_ice.push(h),
+            }
+        }
+    }
+}
+
+impl Role {
+    /// The other party (for the two parties).
+    pub fn other(self) -> Role {
+        match self {
+            Role::Caller => Role::Callee,
+            _ => Role::Caller,
         }
     }
 }
@@ -259,10 +311,7 @@ pub fn apply(
     };
     let mut effects = Vec::new();
     let to = match action {
-        Action::Accept {
-            answer,
-            caller_online,
-        } => {
+        Action::Accept { answer } => {
             match role {
                 Role::Callee => {}
                 Role::Caller => return Err(CallError::NotCallee("accept")),
@@ -271,44 +320,18 @@ pub fn apply(
             if st != Status::Ring {
                 return Err(CallError::NotRinging(state));
             }
-            effects.push(Effect::StopRingTimer);
-            if !caller_online {
-                // Nobody is left to hear the answer: the call is missed, as in the original.
-                effects.push(Effect::RefuseAcceptCallerOffline);
-                effects.push(Effect::TellBothTimeout);
-                effects.push(Effect::Note(CallNote::Missed));
-                call.ended_at = Some(now);
-                Status::Timeout
-            } else {
-                call.answer = Some(answer);
-                call.callee_device = Some(actor.device.to_string());
-                call.accepted_at = Some(now);
-                effects.push(Effect::TellCallerAccepted);
-                effects.push(Effect::StartMaxDurationTimer);
-                effects.push(Effect::StopOtherCalleeDevices {
+            call.answer = Some(answer);
+            call.callee_device = Some(actor.device.to_string());
+            call.accepted_at = Some(now);
+            effects.extend([
+                Effect::StopRingTimer,
+                Effect::TellCallerAccepted,
+                Effect::StartMaxDurationTimer,
+                Effect::StopOtherCalleeDevices {
                     acting_device: actor.device.to_string(),
-                });
-                // Candidates held while ringing now have somewhere to go; those from callee
-                // devices that did not answer are dropped.
-                for held in call.held_ice.drain(..) {
-                    match held.from {
-                        Role::Caller => effects.push(Effect::DeliverIce {
-                            to: Role::Callee,
-                            device: actor.device.to_string(),
-                            payload: held.payload,
-                        }),
-                        Role::Callee if held.from_device == actor.device => {
-                            effects.push(Effect::DeliverIce {
-                                to: Role::Caller,
-                                device: call.caller_device.clone(),
-                                payload: held.payload,
-                            })
-                        }
-                        _ => {}
-                    }
-                }
-                Status::InCall
-            }
+                },
+            ]);
+            Status::InCall
         }
         Action::Reject => {
             match role {
@@ -370,22 +393,29 @@ pub fn apply(
             effects.extend([Effect::TellBothTimeout, Effect::Note(CallNote::Missed)]);
             Status::Timeout
         }
-        Action::CallerDeviceLost => {
+        Action::DeviceLost { role: lost } => {
             if role != Role::System {
                 return Err(CallError::NotSystem);
             }
-            if st != Status::Ring {
-                return Err(CallError::NotRinging(state));
+            match (lost, st) {
+                (Role::Caller, Status::Ring) => {
+                    call.ended_at = Some(now);
+                    effects.extend([
+                        Effect::StopRingTimer,
+                        Effect::TellCalleeCanceled,
+                        Effect::Note(CallNote::Canceled),
+                    ]);
+                    Status::Canceled
+                }
+                (Role::Caller | Role::Callee, Status::InCall) => {
+                    call.ended_at = Some(now);
+                    effects.extend([Effect::TellBothEnded, Effect::Note(CallNote::Finished)]);
+                    Status::Finished
+                }
+                _ => return Err(CallError::NotInCall(state)),
             }
-            call.ended_at = Some(now);
-            effects.extend([
-                Effect::StopRingTimer,
-                Effect::TellCalleeCanceled,
-                Effect::Note(CallNote::Canceled),
-            ]);
-            Status::Canceled
         }
-        Action::PartyDeviceLost | Action::MaxDurationReached => {
+        Action::MaxDurationReached => {
             if role != Role::System {
                 return Err(CallError::NotSystem);
             }
@@ -400,23 +430,12 @@ pub fn apply(
     };
     call.status = to;
     call.rev += 1;
-    if !to.is_live() {
+    if to.is_live() {
+        call.flush_held(&mut effects);
+    } else {
         call.held_ice.clear();
     }
     Ok(effects)
-}
-
-/// Where an ICE candidate from `user` on `device` goes.
-#[derive(Clone, Debug, PartialEq)]
-pub enum IceRoute {
-    /// Relay now to this user's device; the candidate comes back for the relay.
-    Deliver {
-        user: String,
-        device: String,
-        payload: Value,
-    },
-    /// The other side's device is not known yet (ringing): held in order.
-    Held,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -427,28 +446,55 @@ pub enum IceError {
     NotLive(&'static str),
     #[error("this device is not the one in the call")]
     NotCallDevice,
-    #[error("too many ICE candidates held for a ringing call")]
+    #[error("too many ICE candidates held for this call")]
     TooManyHeld,
 }
 
-/// Decides an ICE relay, holding the candidate in the call when it cannot be delivered yet.
+/// Routes an ICE candidate from `user` on `device`: relayed to the other party's call device
+/// when both ends are known and the call is running, held in order otherwise (ringing, or the
+/// other device not bound yet). `may_bind`: the sender is a socket that may claim an unbound
+/// device of its party (it counts as its own device). Returns the effects, like [`apply`].
 pub fn route_ice(
     call: &mut Call,
     user: &str,
     device: &str,
+    may_bind: bool,
     payload: Value,
-) -> Result<IceRoute, IceError> {
+) -> Result<Vec<Effect>, IceError> {
     let role = call.role_of(user);
     if role == Role::Stranger {
         return Err(IceError::NotAParty);
     }
-    match call.status {
-        Status::Ring => {
-            // The caller's device is known, but the callee's is not, and a callee device that
-            // never answers must not leak candidates to the caller: hold both sides.
-            if role == Role::Caller && device != call.caller_device {
-                return Err(IceError::NotCallDevice);
-            }
+    if !call.status.is_live() {
+        return Err(IceError::NotLive(call.status.as_str()));
+    }
+    let mut effects = Vec::new();
+    match call.device_of(role) {
+        Some(d) if d == device => {}
+        Some(UNBOUND) if may_bind => {
+            call.bind(role, device);
+            effects.push(Effect::DeviceBound {
+                role,
+                device: device.to_string(),
+            });
+        }
+        Some(_) => return Err(IceError::NotCallDevice),
+        // The callee while ringing: any of its devices may trickle early; only the one that
+        // answers gets its candidates through.
+        None => {}
+    }
+    let target = call.device_of(role.other()).filter(|d| *d != UNBOUND);
+    match (call.status, target) {
+        (Status::InCall, Some(t)) => {
+            let t = t.to_string();
+            call.flush_held(&mut effects);
+            effects.push(Effect::DeliverIce {
+                to: role.other(),
+                device: t,
+                payload,
+            });
+        }
+        _ => {
             if call.held_ice.len() >= MAX_HELD_ICE {
                 return Err(IceError::TooManyHeld);
             }
@@ -457,25 +503,10 @@ pub fn route_ice(
                 from_device: device.to_string(),
                 payload,
             });
-            Ok(IceRoute::Held)
+            call.flush_held(&mut effects);
         }
-        Status::InCall => {
-            let own_device = match role {
-                Role::Caller => call.caller_device.as_str(),
-                _ => call.callee_device.as_deref().unwrap_or_default(),
-            };
-            if device != own_device {
-                return Err(IceError::NotCallDevice);
-            }
-            let (user, target) = call.other_party(role).expect("in-call parties are known");
-            Ok(IceRoute::Deliver {
-                user: user.to_string(),
-                device: target.to_string(),
-                payload,
-            })
-        }
-        other => Err(IceError::NotLive(other.as_str())),
     }
+    Ok(effects)
 }
 
 /// alice (on "a-phone") calling bob; in a call, bob answered on "b-phone".
@@ -541,19 +572,15 @@ mod tests {
         vec![
             Action::Accept {
                 answer: json!({"answer": 1}),
-                caller_online: true,
             },
-            Action::Accept {
-                answer: json!("a"),
-                caller_online: false,
-            },
+            Action::Accept { answer: json!("a") },
             Action::Reject,
             Action::Cancel,
             Action::End,
             Action::Hangup,
             Action::RingTimeout,
-            Action::CallerDeviceLost,
-            Action::PartyDeviceLost,
+            Action::DeviceLost { role: Role::Caller },
+            Action::DeviceLost { role: Role::Callee },
             Action::MaxDurationReached,
         ]
     }
@@ -563,9 +590,7 @@ mod tests {
         use Role::*;
         use Status::*;
         match (action, role, st) {
-            (Action::Accept { caller_online, .. }, Callee, Ring) => {
-                Ok(if *caller_online { InCall } else { Timeout })
-            }
+            (Action::Accept { .. }, Callee, Ring) => Ok(InCall),
             (Action::Reject, Callee, Ring) => Ok(Rejected),
             (Action::Cancel, Caller, Ring) => Ok(Canceled),
             (Action::End, Caller | Callee, InCall) => Ok(Finished),
@@ -573,8 +598,10 @@ mod tests {
             (Action::Hangup, Callee, Ring) => Ok(Rejected),
             (Action::Hangup, Caller | Callee, InCall) => Ok(Finished),
             (Action::RingTimeout, System, Ring) => Ok(Timeout),
-            (Action::CallerDeviceLost, System, Ring) => Ok(Canceled),
-            (Action::PartyDeviceLost | Action::MaxDurationReached, System, InCall) => Ok(Finished),
+            (Action::DeviceLost { role: Caller }, System, Ring) => Ok(Canceled),
+            (Action::DeviceLost { .. } | Action::MaxDurationReached, System, InCall) => {
+                Ok(Finished)
+            }
             _ => Err(()),
         }
     }
@@ -619,16 +646,20 @@ mod tests {
     #[test]
     fn accept_records_answer_device_and_time_and_flushes_held_ice() {
         let mut c = call(Status::Ring);
-        route_ice(&mut c, "alice", "a-phone", json!({"n": 1})).unwrap();
-        route_ice(&mut c, "bob", "b-tablet", json!({"n": 2})).unwrap();
-        route_ice(&mut c, "bob", "b-phone", json!({"n": 3})).unwrap();
-        route_ice(&mut c, "alice", "a-phone", json!({"n": 4})).unwrap();
+        for (user, device, n) in [
+            ("alice", "a-phone", 1),
+            ("bob", "b-tablet", 2),
+            ("bob", "b-phone", 3),
+            ("alice", "a-phone", 4),
+        ] {
+            let fx = route_ice(&mut c, user, device, false, json!({ "n": n })).unwrap();
+            assert!(fx.is_empty(), "held while ringing");
+        }
         let now = Utc::now();
         let fx = apply(
             &mut c,
             Action::Accept {
                 answer: json!("ans"),
-                caller_online: true,
             },
             &Actor {
                 user: Some("bob"),
@@ -666,67 +697,143 @@ mod tests {
         }));
     }
 
+    fn deliveries(fx: &[Effect]) -> Vec<(Role, String, Value)> {
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::DeliverIce {
+                    to,
+                    device,
+                    payload,
+                } => Some((*to, device.clone(), payload.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn ice_routing_in_call_and_refusals() {
         let mut c = call(Status::InCall);
         assert_eq!(
-            route_ice(&mut c, "alice", "a-phone", json!(1)),
-            Ok(IceRoute::Deliver {
-                user: "bob".into(),
+            route_ice(&mut c, "alice", "a-phone", false, json!(1)),
+            Ok(vec![Effect::DeliverIce {
+                to: Role::Callee,
                 device: "b-phone".into(),
                 payload: json!(1)
-            })
+            }])
         );
         assert_eq!(
-            route_ice(&mut c, "bob", "b-phone", json!(2)),
-            Ok(IceRoute::Deliver {
-                user: "alice".into(),
+            route_ice(&mut c, "bob", "b-phone", false, json!(2)),
+            Ok(vec![Effect::DeliverIce {
+                to: Role::Caller,
                 device: "a-phone".into(),
                 payload: json!(2)
-            })
+            }])
         );
         assert_eq!(
-            route_ice(&mut c, "bob", "b-tablet", json!(1)),
-            Err(IceError::NotCallDevice)
+            route_ice(&mut c, "bob", "b-tablet", true, json!(1)),
+            Err(IceError::NotCallDevice),
+            "a bound device is never re-bound"
         );
         assert_eq!(
-            route_ice(&mut c, "eve", "x", json!(1)),
+            route_ice(&mut c, "eve", "x", false, json!(1)),
             Err(IceError::NotAParty)
         );
         let mut ended = call(Status::Finished);
         assert_eq!(
-            route_ice(&mut ended, "alice", "a-phone", json!(1)),
+            route_ice(&mut ended, "alice", "a-phone", false, json!(1)),
             Err(IceError::NotLive("finished"))
         );
         let mut ringing = call(Status::Ring);
         for _ in 0..MAX_HELD_ICE {
-            route_ice(&mut ringing, "alice", "a-phone", json!(1)).unwrap();
+            route_ice(&mut ringing, "alice", "a-phone", false, json!(1)).unwrap();
         }
         assert_eq!(
-            route_ice(&mut ringing, "alice", "a-phone", json!(1)),
+            route_ice(&mut ringing, "alice", "a-phone", false, json!(1)),
             Err(IceError::TooManyHeld)
         );
     }
 
+    /// A callee without a device id accepted over REST while it had two sockets: candidates wait
+    /// until one socket speaks, then that socket is the call device and only it gets ICE.
     #[test]
-    fn accept_with_caller_gone_is_a_missed_call() {
+    fn an_unbound_callee_is_bound_by_its_first_candidate() {
         let mut c = call(Status::Ring);
+        route_ice(&mut c, "alice", "a-phone", false, json!("a1")).unwrap();
         let fx = apply(
             &mut c,
-            Action::Accept {
-                answer: json!(null),
-                caller_online: false,
-            },
+            Action::Accept { answer: json!(1) },
             &Actor {
                 user: Some("bob"),
-                device: "b-phone",
+                device: UNBOUND,
             },
             Utc::now(),
         )
         .unwrap();
-        assert_eq!(c.status, Status::Timeout);
-        assert!(fx.contains(&Effect::RefuseAcceptCallerOffline));
-        assert!(fx.contains(&Effect::Note(CallNote::Missed)));
+        assert!(deliveries(&fx).is_empty(), "nowhere to send yet");
+        let fx = route_ice(&mut c, "alice", "a-phone", false, json!("a2")).unwrap();
+        assert!(fx.is_empty(), "held: the callee's device is unknown");
+        assert_eq!(
+            route_ice(&mut c, "bob", "b-tablet", false, json!("b1")),
+            Err(IceError::NotCallDevice),
+            "a device with its own id cannot claim it"
+        );
+        assert_eq!(c.callee_device.as_deref(), Some(UNBOUND));
+        let fx = route_ice(&mut c, "bob", "~s1", true, json!("b2")).unwrap();
+        assert_eq!(c.callee_device.as_deref(), Some("~s1"));
+        assert_eq!(
+            fx[0],
+            Effect::DeviceBound {
+                role: Role::Callee,
+                device: "~s1".into()
+            }
+        );
+        assert_eq!(
+            deliveries(&fx),
+            vec![
+                (Role::Callee, "~s1".into(), json!("a1")),
+                (Role::Callee, "~s1".into(), json!("a2")),
+                (Role::Caller, "a-phone".into(), json!("b2")),
+            ],
+            "held candidates in order; the other socket's dropped"
+        );
+        assert!(c.held_ice.is_empty());
+        assert_eq!(
+            route_ice(&mut c, "bob", "~s2", true, json!("b3")),
+            Err(IceError::NotCallDevice)
+        );
+    }
+
+    #[test]
+    fn device_lost_cancels_a_ringing_caller_and_finishes_a_call() {
+        let system = Actor::SYSTEM;
+        let mut c = call(Status::Ring);
+        let fx = apply(
+            &mut c,
+            Action::DeviceLost { role: Role::Caller },
+            &system,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(c.status, Status::Canceled);
+        assert!(fx.contains(&Effect::TellCalleeCanceled));
+        let mut c = call(Status::InCall);
+        apply(
+            &mut c,
+            Action::DeviceLost { role: Role::Callee },
+            &system,
+            Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(c.status, Status::Finished);
+        let mut c = call(Status::Ring);
+        assert!(apply(
+            &mut c,
+            Action::DeviceLost { role: Role::Callee },
+            &system,
+            Utc::now()
+        )
+        .is_err());
+        assert_eq!(c.ended_at, None, "refused: unchanged");
     }
 
     #[test]

@@ -4,3 +4,4 @@
 pub mod machine;
 pub mod registry;
 pub mod service;
+pub mod timers;

@@ -1,19 +1,59 @@
-//! Live calls: the only shared mutable call state. Each transition runs inside one DashMap entry
-//! lock, so racing actions on one call have exactly one winner. No guard is ever held across an
-//! `.await` or while another map is locked.
+//! Live calls: the only shared mutable call state. Each call sits behind its own async lock,
+//! held for a whole transition (decide → commit to the store → announce), so racing actions on
+//! one call have exactly one winner, a failed store write leaves the call as it was, and every
+//! event of a call leaves in the order the machine decided it. The busy index is a DashMap whose
+//! guards are never held across an `.await`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use tokio::task::AbortHandle;
+use socketioxide::socket::Sid;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::machine::Call;
+use super::machine::{Call, Role};
+use super::timers::{Timer, TimerKind};
 
-/// A live call plus the handle of its pending timer (shell state the pure machine does not see):
-/// the ring timeout while ringing, the max-duration safety net while in a call.
+/// A live call plus the shell state the pure machine does not see.
 pub struct LiveCall {
     pub call: Call,
-    pub timer: Option<AbortHandle>,
+    /// Ring timeout while ringing; max duration while in a call.
+    pub deadline: Option<Timer>,
+    /// Grace timers of the caller's and the callee's call device, while it is gone.
+    pub grace: [Option<Timer>; 2],
+    /// Callee sockets `v1OnNewCall` reached, so a socket that connects while the call rings is
+    /// rung exactly once.
+    pub rung: HashSet<Sid>,
 }
+
+impl LiveCall {
+    pub fn new(call: Call) -> LiveCall {
+        LiveCall {
+            call,
+            deadline: None,
+            grace: [None, None],
+            rung: HashSet::new(),
+        }
+    }
+
+    pub fn grace_mut(&mut self, role: Role) -> &mut Option<Timer> {
+        &mut self.grace[usize::from(role != Role::Caller)]
+    }
+
+    /// Whether timer `id` of this kind is still armed (not cancelled or replaced).
+    pub fn holds(&self, kind: TimerKind, id: u64) -> bool {
+        let t = match kind {
+            TimerKind::Deadline => &self.deadline,
+            TimerKind::Grace(role) => &self.grace[usize::from(role != Role::Caller)],
+        };
+        t.as_ref().is_some_and(|t| t.id == id)
+    }
+}
+
+/// A call's lock. `None` inside: the call ended while a contender waited.
+pub type Slot = Arc<Mutex<Option<LiveCall>>>;
+pub type SlotGuard = OwnedMutexGuard<Option<LiveCall>>;
 
 /// Which side of a new call is already busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +64,7 @@ pub enum Busy {
 
 #[derive(Default)]
 pub struct Registry {
-    calls: DashMap<String, LiveCall>,
+    calls: DashMap<String, Slot>,
     /// user id → the meetId of their ring/inCall call.
     busy: DashMap<String, String>,
 }
@@ -61,38 +101,30 @@ impl Registry {
         self.busy.remove_if(user, |_, m| m == meet_id);
     }
 
-    pub fn insert(&self, call: Call, timer: Option<AbortHandle>) {
-        self.calls
-            .insert(call.meet_id.clone(), LiveCall { call, timer });
+    /// Registers a new call and hands back its lock, already held, so nothing can act on the
+    /// call before its creator has announced it.
+    pub fn insert(&self, live: LiveCall) -> SlotGuard {
+        let meet_id = live.call.meet_id.clone();
+        let slot: Slot = Arc::new(Mutex::new(Some(live)));
+        let guard = slot.clone().try_lock_owned().expect("a new lock is free");
+        self.calls.insert(meet_id, slot);
+        guard
     }
 
-    /// Arms the call's timer, replacing (and stopping) any earlier one; a call that is already
-    /// gone stops the new timer at once.
-    pub fn set_timer(&self, meet_id: &str, timer: AbortHandle) {
-        match self.calls.get_mut(meet_id) {
-            Some(mut live) => {
-                if let Some(old) = live.timer.replace(timer) {
-                    old.abort();
-                }
-            }
-            None => timer.abort(),
-        }
+    /// Waits for the call's lock. `None` if the call is not live.
+    pub async fn lock(&self, meet_id: &str) -> Option<SlotGuard> {
+        let slot = self.calls.get(meet_id)?.clone();
+        let guard = slot.lock_owned().await;
+        guard.is_some().then_some(guard)
     }
 
-    /// Runs `f` on the live call under its entry lock. `None` if the call is not live.
-    pub fn with_call<R>(&self, meet_id: &str, f: impl FnOnce(&mut LiveCall) -> R) -> Option<R> {
-        let mut guard = self.calls.get_mut(meet_id)?;
-        Some(f(&mut guard))
-    }
-
-    /// Drops a finished call and frees its parties. Returns it if it was still here.
-    pub fn remove(&self, meet_id: &str) -> Option<LiveCall> {
-        let (_, live) = self.calls.remove(meet_id)?;
-        self.release(&live.call.caller, meet_id);
-        self.release(&live.call.callee, meet_id);
-        if let Some(t) = &live.timer {
-            t.abort();
-        }
+    /// Ends a call held under `guard`: frees its parties and drops its timers. Contenders
+    /// waiting on the lock find it empty.
+    pub fn remove(&self, guard: &mut SlotGuard) -> Option<LiveCall> {
+        let live = guard.take()?;
+        self.calls.remove(&live.call.meet_id);
+        self.release(&live.call.caller, &live.call.meet_id);
+        self.release(&live.call.callee, &live.call.meet_id);
         Some(live)
     }
 
@@ -113,7 +145,6 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn reserve_is_all_or_nothing() {
@@ -142,32 +173,26 @@ mod tests {
                     })
                 })
                 .collect();
-            let wins = hs.into_iter().filter(|_| true).map(|h| h.join().unwrap());
+            let wins = hs.into_iter().map(|h| h.join().unwrap());
             assert_eq!(wins.filter(|w| *w).count(), 1);
             assert_eq!(r.call_of("alice"), r.call_of("bob"));
         }
     }
 
-    /// Accept, reject, cancel and the ring timer on threads, on one ringing call, many times:
-    /// one transition wins, everyone else sees a refused action and the call unchanged by them.
-    #[test]
-    fn racing_actions_on_one_call_have_one_winner() {
+    /// Accept, reject, cancel and the ring timer on worker threads, on one ringing call, many
+    /// times: one transition wins; the others find the call ended or not ringing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_actions_on_one_call_have_one_winner() {
         use crate::calls::machine::{apply, sample_call, Action, Actor, Status};
         use chrono::Utc;
         use serde_json::json;
         for round in 0..300 {
             let r = Arc::new(Registry::default());
             r.reserve("alice", "bob", "m").unwrap();
-            r.insert(sample_call(Status::Ring), None);
-            let barrier = Arc::new(std::sync::Barrier::new(4));
+            drop(r.insert(LiveCall::new(sample_call(Status::Ring))));
+            let barrier = Arc::new(tokio::sync::Barrier::new(4));
             let contenders: Vec<(Option<&'static str>, Action)> = vec![
-                (
-                    Some("bob"),
-                    Action::Accept {
-                        answer: json!("x"),
-                        caller_online: true,
-                    },
-                ),
+                (Some("bob"), Action::Accept { answer: json!("x") }),
                 (Some("bob"), Action::Reject),
                 (Some("alice"), Action::Cancel),
                 (None, Action::RingTimeout),
@@ -176,25 +201,39 @@ mod tests {
                 .into_iter()
                 .map(|(user, action)| {
                     let (r, barrier) = (r.clone(), barrier.clone());
-                    std::thread::spawn(move || {
-                        barrier.wait();
+                    tokio::spawn(async move {
+                        barrier.wait().await;
                         let actor = Actor {
                             user,
                             device: "b-phone",
                         };
-                        r.with_call("m", |live| {
-                            apply(&mut live.call, action, &actor, Utc::now())
-                                .map(|_| live.call.status)
-                        })
-                        .expect("call is registered")
+                        let Some(mut g) = r.lock("m").await else {
+                            return Err("gone".to_string());
+                        };
+                        let live = g.as_mut().unwrap();
+                        let to = apply(&mut live.call, action, &actor, Utc::now())
+                            .map(|_| live.call.status)
+                            .map_err(|e| e.to_string())?;
+                        if !to.is_live() {
+                            r.remove(&mut g);
+                        }
+                        Ok(to)
                     })
                 })
                 .collect();
-            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let mut results = Vec::new();
+            for h in handles {
+                results.push(h.await.unwrap());
+            }
             let wins: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
             assert_eq!(wins.len(), 1, "round {round}: {results:?}");
-            let final_status = r.with_call("m", |l| (l.call.status, l.call.rev)).unwrap();
-            assert_eq!(final_status, (*wins[0], 2), "one transition applied");
+            if let Some(mut g) = r.lock("m").await {
+                let c = &g.as_mut().unwrap().call;
+                assert_eq!((c.status, c.rev), (*wins[0], 2), "one transition applied");
+            } else {
+                assert!(!wins[0].is_live());
+                assert_eq!(r.call_of("alice"), None, "parties freed");
+            }
         }
     }
 }

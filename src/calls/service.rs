@@ -1,22 +1,33 @@
-//! The call service: the shell around the pure machine. It loads what the machine needs, runs the
-//! transition under the registry's entry lock, records the result, then carries out the effects
-//! (emits, chat notes, timers) in that order.
+//! The call service: the shell around the pure machine. A transition holds the call's lock
+//! from start to end: decide (the machine, on a copy) → commit (the store) → announce (emits,
+//! timers). A failed commit leaves the call exactly as it was; events leave in the order the
+//! machine decided them, so a caller never hears a callee's candidate before the answer. Chat
+//! notes about the call are posted after the lock is released.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::sync::Arc;
+use socketioxide::socket::Sid;
+use tokio::sync::mpsc;
 
-use super::machine::{self, Action, Actor, Call, CallNote, Effect, IceRoute, Role, Status};
-use super::registry::Busy;
+use super::machine::{self, Action, Actor, Call, CallNote, Effect, Role, Status, UNBOUND};
+use super::registry::{Busy, LiveCall, SlotGuard};
+use super::timers::{Fired, TimerKind};
 use crate::app::App;
 use crate::auth::Identity;
 use crate::ice::IceServer;
 use crate::ids::{iso, new_id};
+use crate::realtime::presence::socket_device;
 use crate::store::{CallRecord, RoomKind};
 use crate::wire::events;
 use crate::wire::shapes::{CallAccepted, CallRef, NewCall, UserData};
 use crate::wire::ApiError;
+
+/// A timer whose transition could not be committed (store down) tries again after this.
+const TIMER_RETRY: Duration = Duration::from_secs(1);
 
 /// `POST call/create/{roomId}` body. Gen-A sends `payload` as a JSON string and no platform.
 #[derive(Debug, Default, Deserialize)]
@@ -58,17 +69,49 @@ fn record_of(c: &Call) -> CallRecord {
     }
 }
 
+/// The device a REST request acts from. Tokens with a `did` (and sign-in sessions) name it.
+/// Without one every socket is its own device: the request acts from the socket named in the
+/// `X-Socket-Id` header, else from the user's only such socket, else from a device bound later,
+/// by the first socket that sends ICE for the call.
+pub fn acting_device(app: &App, who: &Identity, socket_hint: Option<&str>) -> String {
+    if who.has_device() {
+        return who.device.clone();
+    }
+    let mut mine = app.presence.socket_devices(&who.user_id);
+    if let Some(hint) = socket_hint {
+        let named = socket_device(hint);
+        if mine.contains(&named) {
+            return named;
+        }
+    }
+    match mine.len() {
+        1 => mine.remove(0),
+        _ => UNBOUND.to_string(),
+    }
+}
+
 pub async fn create(
     app: &Arc<App>,
     who: &Identity,
+    device: String,
     room_id: &str,
     body: CreateCall,
 ) -> Result<CreatedCall, ApiError> {
     let platform = body.meet_platform.unwrap_or_else(|| "webRtc".into());
-    if !matches!(platform.as_str(), "webRtc" | "agora") {
-        return Err(ApiError::bad(format!(
-            "meetPlatform must be webRtc or agora (got {platform:?})"
-        )));
+    match platform.as_str() {
+        "webRtc" => {}
+        "agora" if app.config.agora_app_id.is_some() => {}
+        "agora" => {
+            return Err(ApiError::bad(
+                "meetPlatform agora is not available: this server has no Agora app configured \
+                 (VCHAT_AGORA_APP_ID); place the call with meetPlatform webRtc",
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad(format!(
+                "meetPlatform must be webRtc or agora (got {platform:?})"
+            )))
+        }
     }
     let room = app
         .store
@@ -114,7 +157,7 @@ pub async fn create(
         room_id: room_id.to_string(),
         caller: who.user_id.clone(),
         callee: peer.id.clone(),
-        caller_device: who.device.clone(),
+        caller_device: device,
         callee_device: None,
         with_video: body.with_video,
         platform,
@@ -127,177 +170,169 @@ pub async fn create(
         rev: 1,
         held_ice: Vec::new(),
     };
-    app.calls.insert(call.clone(), None);
     if let Err(e) = app.store.insert_call(&record_of(&call)).await {
-        app.calls.remove(&meet_id);
+        app.calls.release(&who.user_id, &meet_id);
+        app.calls.release(&peer.id, &meet_id);
         return Err(e.into());
     }
 
-    app.notify.to_user(
-        &peer.id,
-        events::ON_NEW_CALL,
-        &NewCall {
-            meet_id: &meet_id,
-            room_id,
-            with_video: call.with_video,
-            payload: &call.payload,
-            user_data: UserData::from(&crate::store::UserRow {
-                id: who.user_id.clone(),
-                full_name: who.name.clone(),
-                identifier: who.identifier.clone(),
-                img: who.img.clone(),
-            }),
-            ice_servers: serde_json::to_value(app.ice.for_user(&peer.id).ice_servers).ok(),
-        },
-    );
-
-    arm_timer(
-        app,
+    let mut live = LiveCall::new(call);
+    // The ring timeout is armed before anyone hears of the call.
+    live.deadline = Some(app.timers.arm(
         &meet_id,
+        TimerKind::Deadline,
         app.config.call_timeout(),
         Action::RingTimeout,
-    );
+    ));
+    // A caller with no socket to hear the answer gets the caller grace to connect one.
+    let caller_device = live.call.caller_device.clone();
+    let caller_here = if caller_device == UNBOUND {
+        !app.presence.socket_devices(&who.user_id).is_empty()
+    } else {
+        app.presence.device_online(&who.user_id, &caller_device)
+    };
+    if !caller_here {
+        arm_grace(app, &mut live, Role::Caller, app.config.caller_grace());
+    }
+    let mut guard = app.calls.insert(live);
+    let live = guard.as_mut().expect("just inserted");
+    let rung = ring(app, live, None);
+    drop(guard);
+    if rung == 0 {
+        crate::wake::incoming_call(app, &peer.id, who, room_id, &meet_id).await;
+    }
     app.metrics.inc(|m| &m.calls_created);
     tracing::info!(meet_id, caller = %who.user_id, callee = %peer.id, "call ringing");
-
     Ok(CreatedCall {
         meet_id,
         ice_servers: app.ice.for_user(&who.user_id).ice_servers,
     })
 }
 
+/// `v1OnNewCall` to the callee's sockets not rung yet (all of them, or only `only`). Devices in
+/// a grace are skipped: they are rung when they come back, after what they were kept.
+fn ring(app: &App, live: &mut LiveCall, only: Option<Sid>) -> usize {
+    let c = &live.call;
+    let sids: Vec<Sid> = app
+        .presence
+        .sockets_by_device(&c.callee)
+        .into_iter()
+        .filter(|(sid, device)| {
+            only.is_none_or(|o| o == *sid)
+                && !live.rung.contains(sid)
+                && !app.notify.outbox.is_open(&c.callee, device)
+        })
+        .map(|(sid, _)| sid)
+        .collect();
+    if sids.is_empty() {
+        return 0;
+    }
+    app.notify.to_sockets(
+        &sids,
+        events::ON_NEW_CALL,
+        &NewCall {
+            meet_id: &c.meet_id,
+            room_id: &c.room_id,
+            with_video: c.with_video,
+            payload: &c.payload,
+            user_data: caller_data(app, c),
+            ice_servers: serde_json::to_value(app.ice.for_user(&c.callee).ice_servers).ok(),
+        },
+    );
+    live.rung.extend(sids.iter().copied());
+    sids.len()
+}
+
+fn caller_data(app: &App, c: &Call) -> UserData {
+    match app.profiles.get(&c.caller) {
+        Some(u) => UserData::from(&u),
+        None => UserData::from(&crate::store::UserRow {
+            id: c.caller.clone(),
+            full_name: c.caller.clone(),
+            identifier: c.caller.clone(),
+            img: String::new(),
+        }),
+    }
+}
+
 /// A user's action on a call (accept, reject, cancel, end, end/v2). Returns the new status.
 pub async fn act(
     app: &Arc<App>,
     who: &Identity,
+    device: &str,
     meet_id: &str,
     action: Action,
 ) -> Result<Status, ApiError> {
     let actor = Actor {
         user: Some(&who.user_id),
-        device: &who.device,
+        device,
     };
-    run(app, meet_id, action, &actor).await
-}
-
-/// After `after`, the server itself acts on the call (ring timeout, max duration).
-fn arm_timer(app: &Arc<App>, meet_id: &str, after: std::time::Duration, action: Action) {
-    let timer = {
-        let app = app.clone();
-        let meet_id = meet_id.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            // Detached: once the timer has fired, aborting its handle must not cut the
-            // transition short halfway through its store write.
-            tokio::spawn(async move {
-                let _ = act_as_system(&app, &meet_id, action).await;
-            });
-        })
+    let Some(mut guard) = app.calls.lock(meet_id).await else {
+        return Err(not_live(app, meet_id, &actor).await);
     };
-    app.calls.set_timer(meet_id, timer.abort_handle());
+    let (call, notes) = transition(app, &mut guard, action, &actor).await?;
+    drop(guard);
+    post_notes(app, &call, notes, actor.user).await;
+    Ok(call.status)
 }
 
-async fn act_as_system(app: &Arc<App>, meet_id: &str, action: Action) -> Result<Status, ApiError> {
-    run(app, meet_id, action, &Actor::SYSTEM).await
-}
-
-async fn run(
+/// Decide, commit, announce, under the call's lock. Returns the call as it now is and the chat
+/// notes to post once the lock is released.
+async fn transition(
     app: &Arc<App>,
-    meet_id: &str,
-    mut action: Action,
+    guard: &mut SlotGuard,
+    action: Action,
     actor: &Actor<'_>,
-) -> Result<Status, ApiError> {
-    // The machine may not read sockets, so whether the caller can still hear an answer is
-    // looked up here and handed in.
-    if let Action::Accept { caller_online, .. } = &mut action {
-        let caller = app.calls.with_call(meet_id, |l| {
-            (l.call.caller.clone(), l.call.caller_device.clone())
-        });
-        if let Some((user, device)) = caller {
-            *caller_online = app.presence.device_online(&user, &device);
-        }
-    }
+) -> Result<(Call, Vec<CallNote>), ApiError> {
+    let live = guard.as_mut().expect("a locked live call");
     let name = action.name();
-    let outcome = app.calls.with_call(meet_id, |live| {
-        let result = machine::apply(&mut live.call, action, actor, Utc::now());
-        if let Ok(effects) = &result {
-            if effects.contains(&Effect::StopRingTimer) {
-                if let Some(t) = live.timer.take() {
-                    t.abort();
-                }
-            }
+    let mut next = live.call.clone();
+    let effects = machine::apply(&mut next, action, actor, Utc::now()).map_err(|e| {
+        if e.is_forbidden() {
+            ApiError::forbidden(e.to_string())
+        } else {
+            ApiError::bad(e.to_string())
         }
-        result.map(|effects| (live.call.clone(), effects))
-    });
-    let (call, effects) = match outcome {
-        Some(Ok(done)) => done,
-        Some(Err(e)) => {
-            return Err(if e.is_forbidden() {
-                ApiError::forbidden(e.to_string())
-            } else {
-                ApiError::bad(e.to_string())
-            })
-        }
-        None => return Err(not_live(app, meet_id, actor).await),
-    };
-    if !call.status.is_live() {
-        app.calls.remove(meet_id);
-        app.metrics.call_ended(call.status);
+    })?;
+    if !app
+        .store
+        .save_call(&record_of(&next), live.call.rev)
+        .await?
+    {
+        return Err(ApiError::Internal(
+            "the call changed in the store under us".into(),
+        ));
     }
-    app.store.save_call(&record_of(&call)).await?;
+    live.call = next;
     tracing::info!(
-        meet_id,
+        meet_id = %live.call.meet_id,
         action = name,
-        status = call.status.as_str(),
+        status = live.call.status.as_str(),
         "call transition"
     );
-    let mut refuse = None;
+    let mut notes = Vec::new();
     for effect in effects {
-        if let Some(e) = perform(app, &call, actor, effect).await {
-            refuse = Some(e);
-        }
+        perform(app, live, effect, &mut notes);
     }
-    match refuse {
-        Some(e) => Err(e),
-        None => Ok(call.status),
+    let call = live.call.clone();
+    if !call.status.is_live() {
+        app.calls.remove(guard);
+        app.metrics.call_ended(call.status);
     }
+    Ok((call, notes))
 }
 
-/// Why an action found no live call: never existed, not ours, or already over.
-async fn not_live(app: &App, meet_id: &str, actor: &Actor<'_>) -> ApiError {
-    match app.store.call(meet_id).await {
-        Ok(Some(rec)) => {
-            let party = actor
-                .user
-                .is_none_or(|u| u == rec.caller_id || u == rec.callee_id);
-            if party {
-                ApiError::bad(match Status::parse(&rec.status) {
-                    // Ended a moment ago; the record is being written.
-                    Some(s) if s.is_live() => "call already ended".to_string(),
-                    _ => format!("call already ended (status: {})", rec.status),
-                })
-            } else {
-                ApiError::forbidden("you are not a party to this call")
-            }
-        }
-        Ok(None) => ApiError::not_found(format!("call {meet_id:?} not found")),
-        Err(e) => e.into(),
-    }
-}
-
-async fn perform(
-    app: &Arc<App>,
-    call: &Call,
-    actor: &Actor<'_>,
-    effect: Effect,
-) -> Option<ApiError> {
+/// Carries out one effect. Emits are synchronous, so they leave in the machine's order while
+/// the call's lock is held.
+fn perform(app: &Arc<App>, live: &mut LiveCall, effect: Effect, notes: &mut Vec<CallNote>) {
+    let call = &live.call;
     let r = CallRef {
         meet_id: &call.meet_id,
         room_id: &call.room_id,
     };
     let n = &app.notify;
     match effect {
-        Effect::TellCallerAccepted => n.to_device(
+        Effect::TellCallerAccepted => n.call_to_device(
             &call.caller,
             &call.caller_device,
             events::ON_CALL_ACCEPTED,
@@ -310,114 +345,232 @@ async fn perform(
         Effect::StopOtherCalleeDevices { acting_device } => {
             n.to_other_devices(&call.callee, &acting_device, events::ON_CALL_CANCELED, &r)
         }
-        Effect::TellCallerRejected => n.to_user(&call.caller, events::ON_CALL_REJECTED, &r),
-        Effect::TellCalleeCanceled => n.to_user(&call.callee, events::ON_CALL_CANCELED, &r),
+        Effect::DeviceBound { role, device } => {
+            if role == Role::Callee {
+                n.to_other_socket_devices(&call.callee, &device, events::ON_CALL_CANCELED, &r)
+            }
+        }
+        Effect::TellCallerRejected => n.call_to_user(&call.caller, events::ON_CALL_REJECTED, &r),
+        Effect::TellCalleeCanceled => n.call_to_user(&call.callee, events::ON_CALL_CANCELED, &r),
         Effect::TellBothTimeout => {
-            n.to_user(&call.caller, events::ON_CALL_TIMEOUT, &r);
-            n.to_user(&call.callee, events::ON_CALL_TIMEOUT, &r);
+            n.call_to_user(&call.caller, events::ON_CALL_TIMEOUT, &r);
+            n.call_to_user(&call.callee, events::ON_CALL_TIMEOUT, &r);
         }
         Effect::TellBothEnded => {
-            n.to_user(&call.caller, events::ON_CALL_ENDED, &r);
-            n.to_user(&call.callee, events::ON_CALL_ENDED, &r);
+            n.call_to_user(&call.caller, events::ON_CALL_ENDED, &r);
+            n.call_to_user(&call.callee, events::ON_CALL_ENDED, &r);
         }
-        Effect::StopRingTimer => {}
-        Effect::StartMaxDurationTimer => arm_timer(
-            app,
-            &call.meet_id,
-            app.config.max_call_duration(),
-            Action::MaxDurationReached,
-        ),
+        Effect::StopRingTimer => {
+            live.deadline = None;
+            live.rung.clear();
+        }
+        Effect::StartMaxDurationTimer => {
+            live.deadline = Some(app.timers.arm(
+                &call.meet_id,
+                TimerKind::Deadline,
+                app.config.max_call_duration(),
+                Action::MaxDurationReached,
+            ))
+        }
         Effect::DeliverIce {
             to,
             device,
             payload,
-        } => {
-            let user = if to == Role::Caller {
-                &call.caller
-            } else {
-                &call.callee
-            };
-            n.to_device(user, &device, events::ON_ICE_CANDIDATE, &payload);
-        }
-        Effect::Note(note) => {
-            let sender = match note {
-                CallNote::Missed | CallNote::Canceled => call.caller.as_str(),
-                CallNote::Rejected => call.callee.as_str(),
-                CallNote::Finished => actor.user.unwrap_or(&call.caller),
-            };
-            if let Err(e) = crate::chat::messages::post_call_note(app, call, note, sender).await {
-                tracing::warn!(meet_id = %call.meet_id, error = %e, "call note not posted");
-            }
-        }
-        Effect::RefuseAcceptCallerOffline => {
-            return Some(ApiError::bad("peerUserDeviceOffline"));
-        }
+        } => n.call_to_device(
+            call.user_of(to),
+            &device,
+            events::ON_ICE_CANDIDATE,
+            &payload,
+        ),
+        Effect::Note(note) => notes.push(note),
     }
-    None
 }
 
-/// Relays one ICE candidate to the other party's call device, or holds it while ringing.
-pub fn relay_ice(app: &App, who: &Identity, meet_id: &str, payload: Value) -> Result<(), String> {
-    let routed = app.calls.with_call(meet_id, |live| {
-        machine::route_ice(&mut live.call, &who.user_id, &who.device, payload)
-    });
-    match routed {
-        None => return Err(format!("no live call with meetId {meet_id:?}")),
-        Some(Err(e)) => return Err(e.to_string()),
-        Some(Ok(IceRoute::Held)) => {}
-        Some(Ok(IceRoute::Deliver {
-            user,
-            device,
-            payload,
-        })) => app
-            .notify
-            .to_device(&user, &device, events::ON_ICE_CANDIDATE, &payload),
+async fn post_notes(app: &App, call: &Call, notes: Vec<CallNote>, actor: Option<&str>) {
+    for note in notes {
+        let sender = match note {
+            CallNote::Missed | CallNote::Canceled => call.caller.as_str(),
+            CallNote::Rejected => call.callee.as_str(),
+            CallNote::Finished => actor.unwrap_or(&call.caller),
+        };
+        if let Err(e) = crate::chat::messages::post_call_note(app, call, note, sender).await {
+            tracing::warn!(meet_id = %call.meet_id, error = %e, "call note not posted");
+        }
+    }
+}
+
+/// Why an action found no live call: never existed, not ours, or already over.
+async fn not_live(app: &App, meet_id: &str, actor: &Actor<'_>) -> ApiError {
+    match app.store.call(meet_id).await {
+        Ok(Some(rec)) => {
+            let party = actor
+                .user
+                .is_none_or(|u| u == rec.caller_id || u == rec.callee_id);
+            if party {
+                ApiError::bad(format!("call already ended (status: {})", rec.status))
+            } else {
+                ApiError::forbidden("you are not a party to this call")
+            }
+        }
+        Ok(None) => ApiError::not_found(format!("call {meet_id:?} not found")),
+        Err(e) => e.into(),
+    }
+}
+
+/// Relays one ICE candidate to the other party's call device, or holds it until that device is
+/// known. `may_bind`: the sender is a socket of a token without `did`, which may claim its
+/// party's device if that is not known yet.
+pub async fn relay_ice(
+    app: &Arc<App>,
+    who: &Identity,
+    may_bind: bool,
+    meet_id: &str,
+    payload: Value,
+) -> Result<(), String> {
+    let Some(mut guard) = app.calls.lock(meet_id).await else {
+        return Err(format!("no live call with meetId {meet_id:?}"));
+    };
+    let live = guard.as_mut().expect("a locked live call");
+    let effects = machine::route_ice(&mut live.call, &who.user_id, &who.device, may_bind, payload)
+        .map_err(|e| e.to_string())?;
+    let mut notes = Vec::new();
+    for effect in effects {
+        perform(app, live, effect, &mut notes);
     }
     app.metrics.inc(|m| &m.ice_relayed);
     Ok(())
 }
 
-/// The last socket of `device` went away. If that device carries a live call, give it a grace
-/// to come back before the call is canceled (ringing caller) or finished (in a call).
-pub fn device_gone(app: &Arc<App>, user: &str, device: &str, epoch: u64) {
+/// Starts a party's grace: its call events are kept for its device, and if the device is not
+/// back in time the call is canceled (ringing caller) or finished.
+fn arm_grace(app: &App, live: &mut LiveCall, role: Role, grace: Duration) {
+    if live.grace_mut(role).is_some() {
+        return;
+    }
+    let user = live.call.user_of(role).to_string();
+    if let Some(device) = live.call.device_of(role).filter(|d| *d != UNBOUND) {
+        app.notify
+            .outbox
+            .open(&user, device, Instant::now() + grace);
+    }
+    let timer = app.timers.arm(
+        &live.call.meet_id,
+        TimerKind::Grace(role),
+        grace,
+        Action::DeviceLost { role },
+    );
+    *live.grace_mut(role) = Some(timer);
+}
+
+/// The last socket of `device` went away. If that device carries a live call, it gets a grace
+/// to come back.
+pub async fn device_gone(app: &Arc<App>, user: &str, device: &str) {
     let Some(meet_id) = app.calls.call_of(user) else {
-        app.presence.forget(user, device, epoch);
         return;
     };
-    let plan = app.calls.with_call(&meet_id, |live| {
-        let c = &live.call;
-        let role = c.role_of(user);
-        let call_device = match role {
-            Role::Caller => Some(c.caller_device.as_str()),
-            Role::Callee => c.callee_device.as_deref(),
-            _ => None,
-        };
-        if call_device != Some(device) {
-            return None;
-        }
-        match (role, c.status) {
-            (Role::Caller, Status::Ring) => {
-                Some((app.config.caller_grace(), Action::CallerDeviceLost))
-            }
-            (_, Status::InCall) => Some((app.config.reconnect_grace(), Action::PartyDeviceLost)),
-            _ => None,
-        }
+    let Some(mut guard) = app.calls.lock(&meet_id).await else {
+        return;
+    };
+    // It may have come back while we waited for the lock.
+    if app.presence.device_online(user, device) {
+        return;
+    }
+    let live = guard.as_mut().expect("a locked live call");
+    let role = live.call.role_of(user);
+    if live.call.device_of(role) != Some(device) {
+        return;
+    }
+    let grace = match (role, live.call.status) {
+        (Role::Caller, Status::Ring) => app.config.caller_grace(),
+        (Role::Caller | Role::Callee, Status::InCall) => app.config.reconnect_grace(),
+        _ => return,
+    };
+    tracing::info!(meet_id, user, device, "call device gone; waiting for it");
+    arm_grace(app, live, role, grace);
+}
+
+/// A socket of `device` connected (its user is known to presence already): it gets what was
+/// kept for the device, in order, the device's grace ends, and a callee socket that connects
+/// while its call rings is rung.
+pub async fn device_back(app: &Arc<App>, user: &str, device: &str, sid: Sid) {
+    let flushed = app.notify.outbox.flush(user, device, |event, text| {
+        app.notify.send_text(&[sid], event, text);
     });
-    let Some(Some((grace, action))) = plan else {
-        app.presence.forget(user, device, epoch);
+    if flushed > 0 {
+        tracing::info!(user, device, events = flushed, "kept call events delivered");
+    }
+    let Some(meet_id) = app.calls.call_of(user) else {
         return;
     };
-    let (app, user, device) = (app.clone(), user.to_string(), device.to_string());
+    let Some(mut guard) = app.calls.lock(&meet_id).await else {
+        return;
+    };
+    let live = guard.as_mut().expect("a locked live call");
+    let role = live.call.role_of(user);
+    if live.call.device_of(role) == Some(device) && live.grace_mut(role).take().is_some() {
+        tracing::info!(meet_id, user, device, "call device back within its grace");
+    }
+    if role == Role::Callee && live.call.status == Status::Ring {
+        ring(app, live, Some(sid));
+    }
+}
+
+/// Runs fired deadlines as system actions, each on its own task.
+pub fn run_timers(app: Arc<App>, mut fired: mpsc::UnboundedReceiver<Fired>) {
     tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        let came_back = app.presence.device_online(&user, &device)
-            || app.presence.epoch(&user, &device) != epoch;
-        if !came_back {
-            tracing::info!(meet_id, user, device, "call device did not come back");
-            let _ = act_as_system(&app, &meet_id, action).await;
-            app.presence.forget(&user, &device, epoch);
+        while let Some(f) = fired.recv().await {
+            tokio::spawn(on_timer(app.clone(), f));
         }
     });
+}
+
+async fn on_timer(app: Arc<App>, f: Fired) {
+    let Some(mut guard) = app.calls.lock(&f.meet_id).await else {
+        return;
+    };
+    let live = guard.as_mut().expect("a locked live call");
+    if !live.holds(f.kind, f.id) {
+        return;
+    }
+    let mut graced = None;
+    if let TimerKind::Grace(role) = f.kind {
+        let user = live.call.user_of(role).to_string();
+        let device = live.call.device_of(role).unwrap_or(UNBOUND).to_string();
+        let back = if device == UNBOUND {
+            !app.presence.socket_devices(&user).is_empty()
+        } else {
+            app.presence.device_online(&user, &device)
+        };
+        if back {
+            *live.grace_mut(role) = None;
+            return;
+        }
+        tracing::info!(meet_id = %f.meet_id, user, device, "call device did not come back");
+        graced = Some((user, device));
+    }
+    match transition(&app, &mut guard, f.action.clone(), &Actor::SYSTEM).await {
+        Ok((call, notes)) => {
+            // Past the grace, what was kept for the device goes with the call's ending.
+            if let Some((user, device)) = graced {
+                app.notify.outbox.close(&user, &device);
+            }
+            drop(guard);
+            post_notes(&app, &call, notes, None).await;
+        }
+        Err(ApiError::Internal(e)) => {
+            tracing::warn!(meet_id = %f.meet_id, error = %e, "timed transition not committed; retrying");
+            if let Some(live) = guard.as_mut() {
+                let timer = app
+                    .timers
+                    .arm(&f.meet_id, f.kind, TIMER_RETRY, f.action.clone());
+                match f.kind {
+                    TimerKind::Deadline => live.deadline = Some(timer),
+                    TimerKind::Grace(role) => *live.grace_mut(role) = Some(timer),
+                }
+            }
+        }
+        Err(_) => {}
+    }
 }
 
 /// `GET call/active`: the newest call ringing for me, with the offer as received.
@@ -471,4 +624,44 @@ pub async fn history(app: &App, who: &Identity) -> Result<Vec<HistoryItem>, ApiE
             peer_user: UserData::from(&r.peer),
         })
         .collect())
+}
+
+/// `GET call/agora-access/{roomId}`: an Agora RTC token for the channel named by the room id
+/// (uid 0, publisher), for members of the room who are not banned in it.
+pub async fn agora_access(app: &App, who: &Identity, room_id: &str) -> Result<Value, ApiError> {
+    let (Some(app_id), Some(cert)) = (&app.config.agora_app_id, &app.config.agora_app_certificate)
+    else {
+        return Err(ApiError::bad(
+            "Agora is not configured on this server (VCHAT_AGORA_APP_ID): calls use WebRTC \
+             (see GET call/ice-servers)",
+        ));
+    };
+    let not_yours = || ApiError::forbidden("you are not a member of this room");
+    let room = app.store.room(room_id).await?.ok_or_else(not_yours)?;
+    if app
+        .store
+        .member_role(room_id, &who.user_id)
+        .await?
+        .is_none()
+    {
+        return Err(not_yours());
+    }
+    if room.kind() == RoomKind::Single {
+        if let Some(peer) = app.store.single_peer(room_id, &who.user_id).await? {
+            if app.store.is_blocked(&who.user_id, &peer.id).await? {
+                return Err(ApiError::forbidden(
+                    "you can't call in this room: a ban is in place",
+                ));
+            }
+        }
+    }
+    let ttl = app.config.agora_token_ttl_secs as u32;
+    let token = crate::agora::rtc_token(app_id, cert, room_id, 0, ttl)
+        .map_err(|e| ApiError::Internal(format!("agora token: {e}")))?;
+    Ok(json!({
+        "rtcToken": token,
+        "channelName": room_id,
+        "uid": 0,
+        "expireAt": iso(Utc::now() + chrono::Duration::seconds(ttl as i64)),
+    }))
 }

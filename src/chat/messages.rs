@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::calls::machine::{Call, CallNote};
 use crate::ids::iso;
-use crate::store::{MessageRow, NewMessage, RoomKind, UserRow};
+use crate::store::{Inserted, MessageRow, NewMessage, RoomKind, UserRow};
 use crate::wire::events;
 use crate::wire::shapes::MessageOut;
 use crate::wire::ApiError;
@@ -53,7 +53,7 @@ fn truthy(v: &Option<Value>) -> Result<bool, ApiError> {
 fn attachment_of(v: &Option<Value>) -> Result<Option<Value>, ApiError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() || s.trim() == "null" => Ok(None),
         Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
             Ok(v @ Value::Object(_)) => Ok(Some(v)),
             _ => Err(ApiError::bad("attachment must be a JSON object")),
@@ -63,20 +63,28 @@ fn attachment_of(v: &Option<Value>) -> Result<Option<Value>, ApiError> {
     }
 }
 
-/// Commits a message, then announces it to the room if it is new (a retry announces nothing).
+/// Commits a message, then announces it to the room and wakes members who are asleep, if it
+/// is new (a retry announces nothing).
 async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), ApiError> {
-    let (row, created) = app.store.insert_message(msg).await?;
-    if created {
-        app.metrics.inc(|m| &m.messages_sent);
-        app.notify
-            .to_room(
-                &row.room_id,
-                events::ON_NEW_MESSAGE,
-                &MessageOut::from(&row),
-            )
-            .await;
+    match app.store.insert_message(msg).await? {
+        Inserted::Created(row) => {
+            app.metrics.inc(|m| &m.messages_sent);
+            app.notify
+                .to_room(
+                    &row.room_id,
+                    events::ON_NEW_MESSAGE,
+                    &MessageOut::from(&row),
+                )
+                .await;
+            crate::wake::new_message(app, &row).await;
+            Ok((row, true))
+        }
+        Inserted::Existing(row) => Ok((row, false)),
+        Inserted::LocalIdTaken => Err(ApiError::bad(format!(
+            "localId {:?} is already used by another message in this room",
+            msg.local_id
+        ))),
     }
-    Ok((row, created))
 }
 
 /// A message from `sender` with no extras; callers fill in what differs.
@@ -120,18 +128,14 @@ pub async fn send(
 ) -> Result<MessageOut, ApiError> {
     let room = super::member_room(app, room_id, &who.user_id).await?;
     let kind = body.message_type.clone().unwrap_or_else(|| "text".into());
-    match kind.as_str() {
-        "text" | "custom" | "location" | "info" | "call" => {}
-        "image" | "file" | "video" | "voice" => {
-            return Err(ApiError::bad(format!(
-                "{kind} messages need file uploads, which this server does not accept yet"
-            )))
-        }
-        other => return Err(ApiError::bad(format!("unknown messageType {other:?}"))),
+    if matches!(kind.as_str(), "image" | "file" | "video" | "voice") {
+        return Err(ApiError::bad(format!(
+            "{kind} messages need file uploads, which this server does not accept yet"
+        )));
     }
     if body.has_file {
         return Err(ApiError::bad(
-            "file uploads are not accepted yet; send text, custom, location, info or call messages",
+            "file uploads are not accepted yet; send text, custom or location messages",
         ));
     }
     let local_id = body.local_id.clone().unwrap_or_default();
@@ -150,12 +154,7 @@ pub async fn send(
         )));
     }
     let is_encrypted = truthy(&body.is_encrypted)?;
-    let attachment = attachment_of(&body.attachment)?;
-    if kind != "text" && attachment.is_none() {
-        return Err(ApiError::bad(format!(
-            "{kind} messages need an attachment object (msgAtt)"
-        )));
-    }
+    let attachment = super::attachments::check(&kind, attachment_of(&body.attachment)?)?;
     if room.kind() == RoomKind::Single {
         if let Some(peer) = app.store.single_peer(room_id, &who.user_id).await? {
             if app.store.is_blocked(&who.user_id, &peer.id).await? {
@@ -183,21 +182,16 @@ pub async fn send(
     let forward_id = match body.forward_local_id.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(l) => {
+            // Only among messages the forwarder can see: the one it names, never a stranger's.
             let m = app
                 .store
-                .message_by_sender_local_id(l)
+                .message_for_forward(&who.user_id, l)
                 .await?
-                .ok_or_else(|| ApiError::bad(format!("forwardLocalId {l:?} names no message")))?;
-            if app
-                .store
-                .member_role(&m.room_id, &who.user_id)
-                .await?
-                .is_none()
-            {
-                return Err(ApiError::forbidden(
-                    "you can only forward messages from your own rooms",
-                ));
-            }
+                .ok_or_else(|| {
+                    ApiError::bad(format!(
+                        "forwardLocalId {l:?} names no message in your rooms"
+                    ))
+                })?;
             Some(m.id)
         }
     };

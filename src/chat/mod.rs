@@ -1,6 +1,7 @@
 //! Text chat: rooms and membership, messages, receipts and bans. Each function checks who may do
 //! what, commits to the store, then announces through `notify`.
 
+pub mod attachments;
 pub mod bans;
 pub mod messages;
 pub mod receipts;

@@ -6,19 +6,23 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::extract::{Body, Me};
+use super::extract::{Body, Me, SocketHint};
 use crate::app::App;
 use crate::calls::machine::Action;
-use crate::calls::service::{self, CreateCall};
+use crate::calls::service::{self, acting_device, CreateCall};
 use crate::wire::envelope::{ok, ApiResult};
 
 pub async fn create(
     State(app): State<Arc<App>>,
     Me(who): Me,
+    SocketHint(hint): SocketHint,
     Path(room_id): Path<String>,
     Body(body): Body<CreateCall>,
 ) -> ApiResult {
-    Ok(ok(service::create(&app, &who, &room_id, body).await?))
+    let device = acting_device(&app, &who, hint.as_deref());
+    Ok(ok(
+        service::create(&app, &who, device, &room_id, body).await?
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,41 +34,64 @@ pub struct AcceptBody {
 pub async fn accept(
     State(app): State<Arc<App>>,
     Me(who): Me,
+    SocketHint(hint): SocketHint,
     Path(meet_id): Path<String>,
     Body(body): Body<AcceptBody>,
 ) -> ApiResult {
     let action = Action::Accept {
         answer: body.payload,
-        caller_online: false,
     };
-    service::act(&app, &who, &meet_id, action).await?;
+    let device = acting_device(&app, &who, hint.as_deref());
+    service::act(&app, &who, &device, &meet_id, action).await?;
     Ok(ok(meet_id))
 }
 
 async fn simple(
     app: Arc<App>,
     who: crate::auth::Identity,
+    hint: Option<String>,
     meet_id: String,
     action: Action,
 ) -> ApiResult {
-    let status = service::act(&app, &who, &meet_id, action).await?;
+    let device = acting_device(&app, &who, hint.as_deref());
+    let status = service::act(&app, &who, &device, &meet_id, action).await?;
     Ok(ok(format!("call {}", status.as_str())))
 }
 
-pub async fn reject(State(app): State<Arc<App>>, Me(who): Me, Path(id): Path<String>) -> ApiResult {
-    simple(app, who, id, Action::Reject).await
+pub async fn reject(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    SocketHint(h): SocketHint,
+    Path(id): Path<String>,
+) -> ApiResult {
+    simple(app, who, h, id, Action::Reject).await
 }
 
-pub async fn cancel(State(app): State<Arc<App>>, Me(who): Me, Path(id): Path<String>) -> ApiResult {
-    simple(app, who, id, Action::Cancel).await
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    SocketHint(h): SocketHint,
+    Path(id): Path<String>,
+) -> ApiResult {
+    simple(app, who, h, id, Action::Cancel).await
 }
 
-pub async fn end(State(app): State<Arc<App>>, Me(who): Me, Path(id): Path<String>) -> ApiResult {
-    simple(app, who, id, Action::End).await
+pub async fn end(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    SocketHint(h): SocketHint,
+    Path(id): Path<String>,
+) -> ApiResult {
+    simple(app, who, h, id, Action::End).await
 }
 
-pub async fn end_v2(State(app): State<Arc<App>>, Me(who): Me, Path(id): Path<String>) -> ApiResult {
-    simple(app, who, id, Action::Hangup).await
+pub async fn end_v2(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    SocketHint(h): SocketHint,
+    Path(id): Path<String>,
+) -> ApiResult {
+    simple(app, who, h, id, Action::Hangup).await
 }
 
 pub async fn active(State(app): State<Arc<App>>, Me(who): Me) -> ApiResult {
@@ -93,11 +120,13 @@ pub async fn clear_one(
     Ok(ok("Done"))
 }
 
-/// Gen-B clients ask for an Agora token; media here is WebRTC through our signaling and TURN.
-pub async fn agora_access(Me(_): Me, Path(_room): Path<String>) -> ApiResult {
-    Err(crate::wire::ApiError::bad(
-        "Agora is not available on this server: calls use WebRTC (see GET call/ice-servers)",
-    ))
+/// Gen-B clients join the Agora channel named by the room id with a token from here.
+pub async fn agora_access(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path(room): Path<String>,
+) -> ApiResult {
+    Ok(ok(service::agora_access(&app, &who, &room).await?))
 }
 
 pub async fn ice_servers(State(app): State<Arc<App>>, Me(who): Me) -> ApiResult {

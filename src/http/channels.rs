@@ -2,17 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{Path, Request, State};
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
-use super::extract::{parse_json, Body, Me, Params};
-use crate::app::App;
+use super::extract::{Form, Me, Params};
+use crate::app::{App, MAX_BODY_BYTES};
 use crate::chat::messages::{self, SendMessage};
 use crate::chat::rooms::{self, NewGroup, NewMembers};
 use crate::wire::envelope::{ok, ApiResult};
-use crate::wire::ApiError;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,11 +37,13 @@ pub async fn peer_room(
     Ok(ok(rooms::peer_room(&app, &who, &identifier).await?))
 }
 
-pub async fn create_group(
-    State(app): State<Arc<App>>,
-    Me(who): Me,
-    Form(body): Form<NewGroup>,
-) -> ApiResult {
+/// Forms of these routes carry no files yet (group images, media messages come later).
+async fn form(req: Request, app: &Arc<App>) -> Result<Form, crate::wire::ApiError> {
+    Form::read(req, app, MAX_BODY_BYTES as u64).await
+}
+
+pub async fn create_group(State(app): State<Arc<App>>, Me(who): Me, req: Request) -> ApiResult {
+    let body: NewGroup = form(req, &app).await?.parse()?;
     Ok(ok(rooms::create_group(&app, &who, body).await?))
 }
 
@@ -52,8 +51,9 @@ pub async fn add_members(
     State(app): State<Arc<App>>,
     Me(who): Me,
     Path(room): Path<String>,
-    Form(body): Form<NewMembers>,
+    req: Request,
 ) -> ApiResult {
+    let body: NewMembers = form(req, &app).await?.parse()?;
     Ok(ok(rooms::add_members(&app, &who, &room, body).await?))
 }
 
@@ -79,10 +79,11 @@ pub async fn send(
     State(app): State<Arc<App>>,
     Me(who): Me,
     Path(room): Path<String>,
-    form: FormWithFiles<SendMessage>,
+    req: Request,
 ) -> ApiResult {
-    let mut body = form.value;
-    body.has_file = form.had_file;
+    let f = form(req, &app).await?;
+    let mut body: SendMessage = f.parse()?;
+    body.has_file = !f.files.is_empty();
     Ok(ok(messages::send(&app, &who, &room, body).await?))
 }
 
@@ -137,64 +138,4 @@ pub async fn deliver(
     let single = room.kind() == crate::store::RoomKind::Single;
     crate::chat::receipts::deliver(&app, &who, &room.id, single).await?;
     Ok(ok("Done"))
-}
-
-/// A body sent as JSON or as multipart form fields (V Chat clients send multipart for messages
-/// and groups). Text parts become string fields; file parts are noted, not stored.
-pub struct FormWithFiles<T> {
-    value: T,
-    had_file: bool,
-}
-
-pub struct Form<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned> FromRequest<Arc<App>> for Form<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
-        Ok(Form(
-            FormWithFiles::<T>::from_request(req, app).await?.value,
-        ))
-    }
-}
-
-impl<T: serde::de::DeserializeOwned> FromRequest<Arc<App>> for FormWithFiles<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
-        let multipart = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("multipart/form-data"));
-        if !multipart {
-            let Body(value) = Body::<T>::from_request(req, app).await?;
-            return Ok(FormWithFiles {
-                value,
-                had_file: false,
-            });
-        }
-        let mut form = Multipart::from_request(req, app)
-            .await
-            .map_err(|e| ApiError::bad(format!("invalid multipart body: {e}")))?;
-        let mut fields = Map::new();
-        let mut had_file = false;
-        while let Some(field) = form
-            .next_field()
-            .await
-            .map_err(|e| ApiError::bad(format!("invalid multipart body: {e}")))?
-        {
-            let name = field.name().unwrap_or_default().to_string();
-            if field.file_name().is_some() {
-                had_file = true;
-                continue;
-            }
-            let text = field
-                .text()
-                .await
-                .map_err(|e| ApiError::bad(format!("invalid multipart field {name:?}: {e}")))?;
-            fields.insert(name, Value::String(text));
-        }
-        let value = parse_json(&serde_json::to_vec(&Value::Object(fields)).expect("serializes"))?;
-        Ok(FormWithFiles { value, had_file })
-    }
 }

@@ -1,17 +1,31 @@
 //! Request extractors that answer in the V Chat envelope when they refuse.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Multipart, Request};
+use axum::http::header::{CONTENT_TYPE, HOST};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
 use crate::app::App;
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::wire::ApiError;
 
-/// The authenticated user. Missing or bad token: 450, which V Chat clients treat as "log out".
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            // Not the client's fault: it must not read as "log out".
+            AuthError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Unauthorized(e.to_string()),
+        }
+    }
+}
+
+/// The authenticated user. Missing, bad, expired or logged-out token: 450, which V Chat clients
+/// treat as "log out".
 pub struct Me(pub Identity);
 
 impl FromRequestParts<Arc<App>> for Me {
@@ -23,12 +37,54 @@ impl FromRequestParts<Arc<App>> for Me {
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .ok_or_else(|| ApiError::Unauthorized("missing access token".into()))?;
-        let who = app
-            .verifier
-            .verify(header)
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-        app.remember_user(&who).await?;
-        Ok(Me(who))
+        Ok(Me(app.identify(header).await?))
+    }
+}
+
+/// `X-Socket-Id`: which of the caller's sockets a REST call acts for, when its token names no
+/// device (browser tabs, several sockets of one user).
+pub struct SocketHint(pub Option<String>);
+
+impl FromRequestParts<Arc<App>> for SocketHint {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<App>) -> Result<Self, ApiError> {
+        Ok(SocketHint(
+            parts
+                .headers
+                .get("x-socket-id")
+                .and_then(|h| h.to_str().ok())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty() && s.len() <= 64),
+        ))
+    }
+}
+
+/// The client's address (the TCP peer).
+pub struct ClientAddr(pub IpAddr);
+
+impl FromRequestParts<Arc<App>> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Arc<App>) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        Ok(ClientAddr(peer))
+    }
+}
+
+/// The base URL of links we hand out, for this request.
+pub struct PublicBase(pub String);
+
+impl FromRequestParts<Arc<App>> for PublicBase {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        let host = parts.headers.get(HOST).and_then(|h| h.to_str().ok());
+        Ok(PublicBase(app.public_base(host)))
     }
 }
 
@@ -78,4 +134,109 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         bytes
     };
     serde_json::from_slice(text).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+/// One uploaded file part.
+pub struct FilePart {
+    pub field: String,
+    pub file_name: Option<String>,
+    pub bytes: Bytes,
+}
+
+/// A form as V Chat clients send it: JSON, or multipart with text fields (strings) and file
+/// parts. Files are read up to `max_file_bytes` each; past that, 413.
+pub struct Form {
+    pub fields: Map<String, Value>,
+    pub files: Vec<FilePart>,
+}
+
+/// Text fields longer than this are refused (names, ids, JSON lists).
+const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// At most this many file parts in one form.
+const MAX_FILES: usize = 4;
+
+impl Form {
+    pub async fn read(req: Request, app: &Arc<App>, max_file_bytes: u64) -> Result<Form, ApiError> {
+        let multipart = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data"));
+        if !multipart {
+            let Body(fields) = Body::<Map<String, Value>>::from_request(req, app).await?;
+            return Ok(Form {
+                fields,
+                files: Vec::new(),
+            });
+        }
+        let mut form = Multipart::from_request(req, app)
+            .await
+            .map_err(|e| ApiError::bad(format!("invalid multipart body: {e}")))?;
+        let mut out = Form {
+            fields: Map::new(),
+            files: Vec::new(),
+        };
+        let too_large = |what: &str, limit: u64| {
+            ApiError::PayloadTooLarge(format!("{what} is too large (limit {limit} bytes)"))
+        };
+        while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+            let name = field.name().unwrap_or_default().to_string();
+            if let Some(file_name) = field.file_name().map(str::to_string) {
+                if out.files.len() >= MAX_FILES {
+                    return Err(ApiError::bad(format!(
+                        "at most {MAX_FILES} files per request"
+                    )));
+                }
+                let mut buf = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if (buf.len() + chunk.len()) as u64 > max_file_bytes {
+                        return Err(too_large("the file", max_file_bytes));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                out.files.push(FilePart {
+                    field: name,
+                    file_name: Some(file_name),
+                    bytes: buf.into(),
+                });
+                continue;
+            }
+            let mut buf = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                if buf.len() + chunk.len() > MAX_FIELD_BYTES {
+                    return Err(too_large(
+                        &format!("field {name:?}"),
+                        MAX_FIELD_BYTES as u64,
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8(buf)
+                .map_err(|_| ApiError::bad(format!("field {name:?} is not UTF-8 text")))?;
+            out.fields.insert(name, Value::String(text));
+        }
+        Ok(out)
+    }
+
+    /// The fields as a typed body (text fields arrive as strings).
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse_json(&serde_json::to_vec(&self.fields).expect("serializes"))
+    }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str)
+    }
+
+    /// The one file part named `field`, if any.
+    pub fn file(&self, field: &str) -> Option<&FilePart> {
+        self.files.iter().find(|f| f.field == field)
+    }
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!("request body too large: {e}"))
+    } else {
+        ApiError::bad(format!("invalid multipart body: {e}"))
+    }
 }

@@ -1,11 +1,14 @@
 //! HTTP: the V Chat REST API under `/api/v2`, plus health, readiness and metrics. Handlers decode,
 //! call a service, and wrap the answer in the `{code, data}` envelope.
 
+mod auth;
 mod bans;
 mod calls;
 mod channels;
 pub mod extract;
 mod ops;
+mod profile;
+mod web;
 
 use std::sync::Arc;
 
@@ -18,8 +21,28 @@ use axum::Router;
 use crate::app::{App, MAX_BODY_BYTES};
 use crate::wire::ApiError;
 
-pub fn router(app: Arc<App>) -> Router {
+/// The whole HTTP surface. `with_metrics`: serve `/metrics` here (not on its own listener).
+pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
+    // Uploads may exceed the JSON body limit, up to their own.
+    let upload_limit = DefaultBodyLimit::max(app.config.max_image_bytes as usize + 64 * 1024);
+    let uploads = Router::new()
+        .route("/auth/connect", post(auth::connect))
+        .route("/profile/image", patch(profile::image))
+        .layer(upload_limit);
     let api = Router::new()
+        // sign-in and profile
+        .route("/auth/logout", post(auth::logout))
+        .route("/dev/token", post(auth::dev_token))
+        .route("/profile/name", patch(profile::name))
+        .route(
+            "/profile/push",
+            post(profile::set_push).delete(profile::clear_push),
+        )
+        .route(
+            "/profile/users/{identifier}/last-seen",
+            get(profile::last_seen),
+        )
+        .route("/profile/users", get(profile::users))
         // calls
         .route("/call/create/{room_id}", post(calls::create))
         .route("/call/accept/{meet_id}", post(calls::accept))
@@ -68,17 +91,50 @@ pub fn router(app: Arc<App>) -> Router {
         // bans
         .route("/user-ban/{identifier}/ban", post(bans::ban).get(bans::get))
         .route("/user-ban/{identifier}/un-ban", post(bans::unban))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(uploads)
         .layer(middleware::from_fn(run_to_completion));
 
-    Router::new()
+    let mut router = Router::new()
+        .merge(web::routes())
         .nest("/api/v2", api)
+        .nest_service(crate::media::URL_PREFIX, media(&app))
         .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
+        .route("/ready", get(ops::ready));
+    if with_metrics {
+        router = router.route("/metrics", get(ops::metrics));
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+}
+
+/// `/metrics` alone, for a listener of its own (`VCHAT_METRICS_LISTEN`).
+pub fn metrics_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// Uploaded files: names are random and never reused, so they can be cached for good. Range
+/// requests, content types and conditional requests are tower-http's `ServeDir`.
+fn media(app: &App) -> Router {
+    use axum::http::{header, HeaderValue};
+    use tower_http::services::ServeDir;
+    use tower_http::set_header::SetResponseHeaderLayer;
+    let files = ServeDir::new(app.media.root()).not_found_service(axum::routing::any(not_found));
+    Router::new()
+        .fallback_service(files)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
 }
 
 /// A client that hangs up mid-request must not leave a half-done change behind (a call reserved

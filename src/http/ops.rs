@@ -22,30 +22,100 @@ pub async fn ready(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     }
 }
 
-/// Prometheus text format.
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let body = app.metrics.render(&[
-        (
-            "vchat_live_calls",
-            "Calls ringing or in progress.",
-            app.calls.live_count() as u64,
-        ),
-        (
-            "vchat_busy_users",
-            "Users in a live call.",
-            app.calls.busy_count() as u64,
-        ),
-        (
-            "vchat_online_users",
-            "Users with at least one socket.",
-            app.presence.online_users() as u64,
-        ),
-        (
-            "vchat_sockets",
-            "Connected sockets.",
-            app.presence.socket_count() as u64,
-        ),
-    ]);
+/// Prometheus text format; behind a bearer token when `VCHAT_METRICS_TOKEN` is set.
+pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(want) = &app.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .map(crate::auth::strip_bearer)
+            .unwrap_or("");
+        let matches: bool = subtle::ConstantTimeEq::ct_eq(given.as_bytes(), want.as_bytes()).into();
+        if !matches {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(
+                    serde_json::json!({"code": 401, "data": "metrics need the bearer token"}),
+                ),
+            )
+                .into_response();
+        }
+    }
+    let (outbox_devices, outbox_events) = app.notify.outbox.size();
+    let push = app.push.stats();
+    let body = app.metrics.render(
+        &[
+            (
+                "vchat_live_calls",
+                "Calls ringing or in progress.",
+                app.calls.live_count() as u64,
+            ),
+            (
+                "vchat_busy_users",
+                "Users in a live call.",
+                app.calls.busy_count() as u64,
+            ),
+            (
+                "vchat_online_users",
+                "Users with at least one socket.",
+                app.presence.online_users() as u64,
+            ),
+            (
+                "vchat_sockets",
+                "Connected sockets.",
+                app.presence.socket_count() as u64,
+            ),
+            (
+                "vchat_outbox_devices",
+                "Call devices within their grace, with events kept for them.",
+                outbox_devices as u64,
+            ),
+            (
+                "vchat_outbox_events",
+                "Call events kept for devices within their grace.",
+                outbox_events as u64,
+            ),
+        ],
+        &[
+            (
+                "vchat_outbox_kept_total",
+                "Call events kept for a device within its grace.",
+                app.notify.outbox.kept_total(),
+            ),
+            (
+                "vchat_outbox_dropped_total",
+                "Call events lost because a device's outbox was full.",
+                app.notify.outbox.dropped_total(),
+            ),
+            (
+                "vchat_push_sent_total",
+                "Pushes the provider or webhook accepted.",
+                push.sent,
+            ),
+            ("vchat_push_failed_total", "Pushes given up.", push.failed),
+            (
+                "vchat_push_dropped_total",
+                "Pushes not queued (queue full).",
+                push.dropped,
+            ),
+            (
+                "vchat_push_retried_total",
+                "Push attempts beyond the first.",
+                push.retried,
+            ),
+            (
+                "vchat_push_dead_keys_total",
+                "Push keys the provider called dead.",
+                push.dead_keys,
+            ),
+            (
+                "vchat_jwks_fetches_total",
+                "Fetches of the JWKS.",
+                app.verifier.jwks().map_or(0, |j| j.fetch_count()),
+            ),
+        ],
+    );
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

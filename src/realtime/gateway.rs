@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 
 use super::handlers;
 use super::notify::{chat_room, user_room};
+use super::presence::socket_device;
 use crate::app::{App, MAX_EVENT_BYTES};
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::wire::events;
 use crate::wire::shapes::Exception;
 
@@ -26,7 +27,12 @@ const INBOX_DEPTH: usize = 256;
 /// What the gateway knows about one connected socket.
 pub struct SocketCtx {
     pub sid: Sid,
+    /// Whose socket. `who.device` is the token's device, or, for a token without one, this
+    /// socket itself (see `scoped`).
     pub who: Identity,
+    /// The token named no device: this socket counts as its own device, and may claim a call
+    /// its user answered over REST without saying from where.
+    pub scoped: bool,
     /// The room this socket last said it was typing/recording in, for the automatic `stop`.
     pub typing_to: Mutex<Option<String>>,
 }
@@ -121,18 +127,15 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The connect middleware: authenticate, then make the socket a full member before the client
-/// hears it is connected.
+/// The connect middleware: authenticate, then make the socket a full member of its rooms
+/// before the client hears it is connected.
 async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(), Refused> {
     let token = token_of(&s, auth.as_ref())
         .ok_or_else(|| Refused("Unauthorized: missing access token".into()))?;
-    let who = app
-        .verifier
-        .verify(&token)
-        .map_err(|e| Refused(format!("Unauthorized: {e}")))?;
-    app.remember_user(&who)
-        .await
-        .map_err(|_| Refused("server error: store unavailable".into()))?;
+    let mut who = app.identify(&token).await.map_err(|e| match e {
+        AuthError::Unavailable(_) => Refused(format!("server error: {e}")),
+        _ => Refused(format!("Unauthorized: {e}")),
+    })?;
     let rooms = app
         .store
         .joinable_rooms(&who.user_id)
@@ -142,15 +145,20 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
     s.join(user_room(&who.user_id));
     s.join(rooms.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
 
+    let scoped = !who.has_device();
+    if scoped {
+        who.device = socket_device(s.id.as_str());
+    }
     let ctx = Arc::new(SocketCtx {
         sid: s.id,
-        who: who.clone(),
+        who,
+        scoped,
         typing_to: Mutex::new(None),
     });
     let (tx, rx) = mpsc::channel(INBOX_DEPTH);
     s.extensions.insert(ctx.clone());
     s.extensions.insert(Inbox(tx));
-    tokio::spawn(run_inbox(app.clone(), ctx.clone(), rx));
+    tokio::spawn(run_inbox(app.clone(), ctx.clone(), rx, s.clone()));
     s.on_fallback(async |_: Enqueued| {});
 
     let disc_app = app.clone();
@@ -158,21 +166,22 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
         let app = disc_app.clone();
         async move { disconnected(app, s).await }
     });
-    // Registered here, before the client hears it is connected, so nothing meant for this
-    // device is missed. (If sending the connect packet then fails, socketioxide drops the socket
-    // without a disconnect; the entry only points at a socket that no longer resolves.)
-    app.presence.add(&who.user_id, &who.device, s.id);
-    tracing::debug!(user = %who.user_id, device = %who.device, sid = %s.id, rooms = rooms.len(), "socket authenticated");
+    tracing::debug!(user = %ctx.who.user_id, device = %ctx.who.device, sid = %s.id, rooms = rooms.len(), "socket authenticated");
     Ok(())
 }
 
-/// After the client is told it is connected: the delivery pass of protocol §1.4.
+/// After the client is told it is connected (emits work from here on): the socket becomes
+/// reachable, gets what was kept for its device during a blip, and the delivery pass of
+/// protocol §1.4 runs.
 async fn after_connect(app: Arc<App>, s: SocketRef) {
     let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() else {
         return;
     };
-    if let Err(e) = crate::chat::receipts::deliver_on_connect(&app, &ctx.who).await {
-        tracing::warn!(user = %ctx.who.user_id, error = %e, "connect-time delivery failed");
+    let who = &ctx.who;
+    app.presence.add(&who.user_id, &who.device, s.id);
+    crate::calls::service::device_back(&app, &who.user_id, &who.device, s.id).await;
+    if let Err(e) = crate::chat::receipts::deliver_on_connect(&app, who).await {
+        tracing::warn!(user = %who.user_id, error = %e, "connect-time delivery failed");
     }
 }
 
@@ -240,9 +249,29 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
 }
 
 /// Runs one socket's events one after another, so each client sees its own events applied in
-/// the order it sent them.
-async fn run_inbox(app: Arc<App>, ctx: Arc<SocketCtx>, mut rx: mpsc::Receiver<Inbound>) {
-    while let Some(msg) = rx.recv().await {
+/// the order it sent them. Closes the socket when its token expires.
+async fn run_inbox(
+    app: Arc<App>,
+    ctx: Arc<SocketCtx>,
+    mut rx: mpsc::Receiver<Inbound>,
+    socket: SocketRef,
+) {
+    let expiry = tokio::time::Instant::now()
+        + std::time::Duration::from_secs(ctx.who.exp.saturating_sub(crate::auth::now_unix()));
+    let expired = tokio::time::sleep_until(expiry);
+    tokio::pin!(expired);
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+            _ = &mut expired => {
+                tracing::info!(user = %ctx.who.user_id, sid = %ctx.sid, "token expired; closing the socket");
+                let _ = socket.disconnect();
+                return;
+            }
+        };
         app.metrics.inc(|m| &m.socket_events);
         if let Err(error) = handlers::dispatch(&app, &ctx, &msg.event, &msg.payload).await {
             app.metrics.inc(|m| &m.socket_exceptions);
@@ -263,8 +292,8 @@ async fn disconnected(app: Arc<App>, s: SocketRef) {
     if let Some(room) = typing {
         handlers::broadcast_status(&app, who, &room, "stop").await;
     }
-    if let Some((device, epoch)) = app.presence.remove(&who.user_id, s.id) {
-        crate::calls::service::device_gone(&app, &who.user_id, &device, epoch);
+    if let Some(device) = app.presence.remove(&who.user_id, s.id) {
+        crate::calls::service::device_gone(&app, &who.user_id, &device).await;
     }
     let _ = app.store.touch_last_seen(&who.user_id).await;
     tracing::debug!(user = %who.user_id, sid = %s.id, "socket disconnected");

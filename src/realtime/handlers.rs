@@ -125,6 +125,9 @@ async fn room_status_change(app: &App, ctx: &SocketCtx, payload: &Value) -> Resu
 }
 
 pub async fn broadcast_status(app: &App, who: &Identity, room: &str, status: &str) {
+    // The name as it is now (the user may have renamed themselves since this socket connected).
+    let current = app.profiles.get(&who.user_id);
+    let name = current.as_ref().map_or(who.name.as_str(), |u| &u.full_name);
     app.notify
         .to_room(
             room,
@@ -132,7 +135,7 @@ pub async fn broadcast_status(app: &App, who: &Identity, room: &str, status: &st
             &RoomStatusOut {
                 room_id: room,
                 status,
-                name: &who.name,
+                name,
                 user_id: &who.user_id,
             },
         )
@@ -184,7 +187,7 @@ async fn enter_chat_room(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<
 }
 
 /// `v1IceCandidate`: relayed to the other party of the call only.
-async fn ice_candidate(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
+async fn ice_candidate(app: &Arc<App>, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
     // Parsed once, checked in place, relayed as the same JSON (keys in their order).
     let whole = crate::wire::decode::to_value(events::ICE_CANDIDATE, payload)?;
     let Some(meet_id) = whole.get("meetId").and_then(Value::as_str) else {
@@ -200,6 +203,7 @@ async fn ice_candidate(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<()
         ));
     }
     let meet_id = meet_id.to_string();
-    crate::calls::service::relay_ice(app, &ctx.who, &meet_id, whole)
+    crate::calls::service::relay_ice(app, &ctx.who, ctx.scoped, &meet_id, whole)
+        .await
         .map_err(|e| format!("{}: {e}", events::ICE_CANDIDATE))
 }

@@ -6,6 +6,7 @@
 pub mod gateway;
 pub mod handlers;
 pub mod notify;
+pub mod outbox;
 pub mod presence;
 
 pub use gateway::register;

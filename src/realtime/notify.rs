@@ -1,5 +1,6 @@
 //! The one door out to sockets. Every payload leaves as a single JSON *string* argument, as
-//! V Chat clients `jsonDecode` what they receive.
+//! V Chat clients `jsonDecode` what they receive. Call events go through the `call_*` methods,
+//! which keep events for a call device that is within its grace (see [`Outboxes`]).
 
 use std::sync::Arc;
 
@@ -7,7 +8,8 @@ use serde::Serialize;
 use socketioxide::socket::Sid;
 use socketioxide::SocketIo;
 
-use super::presence::Presence;
+use super::outbox::{Offer, Outboxes};
+use super::presence::{is_socket_device, Presence};
 
 /// Socket.IO room holding every socket of a user (all devices).
 pub fn user_room(user: &str) -> String {
@@ -24,19 +26,33 @@ pub fn chat_room(room: &str) -> String {
 pub struct Notifier {
     io: SocketIo,
     pub presence: Arc<Presence>,
+    pub outbox: Arc<Outboxes>,
 }
 
-fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
+pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
     serde_json::to_string(payload).expect("wire types serialize")
 }
 
 impl Notifier {
-    pub fn new(io: SocketIo, presence: Arc<Presence>) -> Self {
-        Notifier { io, presence }
+    pub fn new(io: SocketIo, presence: Arc<Presence>, outbox: Arc<Outboxes>) -> Self {
+        Notifier {
+            io,
+            presence,
+            outbox,
+        }
     }
 
     pub fn io(&self) -> &SocketIo {
         &self.io
+    }
+
+    /// Sends already-encoded text to each socket that is still there.
+    pub fn send_text(&self, sids: &[Sid], event: &str, text: &str) {
+        for sid in sids {
+            if let Some(s) = self.io.get_socket(*sid) {
+                let _ = s.emit(event, text);
+            }
+        }
     }
 
     /// Encodes once, sends to each socket that is still there.
@@ -44,12 +60,7 @@ impl Notifier {
         if sids.is_empty() {
             return;
         }
-        let text = encode(payload);
-        for sid in sids {
-            if let Some(s) = self.io.get_socket(*sid) {
-                let _ = s.emit(event, &text);
-            }
-        }
+        self.send_text(sids, event, &encode(payload));
     }
 
     pub fn to_socket<T: Serialize + ?Sized>(&self, sid: Sid, event: &str, payload: &T) {
@@ -61,22 +72,47 @@ impl Notifier {
         self.to_sockets(&self.presence.sockets(user), event, payload)
     }
 
-    /// One device of the user (every socket it has open).
-    pub fn to_device<T: Serialize + ?Sized>(
+    /// A call event for every device of the user; a device within its grace keeps it.
+    pub fn call_to_user<T: Serialize + ?Sized>(
+        &self,
+        user: &str,
+        event: &'static str,
+        payload: &T,
+    ) {
+        let text = encode(payload);
+        let held = self.outbox.offer_user(user, event, &text);
+        let sids = if held.is_empty() {
+            self.presence.sockets(user)
+        } else {
+            self.presence
+                .sockets_where(user, |d| !held.iter().any(|h| h == d))
+        };
+        self.send_text(&sids, event, &text);
+    }
+
+    /// A call event for one device (`UNBOUND`: every socket of the user without a `did`); a
+    /// device within its grace keeps it.
+    pub fn call_to_device<T: Serialize + ?Sized>(
         &self,
         user: &str,
         device: &str,
-        event: &str,
+        event: &'static str,
         payload: &T,
     ) {
-        self.to_sockets(
-            &self.presence.device_sockets(user, device, true),
-            event,
-            payload,
-        )
+        let text = encode(payload);
+        if device.is_empty() {
+            let sids = self.presence.sockets_where(user, is_socket_device);
+            self.send_text(&sids, event, &text);
+            return;
+        }
+        if self.outbox.offer(user, device, event, &text) == Offer::SendNow {
+            let sids = self.presence.sockets_where(user, |d| d == device);
+            self.send_text(&sids, event, &text);
+        }
     }
 
-    /// Every device of the user but one.
+    /// Every device of the user but the one that acted (`UNBOUND`: every device that has a
+    /// `did`; the user's own sockets without one wait until one of them claims the call).
     pub fn to_other_devices<T: Serialize + ?Sized>(
         &self,
         user: &str,
@@ -84,11 +120,26 @@ impl Notifier {
         event: &str,
         payload: &T,
     ) {
-        self.to_sockets(
-            &self.presence.device_sockets(user, device, false),
-            event,
-            payload,
-        )
+        let sids = if device.is_empty() {
+            self.presence.sockets_where(user, |d| !is_socket_device(d))
+        } else {
+            self.presence.sockets_where(user, |d| d != device)
+        };
+        self.to_sockets(&sids, event, payload)
+    }
+
+    /// The user's other sockets without a `did`, once one of them claimed the call.
+    pub fn to_other_socket_devices<T: Serialize + ?Sized>(
+        &self,
+        user: &str,
+        device: &str,
+        event: &str,
+        payload: &T,
+    ) {
+        let sids = self
+            .presence
+            .sockets_where(user, |d| is_socket_device(d) && d != device);
+        self.to_sockets(&sids, event, payload)
     }
 
     /// Every member socket of a chat room.
@@ -124,5 +175,16 @@ impl Notifier {
         self.io
             .get_socket(sid)
             .is_some_and(|s| s.rooms().iter().any(|r| *r == name))
+    }
+
+    /// Closes the sockets of one device (logout, or its token expired).
+    pub fn disconnect_device(&self, user: &str, device: &str) -> usize {
+        let sids = self.presence.sockets_where(user, |d| d == device);
+        for sid in &sids {
+            if let Some(s) = self.io.get_socket(*sid) {
+                let _ = s.disconnect();
+            }
+        }
+        sids.len()
     }
 }

@@ -57,24 +57,26 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a transition unless a newer one is already stored.
-    pub async fn save_call(&self, c: &CallRecord) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE calls SET status = ?, callee_device = ?, answer = ?, rev = ?,
-                accepted_at = ?, ended_at = ?
-             WHERE id = ? AND rev < ?",
+    /// Commits a transition: compare-and-swap on the revision, so a write based on a state that
+    /// is no longer the stored one changes nothing (false).
+    pub async fn save_call(&self, c: &CallRecord, prev_rev: i64) -> sqlx::Result<bool> {
+        let r = sqlx::query(
+            "UPDATE calls SET status = ?, caller_device = ?, callee_device = ?, answer = ?,
+                rev = ?, accepted_at = ?, ended_at = ?
+             WHERE id = ? AND rev = ?",
         )
         .bind(&c.status)
+        .bind(&c.caller_device)
         .bind(&c.callee_device)
         .bind(&c.answer)
         .bind(c.rev)
         .bind(&c.accepted_at)
         .bind(&c.ended_at)
         .bind(&c.id)
-        .bind(c.rev)
+        .bind(prev_rev)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn call(&self, id: &str) -> sqlx::Result<Option<CallRecord>> {

@@ -29,6 +29,16 @@ pub struct MessageRow {
     pub deleted_at: Option<String>,
 }
 
+/// What committing a message did.
+#[derive(Debug, Clone)]
+pub enum Inserted {
+    Created(MessageRow),
+    /// The sender's retry of a message already stored.
+    Existing(MessageRow),
+    /// Someone else's message in this room has that localId.
+    LocalIdTaken,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub room_id: String,
@@ -47,15 +57,15 @@ pub struct NewMessage {
 
 impl Store {
     /// Commits a message, idempotent on (sender, localId): a retry gets the stored message back
-    /// and `false`, so the caller emits nothing new.
-    pub async fn insert_message(&self, m: &NewMessage) -> sqlx::Result<(MessageRow, bool)> {
+    /// as `Existing`, so the caller emits nothing new. A localId another sender already used in
+    /// the room is refused: replies and forwards name messages by it.
+    pub async fn insert_message(&self, m: &NewMessage) -> sqlx::Result<Inserted> {
         let now = now_iso();
         let created = sqlx::query(
-            "INSERT INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
+            "INSERT OR IGNORE INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
                 sender_img, local_id, kind, content, is_encrypted, attachment, reply_to,
                 forward_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (sender_id, local_id) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new_id())
         .bind(&m.room_id)
@@ -76,14 +86,18 @@ impl Store {
         .await?
         .rows_affected()
             == 1;
-        let row = sqlx::query_as(&format!(
+        let row: Option<MessageRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM messages WHERE sender_id = ? AND local_id = ?"
         ))
         .bind(&m.sender_id)
         .bind(&m.local_id)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok((row, created))
+        Ok(match (row, created) {
+            (Some(r), true) => Inserted::Created(r),
+            (Some(r), false) => Inserted::Existing(r),
+            (None, _) => Inserted::LocalIdTaken,
+        })
     }
 
     pub async fn message(&self, id: &str) -> sqlx::Result<Option<MessageRow>> {
@@ -108,15 +122,23 @@ impl Store {
         .await
     }
 
-    /// Any message by a sender's localId, in whatever room (the source of a forward).
-    pub async fn message_by_sender_local_id(
+    /// The message a forward names by localId, among those `viewer` can see (rooms they are a
+    /// member of): their own first, then the newest. A localId is unique within a room, not
+    /// across rooms, so a stranger's message can never be picked.
+    pub async fn message_for_forward(
         &self,
+        viewer: &str,
         local_id: &str,
     ) -> sqlx::Result<Option<MessageRow>> {
         sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE local_id = ? LIMIT 1"
+            "SELECT {COLUMNS} FROM messages m
+             WHERE m.local_id = ?1 AND m.deleted_at IS NULL
+               AND EXISTS (SELECT 1 FROM room_members rm
+                           WHERE rm.room_id = m.room_id AND rm.user_id = ?2)
+             ORDER BY (m.sender_id = ?2) DESC, m.seq DESC LIMIT 1"
         ))
         .bind(local_id)
+        .bind(viewer)
         .fetch_optional(&self.pool)
         .await
     }
@@ -179,14 +201,17 @@ impl Store {
         Ok(())
     }
 
-    /// The reader got the room's messages: stamps the others' undelivered messages and moves
-    /// the reader's watermark. Returns how many messages were newly stamped.
+    /// The reader got the room's messages: moves the reader's watermark and, in a single room,
+    /// stamps the peer's undelivered messages. A group message's `dAt` is shared by every member,
+    /// so one member's receipt must not flip it: group receipts live in the per-member watermarks.
+    /// Returns how many messages were newly stamped.
     pub async fn mark_delivered(&self, room: &str, reader: &str) -> sqlx::Result<u64> {
         let now = now_iso();
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE messages SET delivered_at = ?1
-             WHERE room_id = ?2 AND sender_id <> ?3 AND delivered_at IS NULL AND deleted_at IS NULL",
+             WHERE room_id = ?2 AND sender_id <> ?3 AND delivered_at IS NULL AND deleted_at IS NULL
+               AND EXISTS (SELECT 1 FROM rooms r WHERE r.id = ?2 AND r.kind = 's')",
         )
         .bind(&now)
         .bind(room)
@@ -240,13 +265,15 @@ impl Store {
         Ok(rooms)
     }
 
-    /// The reader opened the room: everything the others sent is seen (and so delivered).
+    /// The reader opened the room: everything the others sent is seen (and so delivered). As with
+    /// delivery, only single rooms stamp the messages themselves.
     pub async fn mark_seen(&self, room: &str, reader: &str) -> sqlx::Result<u64> {
         let now = now_iso();
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE messages SET seen_at = ?1, delivered_at = COALESCE(delivered_at, ?1)
-             WHERE room_id = ?2 AND sender_id <> ?3 AND seen_at IS NULL AND deleted_at IS NULL",
+             WHERE room_id = ?2 AND sender_id <> ?3 AND seen_at IS NULL AND deleted_at IS NULL
+               AND EXISTS (SELECT 1 FROM rooms r WHERE r.id = ?2 AND r.kind = 's')",
         )
         .bind(&now)
         .bind(room)

@@ -7,6 +7,7 @@
 
 mod bans;
 mod calls;
+mod devices;
 mod messages;
 mod rooms;
 mod users;
@@ -19,9 +20,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use calls::{CallRecord, HistoryRow};
-pub use messages::{MessageRow, NewMessage};
+pub use devices::{NewSession, PushDevice};
+pub use messages::{Inserted, MessageRow, NewMessage};
 pub use rooms::{RoomKind, RoomRow, RoomSummary};
-pub use users::UserRow;
+pub use users::{ClaimedProfile, UserRow};
 
 #[derive(Clone)]
 pub struct Store {
@@ -32,7 +34,11 @@ impl Store {
     /// Opens (creating if needed) the database file and brings the schema up to date.
     /// `full_sync`: every commit reaches the disk before it returns (survives power loss);
     /// otherwise WAL's NORMAL mode, which survives a process crash but not a power cut.
-    pub async fn open(path: &Path, full_sync: bool) -> Result<Store, sqlx::Error> {
+    pub async fn open(
+        path: &Path,
+        full_sync: bool,
+        busy_timeout: Duration,
+    ) -> Result<Store, sqlx::Error> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
@@ -45,7 +51,7 @@ impl Store {
                 SqliteSynchronous::Normal
             })
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)

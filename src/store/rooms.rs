@@ -232,6 +232,14 @@ impl Store {
         .await
     }
 
+    /// Every member of a room.
+    pub async fn room_member_ids(&self, room: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT user_id FROM room_members WHERE room_id = ?")
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await
+    }
+
     /// The other member of a single room.
     pub async fn single_peer(&self, room: &str, me: &str) -> sqlx::Result<Option<super::UserRow>> {
         sqlx::query_as(

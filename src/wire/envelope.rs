@@ -22,7 +22,12 @@ pub enum ApiError {
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
     Internal(String),
+    /// Something we depend on (the store, a key server) cannot answer now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -42,7 +47,9 @@ impl ApiError {
             ApiError::NotFound(_) => 404,
             ApiError::Unauthorized(_) => STATUS_UNAUTHORIZED,
             ApiError::PayloadTooLarge(_) => 413,
+            ApiError::TooManyRequests(_) => 429,
             ApiError::Internal(_) => 500,
+            ApiError::Unavailable(_) => 503,
         }
     }
 }

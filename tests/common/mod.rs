@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-pub const SECRET: &str = "integration-test-secret";
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const WAIT: Duration = Duration::from_secs(8);
 
 /// A running server process. Killed on drop.
@@ -116,6 +116,27 @@ impl TestServer {
         Self::spawn(dir, env)
     }
 
+    /// One value from `/metrics` (a gauge or counter, optionally with labels), 0 if absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics().await, name)
+    }
+
+    /// Polls `/metrics` until `name` satisfies `ok` (the server's own account of what it has
+    /// done, so tests wait on facts rather than on time). Panics after `WAIT`.
+    pub async fn wait_metric(&self, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = self.metric(name).await;
+            if ok(v) {
+                return v;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("metric {name} never got there (last {v})");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.url))
@@ -126,12 +147,34 @@ impl TestServer {
             .expect("metrics body")
     }
 
+    /// The server's SQLite database, read-only (to check what was stored, or not).
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        let url = format!(
+            "sqlite://{}?mode=ro",
+            self.data_dir.join("vchat.db").display()
+        );
+        sqlx::SqlitePool::connect(&url)
+            .await
+            .expect("open the database")
+    }
+
     pub fn api(&self) -> Api {
         Api {
             base: self.url.clone(),
             http: reqwest::Client::new(),
         }
     }
+}
+
+/// A value from Prometheus text, by exact series name (`name` or `name{labels}`).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            (series == name).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {
@@ -244,6 +287,33 @@ impl Api {
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("body must be JSON, got {status} {text:?}"));
         Reply { status, body }
+    }
+    /// A multipart request, as the V Chat SDK sends sign-ins, uploads and messages.
+    pub async fn multipart(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        form: reqwest::multipart::Form,
+    ) -> Reply {
+        let url = format!("{}/api/v2/{}", self.base, path.trim_start_matches('/'));
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .timeout(WAIT)
+            .multipart(form);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = req.send().await.expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("body must be JSON, got {status} {text:?}"));
+        Reply { status, body }
+    }
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("PATCH", path, Some(token), Some(body)).await
     }
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, Some(token), None).await
@@ -481,6 +551,22 @@ impl Conn<'_> {
         }
     }
 
+    /// The next event of any name, in arrival order: (name, decoded payload).
+    pub async fn next_event(&mut self) -> (String, Value) {
+        loop {
+            if let Some(i) = self.backlog.iter().position(|m| m["type"] == "event") {
+                let m = self.backlog.remove(i);
+                let name = m["event"].as_str().unwrap_or_default().to_string();
+                return (name.clone(), decode(m, &name));
+            }
+            let m = self
+                .next_raw()
+                .await
+                .unwrap_or_else(|| panic!("{}: no event within {WAIT:?}", self.id));
+            self.backlog.push(m);
+        }
+    }
+
     /// The raw Socket.IO arguments of the next `event` (to check the wire form).
     pub async fn expect_args(&mut self, event: &str) -> Value {
         loop {
@@ -599,4 +685,79 @@ fn decode(m: Value, event: &str) -> Value {
         .as_str()
         .unwrap_or_else(|| panic!("{event}: payload must be a JSON string, got {arg}"));
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{event}: bad JSON {text:?}: {e}"))
+}
+
+// ---------------- real media bytes ----------------
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A real PNG (RGB, a colour gradient) that any decoder opens.
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    use std::io::Write;
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    }
+    let mut raw = Vec::new();
+    for y in 0..height {
+        raw.push(0); // filter: none
+        for x in 0..width {
+            raw.extend([
+                (x * 255 / width.max(1)) as u8,
+                (y * 255 / height.max(1)) as u8,
+                128,
+            ]);
+        }
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&raw).unwrap();
+    let idat = z.finish().unwrap();
+    let mut ihdr = Vec::new();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &idat);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// A file part for a multipart form.
+pub fn file_part(bytes: Vec<u8>, name: &str, mime: &str) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_string())
+        .mime_str(mime)
+        .unwrap()
+}
+
+/// The claims of a JWT (no verification: the test reads what the server put in).
+pub fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// The V Chat SDK's sign-in password: lowercase hex SHA-512 of "<key>_<identifier>".
+pub fn sdk_password(key: &str, identifier: &str) -> String {
+    vchat_signal::auth::signin::expected_password(key, identifier)
 }

@@ -1,0 +1,276 @@
+//! The composition root: builds every part from a [`Config`] (store, auth, TURN, push, the
+//! Socket.IO gateway, HTTP routes), runs it, and stops it gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socketioxide::SocketIo;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::{App, MAX_FRAME_BYTES};
+use crate::auth::session::SessionKeys;
+use crate::auth::signin::Lockout;
+use crate::auth::{self, Verifier};
+use crate::config::Config;
+use crate::push::{Provider, PushConfig, PushTarget, Pusher};
+use crate::realtime::notify::Notifier;
+use crate::realtime::outbox::Outboxes;
+use crate::realtime::presence::Presence;
+use crate::store::Store;
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    pub addr: SocketAddr,
+    pub turn_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Graceful stop: refuse new work, close every socket cleanly, flush the store.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+
+    /// Runs until SIGINT/SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("signal received, shutting down");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The HS256 key of this server: `VCHAT_JWT_SECRET`, else the development secret kept in the
+/// data dir. It signs session tokens; it verifies external HS256 tokens only when no other key
+/// kind is configured (or it was configured explicitly). Returns (key, is it the dev secret).
+pub fn server_secret(config: &Config) -> Result<(String, bool), String> {
+    if let Some(s) = &config.jwt_secret {
+        return Ok((s.clone(), false));
+    }
+    let secret = auth::dev_secret(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot keep the development secret in {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    Ok((secret, true))
+}
+
+fn push_config(config: &Config) -> PushConfig {
+    let d = PushConfig::default();
+    PushConfig {
+        provider: match config.push_provider.as_deref() {
+            Some("fcm") => Some(Provider::Fcm),
+            Some("onesignal") => Some(Provider::OneSignal),
+            _ => None,
+        },
+        fcm_service_account: config.fcm_service_account.clone(),
+        fcm_endpoint: config.fcm_endpoint.clone().unwrap_or(d.fcm_endpoint),
+        fcm_token_uri: config.fcm_token_uri.clone(),
+        onesignal_app_id: config.onesignal_app_id.clone(),
+        onesignal_api_key: config.onesignal_api_key.clone(),
+        onesignal_endpoint: config
+            .onesignal_endpoint
+            .clone()
+            .unwrap_or(d.onesignal_endpoint),
+        webhook_url: config.push_webhook_url.clone(),
+        webhook_secret: config.push_webhook_secret.clone(),
+        ..d
+    }
+}
+
+pub async fn start(config: Config) -> Result<Server, String> {
+    config.validate()?;
+    let (secret, is_dev) = server_secret(&config)?;
+    let external_keys = config.jwt_public_key.is_some() || config.jwt_jwks_url.is_some();
+    // With only a public key or a JWKS configured, the generated secret signs our own session
+    // tokens but must not admit hand-minted HS256 tokens.
+    let hs = (config.jwt_secret.is_some() || !external_keys).then_some(secret.as_str());
+    let verifier = Verifier::new(&config, hs)?;
+    if is_dev && !external_keys {
+        tracing::warn!(
+            "no JWT key configured: using the development secret kept in {}. \
+             Mint a token with: cargo run --release -- token --sub alice --name Alice{}",
+            config.data_dir.join("dev-jwt-secret").display(),
+            if config.data_dir == Config::default().data_dir {
+                String::new()
+            } else {
+                format!(" --data-dir {}", config.data_dir.display())
+            }
+        );
+    }
+
+    let store = Store::open(
+        &config.database_path(),
+        config.db_sync == "full",
+        Duration::from_millis(config.db_busy_timeout_ms),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "cannot open the database {}: {e}",
+            config.database_path().display()
+        )
+    })?;
+    let (rung, ran) = store
+        .close_stale_calls()
+        .await
+        .map_err(|e| format!("cannot close stale calls: {e}"))?;
+    if rung + ran > 0 {
+        tracing::info!(
+            timed_out = rung,
+            finished = ran,
+            "closed calls left live by the last run"
+        );
+    }
+
+    let (dead_tx, mut dead_rx) = tokio::sync::mpsc::unbounded_channel::<PushTarget>();
+    let push = Pusher::start(push_config(&config), dead_tx).map_err(|e| format!("push: {e}"))?;
+
+    let (ice, turn) = crate::ice::start_turn(&config).await?;
+    let turn_addr = turn.as_ref().map(|t| t.local_addr());
+
+    let (io_layer, io) = SocketIo::builder()
+        .ping_interval(Duration::from_secs(15))
+        .ping_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+        .max_payload(MAX_FRAME_BYTES as u64)
+        .ws_max_message_size(MAX_FRAME_BYTES)
+        .ws_max_frame_size(MAX_FRAME_BYTES)
+        .build_layer();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {a}: {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let presence = Arc::new(Presence::default());
+    let outbox = Arc::new(Outboxes::default());
+    let (timers, fired) = crate::calls::timers::Timers::new();
+    let window = Duration::from_secs(config.signin_failure_window_secs);
+    let app = Arc::new(App {
+        notify: Notifier::new(io.clone(), presence.clone(), outbox.clone()),
+        presence,
+        calls: Default::default(),
+        timers,
+        sessions: SessionKeys::new(secret.as_bytes()),
+        verifier,
+        signin_by_identifier: Lockout::new(config.signin_max_failures_per_identifier, window),
+        signin_by_address: Lockout::new(config.signin_max_failures_per_address, window),
+        profiles: Default::default(),
+        media: crate::media::Media::new(&config.data_dir),
+        push,
+        config,
+        store,
+        ice,
+        metrics: Default::default(),
+        addr,
+    });
+    if let Some(jwks) = app.verifier.jwks() {
+        jwks.prefetch().await;
+    }
+    crate::realtime::register(&io, app.clone());
+    crate::calls::service::run_timers(app.clone(), fired);
+    {
+        // Providers report dead keys; forget them so nobody pushes to them again.
+        let app = app.clone();
+        tokio::spawn(async move {
+            while let Some(t) = dead_rx.recv().await {
+                if let Err(e) = app.store.drop_push_key(&t.user_id, &t.device, &t.key).await {
+                    tracing::warn!(error = %e, "cannot drop a dead push key");
+                }
+            }
+        });
+    }
+    {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                outbox.sweep();
+            }
+        });
+    }
+
+    let router = crate::http::router(app.clone(), metrics_listener.is_none())
+        .layer(io_layer)
+        .layer(tower_http::cors::CorsLayer::permissive());
+    tracing::info!(%addr, turn = ?turn_addr, metrics = ?metrics_addr, "vchat-signal listening");
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (closing_tx, closing_rx) = oneshot::channel::<()>();
+    let app2 = app.clone();
+    let metrics_task = metrics_listener.map(|l| {
+        let router = crate::http::metrics_router(app.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(l, router).await;
+        })
+    });
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = closing_rx.await;
+        });
+        let serve = tokio::spawn(async move { serve.await });
+        let _ = stopped.await;
+        // Sockets first, each with a Socket.IO disconnect packet so clients see a deliberate
+        // server close rather than a dropped transport; then HTTP, push, the store.
+        for s in io.sockets() {
+            let _ = s.disconnect();
+        }
+        io.close().await;
+        let _ = closing_tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), serve).await;
+        if let Some(t) = metrics_task {
+            t.abort();
+        }
+        if let Some(t) = turn {
+            let _ = t.close().await;
+        }
+        app2.push.shutdown(Duration::from_secs(3)).await;
+        app2.store.close().await;
+        tracing::info!("stopped");
+    });
+    Ok(Server {
+        addr,
+        turn_addr,
+        metrics_addr,
+        app,
+        stop: Some(stop),
+        task,
+    })
+}
