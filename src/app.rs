@@ -42,7 +42,10 @@ pub struct App {
     pub profiles: Profiles,
     pub media: Media,
     pub push: Pusher,
+    pub limits: crate::limits::Limits,
     pub ice: IceIssuer,
+    /// The embedded TURN server, when it runs here.
+    pub turn: Option<Arc<vchat_turn::TurnServer>>,
     pub metrics: crate::metrics::Metrics,
     /// The address the server listens on (the bound one, when the config asked for port 0).
     pub addr: SocketAddr,
@@ -59,7 +62,7 @@ impl App {
         if is_session_token(token) {
             let c = self.sessions.verify(token)?.claims;
             let session = c.did.unwrap_or_default();
-            let user = self
+            let (user, platform) = self
                 .store
                 .session_user(&c.sub, &session)
                 .await
@@ -73,6 +76,7 @@ impl App {
                 identifier: user.identifier,
                 img: user.img,
                 kind: TokenKind::Session,
+                platform,
                 exp: c.exp,
             });
         }
@@ -100,6 +104,7 @@ impl App {
             identifier: user.identifier,
             img: user.img,
             kind: TokenKind::External,
+            platform: "other".into(),
             exp: c.exp,
         })
     }

@@ -53,6 +53,12 @@ pub struct Config {
     pub turn_relay_ip: Option<std::net::IpAddr>,
     /// Relay ports of the embedded TURN server, `MIN-MAX`.
     pub turn_port_range: String,
+    /// Peer networks the embedded TURN server may relay to despite its refusals (CIDRs).
+    pub turn_allowed_peers: Vec<String>,
+    /// Live TURN allocations per user (0: unlimited).
+    pub turn_max_allocations_per_user: usize,
+    /// Live TURN allocations in all (0: unlimited).
+    pub turn_max_allocations: usize,
     /// SQLite busy timeout: how long a write waits for the lock before it fails.
     pub db_busy_timeout_ms: u64,
 
@@ -113,6 +119,27 @@ pub struct Config {
     /// Serve `/metrics` on this address instead of the main listener.
     pub metrics_listen: Option<SocketAddr>,
 
+    // ---- abuse limits (0 turns each off) ----
+    /// Call creates per caller per minute.
+    pub max_calls_per_minute: u32,
+    /// Unanswered calls in a row from one caller to one callee before a cool-down.
+    pub max_unanswered_calls: u32,
+    /// That cool-down, seconds.
+    pub unanswered_cool_down_secs: u64,
+    /// Messages per user per 10 seconds.
+    pub max_messages_per_10s: u32,
+    /// Socket events per socket per second (bursts of twice that).
+    pub max_events_per_second: u32,
+    /// REST requests and socket handshakes per client address per second (bursts of twice
+    /// that; a little above, requests are slowed before they are refused).
+    pub max_requests_per_address_per_second: u32,
+    /// Live sockets per user.
+    pub max_sockets_per_user: usize,
+    /// Live sockets per client address.
+    pub max_sockets_per_address: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (IP addresses or CIDRs).
+    pub trusted_proxies: Vec<String>,
+
     // ---- trying it out ----
     /// Development mode: anyone can get a token for a name they choose (`POST dev/token`).
     pub dev: bool,
@@ -143,6 +170,9 @@ impl Default for Config {
             turn_realm: "vchat".into(),
             turn_relay_ip: None,
             turn_port_range: "49152-65535".into(),
+            turn_allowed_peers: Vec::new(),
+            turn_max_allocations_per_user: 10,
+            turn_max_allocations: 10_000,
             db_busy_timeout_ms: 10_000,
             jwt_audience: None,
             jwt_issuer: None,
@@ -169,6 +199,15 @@ impl Default for Config {
             agora_token_ttl_secs: 24 * 3600,
             metrics_token: None,
             metrics_listen: None,
+            max_calls_per_minute: 10,
+            max_unanswered_calls: 3,
+            unanswered_cool_down_secs: 600,
+            max_messages_per_10s: 50,
+            max_events_per_second: 100,
+            max_requests_per_address_per_second: 100,
+            max_sockets_per_user: 20,
+            max_sockets_per_address: 2000,
+            trusted_proxies: Vec::new(),
             dev: false,
             dev_force: false,
             web_dir: None,
@@ -272,6 +311,9 @@ impl Config {
                     .into(),
             );
         }
+        crate::limits::Limits::new(self)?;
+        vchat_turn::parse_allowed_peers(&self.turn_allowed_peers.join(","))
+            .map_err(|e| format!("turn allowed peers: {e}"))?;
         if self.session_ttl_secs == 0 {
             return Err("session ttl must be greater than 0".into());
         }
@@ -371,6 +413,15 @@ pub struct ServeArgs {
     /// Do not start the embedded TURN server (ops run their own coturn)
     #[arg(long, env = "VCHAT_NO_EMBEDDED_TURN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_embedded_turn: bool,
+    /// CIDRs the embedded TURN server may relay to despite refusing private/loopback peers
+    #[arg(long, env = "VCHAT_TURN_ALLOWED_PEERS", value_delimiter = ',')]
+    pub turn_allowed_peers: Option<Vec<String>>,
+    /// Live TURN allocations per user; 0: unlimited [default: 10]
+    #[arg(long, env = "VCHAT_TURN_MAX_ALLOCATIONS_PER_USER")]
+    pub turn_max_allocations_per_user: Option<usize>,
+    /// Live TURN allocations in all; 0: unlimited [default: 10000]
+    #[arg(long, env = "VCHAT_TURN_MAX_ALLOCATIONS")]
+    pub turn_max_allocations: Option<usize>,
     /// How long a database write waits for the lock before failing, ms [default: 10000]
     #[arg(long, env = "VCHAT_DB_BUSY_TIMEOUT_MS")]
     pub db_busy_timeout_ms: Option<u64>,
@@ -449,6 +500,33 @@ pub struct ServeArgs {
     /// Serve /metrics on this address instead of the main one
     #[arg(long, env = "VCHAT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Call creates per caller per minute; 0: off [default: 10]
+    #[arg(long, env = "VCHAT_MAX_CALLS_PER_MINUTE")]
+    pub max_calls_per_minute: Option<u32>,
+    /// Unanswered calls in a row to one callee before a cool-down; 0: off [default: 3]
+    #[arg(long, env = "VCHAT_MAX_UNANSWERED_CALLS")]
+    pub max_unanswered_calls: Option<u32>,
+    /// Cool-down after too many unanswered calls, seconds [default: 600]
+    #[arg(long, env = "VCHAT_UNANSWERED_COOL_DOWN_SECS")]
+    pub unanswered_cool_down_secs: Option<u64>,
+    /// Messages per user per 10 s; 0: off [default: 50]
+    #[arg(long, env = "VCHAT_MAX_MESSAGES_PER_10S")]
+    pub max_messages_per_10s: Option<u32>,
+    /// Socket events per socket per second (bursts of twice that); 0: off [default: 100]
+    #[arg(long, env = "VCHAT_MAX_EVENTS_PER_SECOND")]
+    pub max_events_per_second: Option<u32>,
+    /// REST requests and connects per client address per second; 0: off [default: 100]
+    #[arg(long, env = "VCHAT_MAX_REQUESTS_PER_ADDRESS_PER_SECOND")]
+    pub max_requests_per_address_per_second: Option<u32>,
+    /// Live sockets per user; 0: off [default: 20]
+    #[arg(long, env = "VCHAT_MAX_SOCKETS_PER_USER")]
+    pub max_sockets_per_user: Option<usize>,
+    /// Live sockets per client address; 0: off [default: 2000]
+    #[arg(long, env = "VCHAT_MAX_SOCKETS_PER_ADDRESS")]
+    pub max_sockets_per_address: Option<usize>,
+    /// Comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed [default: none]
+    #[arg(long, env = "VCHAT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Development mode: anyone can get a token for a name they pick (never in production)
     #[arg(long, env = "VCHAT_DEV", value_parser = clap::builder::BoolishValueParser::new())]
     pub dev: bool,
@@ -493,6 +571,18 @@ impl ServeArgs {
             turn_port_range
         );
         overlay!(
+            turn_allowed_peers,
+            turn_max_allocations_per_user,
+            turn_max_allocations,
+            max_calls_per_minute,
+            max_unanswered_calls,
+            unanswered_cool_down_secs,
+            max_messages_per_10s,
+            max_events_per_second,
+            max_requests_per_address_per_second,
+            max_sockets_per_user,
+            max_sockets_per_address,
+            trusted_proxies,
             db_busy_timeout_ms,
             jwt_jwks_min_refresh_secs,
             signin_max_failures_per_identifier,
@@ -559,6 +649,12 @@ impl ServeArgs {
             c.web_dir = Some(d.clone());
         }
         c.turn_urls.retain(|u| !u.trim().is_empty());
+        c.trusted_proxies = c
+            .trusted_proxies
+            .iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
         c.validate()?;
         Ok(c)
     }

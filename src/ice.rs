@@ -43,19 +43,19 @@ impl IceIssuer {
             .iter()
             .cloned()
             .partition(|u| u.starts_with("turn:") || u.starts_with("turns:"));
-        if !stun.is_empty() {
-            servers.push(IceServer {
-                urls: stun,
-                username: None,
-                credential: None,
-            });
-        }
         if let (Some(secret), false) = (&self.secret, turn.is_empty()) {
             let c = vchat_turn::mint_credentials(secret, user_id, self.ttl, now_unix());
             servers.push(IceServer {
                 urls: turn,
                 username: Some(c.username),
                 credential: Some(c.password),
+            });
+        }
+        if !stun.is_empty() {
+            servers.push(IceServer {
+                urls: stun,
+                username: None,
+                credential: None,
             });
         }
         IceServers {
@@ -94,6 +94,11 @@ pub async fn start_turn(
         secret: secret.clone(),
         relay_port_min,
         relay_port_max,
+        allowed_peers: vchat_turn::parse_allowed_peers(&config.turn_allowed_peers.join(","))?,
+        // Loopback peers only in the laptop setup (TURN listening on loopback).
+        allow_loopback_peers: None,
+        max_allocations_per_user: config.turn_max_allocations_per_user,
+        max_allocations: config.turn_max_allocations,
     };
     let server = vchat_turn::start(turn_cfg).await.map_err(|e| {
         format!(
@@ -102,9 +107,14 @@ pub async fn start_turn(
         )
     })?;
     let urls = if config.turn_urls.is_empty() {
+        // The embedded server answers STUN too: clients behind NAT learn their public address
+        // from it without spending a relay.
         let a = server.local_addr();
         let host = config.turn_relay_ip.unwrap_or(a.ip());
-        vec![format!("turn:{}:{}?transport=udp", host, a.port())]
+        vec![
+            format!("stun:{}:{}", host, a.port()),
+            format!("turn:{}:{}?transport=udp", host, a.port()),
+        ]
     } else {
         config.turn_urls.clone()
     };

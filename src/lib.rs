@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod ice;
 pub mod ids;
+pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod profile;

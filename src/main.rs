@@ -24,6 +24,16 @@ struct Cli {
 enum Cmd {
     /// Run the server (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Write a consistent copy of the database to FILE, while the server keeps serving.
+    ///
+    /// Restore: stop the server, put FILE in the data dir as `vchat.db` (removing any
+    /// `vchat.db-wal` and `vchat.db-shm` next to it), start the server.
+    Backup {
+        /// Where to write the copy (must not exist yet).
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// Print an access token signed with the configured HS256 secret (or the development secret).
     Token {
         /// User id (`sub` claim).
@@ -62,6 +72,7 @@ fn main() -> std::process::ExitCode {
             serve,
         }) => token(serve, sub, name, identifier, img, did, ttl),
         Some(Cmd::Serve(args)) => serve(args),
+        Some(Cmd::Backup { file, serve }) => backup(serve, file),
         None => serve(cli.serve),
     };
     match result {
@@ -75,7 +86,9 @@ fn main() -> std::process::ExitCode {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     let config = args.resolve()?;
+    // Logs go to stderr: stdout carries the one "listening on" line scripts read.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_new(&config.log).map_err(|e| format!("invalid log filter: {e}"))?,
         )
@@ -88,16 +101,33 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         use std::io::Write;
         let _ = writeln!(
             std::io::stdout(),
-            "vchat-signal listening on http://{}{}",
+            "vchat-signal listening on http://{}{}{}",
             server.addr,
             server
                 .turn_addr
                 .map(|a| format!(" turn={a}"))
+                .unwrap_or_default(),
+            server
+                .metrics_addr
+                .map(|a| format!(" metrics={a}"))
                 .unwrap_or_default()
         );
         server.run_until_signal().await;
         Ok(())
     })
+}
+
+fn backup(args: ServeArgs, file: std::path::PathBuf) -> Result<(), String> {
+    let config = args.resolve()?;
+    let db = config.database_path();
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let size = rt.block_on(vchat_signal::store::Store::backup(&db, &file))?;
+    println!(
+        "backed up {} to {} ({size} bytes)",
+        db.display(),
+        file.display()
+    );
+    Ok(())
 }
 
 fn token(
@@ -110,8 +140,8 @@ fn token(
     ttl: u64,
 ) -> Result<(), String> {
     let config = args.resolve()?;
-    if config.jwt_public_key.is_some() {
-        return Err("tokens for a public-key setup are minted by your auth server".into());
+    if config.jwt_public_key.is_some() || config.jwt_jwks_url.is_some() {
+        return Err("tokens for a public-key or JWKS setup are minted by your auth server".into());
     }
     let secret = match &config.jwt_secret {
         Some(s) => s.clone(),

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub sockets_connected: AtomicU64,
     pub sockets_refused: AtomicU64,
     pub signins: AtomicU64,
+    pub push_enqueued: AtomicU64,
+    pub call_commit_failures: AtomicU64,
     pub signins_failed: AtomicU64,
 }
 
@@ -27,6 +29,21 @@ fn bump(c: &AtomicU64) {
 impl Metrics {
     pub fn inc(&self, c: fn(&Metrics) -> &AtomicU64) {
         bump(c(self));
+    }
+
+    /// One counter family with a label, e.g. refusals by reason.
+    pub fn render_labeled(
+        out: &mut String,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[(&str, u64)],
+    ) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (l, v) in values {
+            let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {v}");
+        }
     }
 
     pub fn call_ended(&self, status: Status) {
@@ -87,6 +104,16 @@ impl Metrics {
                 "vchat_sockets_refused_total",
                 "Sockets refused at the handshake.",
                 &self.sockets_refused,
+            ),
+            (
+                "vchat_call_commit_failures_total",
+                "Call transitions the store could not commit (nothing changed).",
+                &self.call_commit_failures,
+            ),
+            (
+                "vchat_push_enqueued_total",
+                "Pushes queued for devices of users with no live socket.",
+                &self.push_enqueued,
             ),
             (
                 "vchat_signins_total",

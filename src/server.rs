@@ -149,6 +149,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let push = Pusher::start(push_config(&config), dead_tx).map_err(|e| format!("push: {e}"))?;
 
     let (ice, turn) = crate::ice::start_turn(&config).await?;
+    let turn = turn.map(Arc::new);
     let turn_addr = turn.as_ref().map(|t| t.local_addr());
 
     let (io_layer, io) = SocketIo::builder()
@@ -178,6 +179,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let outbox = Arc::new(Outboxes::default());
     let (timers, fired) = crate::calls::timers::Timers::new();
     let window = Duration::from_secs(config.signin_failure_window_secs);
+    let limits = crate::limits::Limits::new(&config)?;
     let app = Arc::new(App {
         notify: Notifier::new(io.clone(), presence.clone(), outbox.clone()),
         presence,
@@ -190,14 +192,22 @@ pub async fn start(config: Config) -> Result<Server, String> {
         profiles: Default::default(),
         media: crate::media::Media::new(&config.data_dir),
         push,
+        limits,
         config,
         store,
         ice,
+        turn: turn.clone(),
         metrics: Default::default(),
         addr,
     });
-    if let Some(jwks) = app.verifier.jwks() {
-        jwks.prefetch().await;
+    if app.verifier.jwks().is_some() {
+        // In the background: a key server that is down must not hold the start up.
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Some(jwks) = app.verifier.jwks() {
+                jwks.prefetch().await;
+            }
+        });
     }
     crate::realtime::register(&io, app.clone());
     crate::calls::service::run_timers(app.clone(), fired);
@@ -213,18 +223,22 @@ pub async fn start(config: Config) -> Result<Server, String> {
         });
     }
     {
-        let outbox = outbox.clone();
+        // Housekeeping: expired outboxes every second, idle limiter keys every minute.
+        let app = app.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
+            for n in 0u64.. {
                 tick.tick().await;
-                outbox.sweep();
+                app.notify.outbox.sweep();
+                if n % 60 == 59 {
+                    app.limits.sweep();
+                }
             }
         });
     }
 
-    let router = crate::http::router(app.clone(), metrics_listener.is_none())
-        .layer(io_layer)
+    let router = crate::http::router(app.clone(), metrics_listener.is_none()).layer(io_layer);
+    let router = crate::http::admit_layer(app.clone(), router)
         .layer(tower_http::cors::CorsLayer::permissive());
     tracing::info!(%addr, turn = ?turn_addr, metrics = ?metrics_addr, "vchat-signal listening");
 

@@ -30,6 +30,9 @@ async fn push_to(app: &App, users: Vec<String>, n: Notification) {
     if devices.is_empty() {
         return;
     }
+    app.metrics
+        .push_enqueued
+        .fetch_add(devices.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let targets = devices
         .into_iter()
         .map(|d| PushTarget {

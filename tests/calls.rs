@@ -789,6 +789,11 @@ async fn ice_servers_are_minted_per_user() {
         s["urls"][0].as_str().unwrap(),
         format!("turn:{}?transport=udp", server.turn.as_deref().unwrap())
     );
+    // The embedded server's STUN, for clients behind NAT, without credentials.
+    assert_eq!(
+        ice["iceServers"][1],
+        json!({"urls": [format!("stun:{}", server.turn.as_deref().unwrap())]})
+    );
     let created = p
         .api
         .post(&format!("call/create/{}", p.room), &p.a, json!({}))
@@ -798,4 +803,248 @@ async fn ice_servers_are_minted_per_user() {
         .as_str()
         .unwrap()
         .ends_with(":alice"));
+}
+
+/// Review fix 5: a token without `did` counts as one device per socket. A callee with two such
+/// sockets (two browser tabs) that answers over REST without saying from where is bound to the
+/// first socket that sends ICE: the other stops ringing, and ICE goes to the answering one only.
+#[tokio::test]
+async fn sockets_without_a_device_id_are_devices_of_their_own() {
+    let server = TestServer::start();
+    let api = server.api();
+    let a = token("alice", Some("a-phone"));
+    let b = token("bob", None);
+    api.touch(&b).await;
+    let room = api.peer_room(&a, "bob").await;
+    let d = Driver::new(&server).await;
+    let mut sa = d.connect("a", &a).await;
+    let mut b1 = d.connect("b1", &b).await;
+    let mut b2 = d.connect("b2", &b).await;
+
+    // As a stock app: accept over REST, then trickle from the socket that answered.
+    let meet = api
+        .post(&format!("call/create/{room}"), &a, json!({}))
+        .await
+        .ok()["meetId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b1.expect("v1OnNewCall").await;
+    b2.expect("v1OnNewCall").await;
+    sa.emit("v1IceCandidate", &candidate(&meet, "a0")).await;
+    api.post(&format!("call/accept/{meet}"), &b, json!({}))
+        .await
+        .ok();
+    sa.expect("v1OnCallAccepted").await;
+    b1.emit("v1IceCandidate", &candidate(&meet, "b0")).await;
+    assert_eq!(
+        b1.expect("v1OnIceCandidate").await["data"]["candidate"],
+        "a0"
+    );
+    assert_eq!(b2.expect("v1OnCallCanceled").await["meetId"], meet.as_str());
+    assert_eq!(
+        sa.expect("v1OnIceCandidate").await["data"]["candidate"],
+        "b0"
+    );
+    sa.emit("v1IceCandidate", &candidate(&meet, "a1")).await;
+    assert_eq!(
+        b1.expect("v1OnIceCandidate").await["data"]["candidate"],
+        "a1"
+    );
+    b2.assert_none("v1OnIceCandidate").await;
+    b1.assert_none("v1OnCallCanceled").await;
+    // The other socket cannot take the call over.
+    b2.emit("v1IceCandidate", &candidate(&meet, "b-other"))
+        .await;
+    assert!(b2.expect("v1OnException").await["error"]
+        .as_str()
+        .unwrap()
+        .contains("not the one in the call"));
+    api.post(&format!("call/end/v2/{meet}"), &a, json!({}))
+        .await
+        .ok();
+    b1.expect("v1OnCallEnded").await;
+
+    // A client that names its socket (`X-Socket-Id`) is bound at once.
+    let meet = api
+        .post(&format!("call/create/{room}"), &a, json!({}))
+        .await
+        .ok()["meetId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b1.expect("v1OnNewCall").await;
+    b2.expect("v1OnNewCall").await;
+    let r = api
+        .http
+        .post(format!("{}/api/v2/call/accept/{meet}", server.url))
+        .header("authorization", format!("Bearer {b}"))
+        .header("x-socket-id", &b2.sid)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(b1.expect("v1OnCallCanceled").await["meetId"], meet.as_str());
+    sa.expect("v1OnCallAccepted").await;
+    sa.emit("v1IceCandidate", &candidate(&meet, "x0")).await;
+    assert_eq!(
+        b2.expect("v1OnIceCandidate").await["data"]["candidate"],
+        "x0"
+    );
+    b1.assert_none("v1OnIceCandidate").await;
+    b2.assert_none("v1OnCallCanceled").await;
+}
+
+/// Review fix 6: a transition whose store write fails leaves the call as it was (memory and
+/// store) and answers 5xx in the envelope; a retry then works. The failure is real: another
+/// connection holds SQLite's write lock.
+#[tokio::test]
+async fn a_failed_store_write_changes_nothing_and_can_be_retried() {
+    let server = TestServer::start_with(&[
+        ("VCHAT_DB_BUSY_TIMEOUT_MS", "200"),
+        ("VCHAT_CALL_TIMEOUT_MS", "600000"),
+    ]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    let meet = create(&p, json!("offer")).await;
+    b.expect("v1OnNewCall").await;
+
+    let url = format!("sqlite://{}", server.data_dir.join("vchat.db").display());
+    let mut blocker = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let r = p
+        .api
+        .post(
+            &format!("call/accept/{meet}"),
+            &p.b,
+            json!({"payload": "answer"}),
+        )
+        .await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.body["code"], 500);
+    assert!(r.body["data"].is_string());
+    a.assert_none("v1OnCallAccepted").await;
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+
+    assert_eq!(
+        history_status(&p.api, &p.a, &meet).await,
+        "ring",
+        "store unchanged"
+    );
+    p.api
+        .post(
+            &format!("call/accept/{meet}"),
+            &p.b,
+            json!({"payload": "answer"}),
+        )
+        .await
+        .ok();
+    assert_eq!(a.expect("v1OnCallAccepted").await["peerAnswer"], "answer");
+    assert_eq!(history_status(&p.api, &p.a, &meet).await, "inCall");
+}
+
+/// A deadline that cannot be committed (store locked) is not lost: it is tried again.
+#[tokio::test]
+async fn a_timer_whose_write_fails_tries_again() {
+    let server = TestServer::start_with(&[
+        ("VCHAT_DB_BUSY_TIMEOUT_MS", "100"),
+        ("VCHAT_CALL_TIMEOUT_MS", "300"),
+    ]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut b = d.connect("b", &p.b).await;
+    let url = format!("sqlite://{}", server.data_dir.join("vchat.db").display());
+    let mut blocker = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let meet = create(&p, Value::Null).await;
+    b.expect("v1OnNewCall").await;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    // The ring timeout fires while the store is locked and fails; the call is still live.
+    server
+        .wait_metric("vchat_call_commit_failures_total", |v| v >= 1.0)
+        .await;
+    assert_eq!(server.metric("vchat_live_calls").await, 1.0);
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    assert_eq!(b.expect("v1OnCallTimeout").await["meetId"], meet.as_str());
+    assert_eq!(history_status(&p.api, &p.a, &meet).await, "timeout");
+}
+
+/// Review fix 9: the caller never receives a callee candidate before `v1OnCallAccepted`, which
+/// carries the answer it must apply first, even when the callee trickles while accepting.
+#[tokio::test]
+async fn the_answer_always_reaches_the_caller_before_the_callees_candidates() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    for round in 0..15 {
+        let meet = create(&p, json!("offer")).await;
+        b.expect("v1OnNewCall").await;
+        let api = server.api();
+        let (bt, m) = (p.b.clone(), meet.clone());
+        let accept = tokio::spawn(async move {
+            api.post(
+                &format!("call/accept/{m}"),
+                &bt,
+                json!({"payload": "answer"}),
+            )
+            .await
+            .ok()
+        });
+        for i in 0..6 {
+            b.emit(
+                "v1IceCandidate",
+                &candidate(&meet, &format!("r{round}c{i}")),
+            )
+            .await;
+        }
+        accept.await.unwrap();
+        let (first, _) = a.next_event().await;
+        assert_eq!(first, "v1OnCallAccepted", "round {round}");
+        for i in 0..6 {
+            let (name, ice) = a.next_event().await;
+            assert_eq!(name, "v1OnIceCandidate", "round {round}");
+            assert_eq!(
+                ice["data"]["candidate"],
+                format!("r{round}c{i}"),
+                "in order"
+            );
+        }
+        p.act("end/v2", &meet, &p.a).await.ok();
+        a.expect("v1OnCallEnded").await;
+        b.expect("v1OnCallEnded").await;
+        // Skip the call notes before the next round.
+        a.drain("v1OnNewMessage").await;
+    }
+}
+
+/// Review fix 7: the ring timer is armed before the callee hears of the call, so an answer
+/// that comes at once never loses the call's max-duration safety net to a late ring timer.
+#[tokio::test]
+async fn an_instant_answer_keeps_the_max_duration_timer() {
+    let server = TestServer::start_with(&[("VCHAT_MAX_CALL_MS", "400")]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let _a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    for _ in 0..3 {
+        let meet = create(&p, Value::Null).await;
+        b.expect("v1OnNewCall").await;
+        p.act("accept", &meet, &p.b).await.ok();
+        assert_eq!(b.expect("v1OnCallEnded").await["meetId"], meet.as_str());
+        assert_eq!(history_status(&p.api, &p.a, &meet).await, "finished");
+    }
 }

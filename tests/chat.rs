@@ -774,3 +774,265 @@ async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> 
     out.extend(results.into_iter().map(Option::unwrap));
     out
 }
+
+/// Review fix 1: clients cannot forge server messages (`info`, `call`), and every attachment is
+/// checked against its type's shape, so no receiver's parser can be crashed.
+#[tokio::test]
+async fn clients_cannot_forge_server_messages_or_malformed_attachments() {
+    let server = TestServer::start();
+    let t = trio(&server).await;
+    let d = Driver::new(&server).await;
+    let mut b = d.connect("b", &t.b).await;
+    for (body, want) in [
+        (
+            json!({"localId": "f1", "messageType": "info", "content": "bob left",
+                   "attachment": {"action": "leave", "targetName": "Bob", "adminName": "Bob", "targetId": "bob"}}),
+            "written by the server only",
+        ),
+        (
+            json!({"localId": "f2", "messageType": "call", "content": "📞",
+                   "attachment": {"callStatus": "finished", "withVideo": true}}),
+            "written by the server only",
+        ),
+        (
+            json!({"localId": "f3", "messageType": "location", "content": "📍",
+                   "attachment": {"lat": "north", "long": 2}}),
+            "lat must be a number",
+        ),
+        (
+            json!({"localId": "f4", "messageType": "location", "content": "📍",
+                   "attachment": {"lat": 1, "long": 2, "linkPreviewData": [1]}}),
+            "linkPreviewData must be an object",
+        ),
+        (
+            json!({"localId": "f5", "messageType": "custom", "content": "x",
+                   "attachment": {"data": "not a map"}}),
+            "data must be an object",
+        ),
+        (
+            json!({"localId": "f6", "messageType": "text", "content": "x",
+                   "attachment": {"callStatus": "ring"}}),
+            "text messages carry no attachment",
+        ),
+        (
+            json!({"localId": "f7", "messageType": "custom", "content": "x",
+                   "attachment": "{not json"}),
+            "attachment must be a JSON object",
+        ),
+    ] {
+        let r = send(&t.api, &t.a, &t.room, body.clone()).await;
+        assert!(r.err(400).contains(want), "{body}: {}", r.body);
+    }
+    b.assert_none("v1OnNewMessage").await;
+    // What is accepted is rebuilt to its shape: extra keys are dropped.
+    let loc = send(
+        &t.api,
+        &t.a,
+        &t.room,
+        json!({"localId": "ok1", "messageType": "location", "content": "📍",
+               "attachment": "{\"lat\": 48.85, \"long\": 2.35, \"linkPreviewData\": {\"title\": \"Paris\", \"onload\": \"x\"}, \"filePath\": \"/etc\"}"}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        loc["msgAtt"],
+        json!({"lat": 48.85, "long": 2.35, "linkPreviewData": {"title": "Paris"}})
+    );
+    let custom = send(
+        &t.api,
+        &t.a,
+        &t.room,
+        json!({"localId": "ok2", "messageType": "custom", "content": "x"}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        custom["msgAtt"],
+        json!({"data": {}}),
+        "the SDK's parser needs data"
+    );
+    assert_eq!(b.expect("v1OnNewMessage").await["lId"], "ok1");
+}
+
+/// Review fix 4: in a group, one member's delivered/seen must not flip the message's shared
+/// `dAt`/`sAt`; single rooms still do.
+#[tokio::test]
+async fn group_receipts_stay_per_member() {
+    let server = TestServer::start();
+    let t = trio(&server).await;
+    let g = t
+        .api
+        .post(
+            "channel/group",
+            &t.a,
+            json!({"groupName": "G", "identifiers": ["bob", "carol"]}),
+        )
+        .await
+        .ok();
+    let group = g["rId"].as_str().unwrap().to_string();
+    let m = send(&t.api, &t.a, &group, text("g1", "hi all")).await.ok();
+    let d = Driver::new(&server).await;
+    let mut b = d.connect("b", &t.b).await;
+    b.emit("v1DeliverChatRoom", &json!({"roomId": group})).await;
+    b.emit("v1EnterChatRoom", &json!({"roomId": group})).await;
+    b.fence().await;
+    t.api
+        .call(
+            "PATCH",
+            &format!("channel/{group}/deliver"),
+            Some(&t.c),
+            None,
+        )
+        .await
+        .ok();
+    let page = t
+        .api
+        .get(&format!("channel/{group}/message/?limit=5"), &t.a)
+        .await
+        .ok();
+    let stored = page["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["_id"] == m["_id"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (stored["dAt"].clone(), stored["sAt"].clone()),
+        (Value::Null, Value::Null)
+    );
+    // Bob's own unread count did move.
+    let list = t.api.get("channel/?limit=20&page=1", &t.b).await.ok();
+    let mine = list["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rId"] == group.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["uC"], 0);
+    // A single room still stamps the message for its sender.
+    let s = send(&t.api, &t.a, &t.room, text("s1", "hi bob")).await.ok();
+    b.emit("v1EnterChatRoom", &json!({"roomId": t.room})).await;
+    b.fence().await;
+    let page = t
+        .api
+        .get(&format!("channel/{}/message/?limit=5", t.room), &t.a)
+        .await
+        .ok();
+    let stored = page["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["_id"] == s["_id"])
+        .unwrap()
+        .clone();
+    assert!(stored["sAt"].is_string() && stored["dAt"].is_string());
+}
+
+/// Review fix 8: a forward names its original by localId among the messages the forwarder can
+/// see only, and a localId names one message per room, so nobody can make a reply or forward
+/// point at a message of their choosing.
+#[tokio::test]
+async fn forwards_and_replies_resolve_only_what_the_sender_can_see() {
+    let server = TestServer::start();
+    let t = trio(&server).await;
+    let carol_bob = t.api.peer_room(&t.c, "bob").await;
+    let secret = send(&t.api, &t.a, &t.room, text("L-secret", "alice to bob only"))
+        .await
+        .ok();
+    // Carol cannot reach alice and bob's message by its localId.
+    let r = send(
+        &t.api,
+        &t.c,
+        &carol_bob,
+        json!({"localId": "c1", "content": "fwd", "forwardLocalId": "L-secret"}),
+    )
+    .await;
+    assert!(r.err(400).contains("names no message in your rooms"));
+    // Nor plant a message under that localId in the room it lives in.
+    let planted = send(&t.api, &t.b, &t.room, text("L-secret", "bob reuses it")).await;
+    assert!(planted
+        .err(400)
+        .contains("already used by another message in this room"));
+    // Carol may use the same localId in her own room; when alice forwards "L-secret" she gets
+    // her own message (she cannot see carol's room anyway).
+    send(&t.api, &t.c, &carol_bob, text("L-secret", "carol's own"))
+        .await
+        .ok();
+    let fwd = send(
+        &t.api,
+        &t.a,
+        &t.room,
+        json!({"localId": "a-fwd", "content": "fwd", "forwardLocalId": "L-secret"}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        fwd["forId"], secret["_id"],
+        "alice's own message, not carol's"
+    );
+    let reply = send(
+        &t.api,
+        &t.b,
+        &t.room,
+        json!({"localId": "b-re", "content": "re", "replyToLocalId": "L-secret"}),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        reply["rTo"]["_id"], secret["_id"],
+        "the reply resolves in its room"
+    );
+}
+
+/// The room list the SDK parses: `{docs, page, limit, nextPage}` with ints, and the keys its
+/// room parser needs for single and group rooms.
+#[tokio::test]
+async fn the_room_list_has_the_shape_the_sdk_parses() {
+    let server = TestServer::start();
+    let t = trio(&server).await;
+    t.api
+        .post(
+            "channel/group",
+            &t.a,
+            json!({"groupName": "G", "identifiers": ["bob"]}),
+        )
+        .await
+        .ok();
+    let all = t.api.get("channel/?limit=20&page=1", &t.a).await.ok();
+    assert_eq!(
+        (all["page"].clone(), all["limit"].clone()),
+        (json!(1), json!(20))
+    );
+    assert!(all["nextPage"].is_null());
+    let docs = all["docs"].as_array().unwrap();
+    assert_eq!(docs.len(), 2);
+    for r in docs {
+        for key in [
+            "rId",
+            "rT",
+            "t",
+            "img",
+            "uC",
+            "isA",
+            "isM",
+            "isD",
+            "createdAt",
+        ] {
+            assert!(r.get(key).is_some_and(|v| !v.is_null()), "{key} in {r}");
+        }
+        assert!(r["uC"].is_i64());
+        match r["rT"].as_str().unwrap() {
+            "s" => assert!(r["pId"].is_string(), "single rooms need pId: {r}"),
+            "g" => assert_eq!(r["t"], "G"),
+            other => panic!("room type {other}"),
+        }
+    }
+    let first = t.api.get("channel/?limit=1&page=1", &t.a).await.ok();
+    assert_eq!(first["nextPage"], 2);
+    let second = t.api.get("channel/?limit=1&page=2", &t.a).await.ok();
+    assert!(second["nextPage"].is_null());
+    assert_ne!(first["docs"][0]["rId"], second["docs"][0]["rId"]);
+    t.api.get("channel/?page=0", &t.a).await.err(400);
+}

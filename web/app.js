@@ -195,7 +195,11 @@ async function signInToken(e) {
     throw new Error("That does not look like a token (a JWT has three parts separated by dots).");
   }
   S.token = token;
-  await api("GET", "channel/?limit=1&page=1"); // a refused token answers 450 → back here
+  try {
+    await api("GET", "channel/?limit=1&page=1"); // is the token good?
+  } catch (err) {
+    throw new Error(err.status === 450 ? "The server refused this token: " + err.message : err.message);
+  }
   startSession(token, {
     _id: claims.sub,
     identifier: claims.identifier || claims.sub,
@@ -325,10 +329,10 @@ const loadOlder = guard(async () => {
   const d = await api("GET", `channel/${roomId}/message/?limit=30&lastId=${S.oldest}`);
   if (S.roomId !== roomId) return;
   const list = $("#messages");
-  const first = list.firstChild;
   for (const m of d.docs || []) {
+    // newest first: each one goes above the ones already shown
     S.msgs.set(m.lId, m);
-    list.insertBefore(messageItem(m), first);
+    list.insertBefore(messageItem(m), list.firstChild);
   }
   if (d.docs && d.docs.length) S.oldest = d.docs[d.docs.length - 1]._id;
   $("#btn-older").hidden = !d.hasNextPage;
@@ -368,7 +372,7 @@ function tickOf(m) {
   return "sent";
 }
 
-const TICKS = { pending: "🕓", failed: "⚠ not sent", sent: "✓", delivered: "✓✓", seen: "✓✓" };
+const TICKS = { pending: "…", failed: "⚠ not sent", sent: "✓", delivered: "✓✓", seen: "✓✓" };
 
 function messageItem(m) {
   const mine = m.sId === S.me._id;
@@ -382,7 +386,7 @@ function messageItem(m) {
   if (mine) {
     li.dataset.tick = tickOf(m);
     meta.append(el("span", "tick", TICKS[tickOf(m)]));
-    if (m._id && !m.dltAt) {
+    if (m._id && !m.dltAt && m.mT === "text") {
       const del = el("button", "link del", "Delete");
       del.title = "Delete for everyone";
       del.onclick = guard(() => api("DELETE", `channel/${m.rId}/message/${m._id}/delete/all`));
@@ -407,7 +411,7 @@ function preview(m) {
   if (m.dltAt) return "Deleted message";
   if (m.mT === "call" && m.msgAtt) {
     const a = m.msgAtt;
-    const kind = a.withVideo ? "🎥 Video call" : "📞 Audio call";
+    const kind = a.withVideo ? "Video call" : "Audio call";
     const dur = a.endAt && a.startAt ? " " + duration(Date.parse(a.endAt) - Date.parse(a.startAt)) : "";
     return `${kind} ${CALL_WORDS[a.callStatus] || a.callStatus}${dur}`;
   }
@@ -524,7 +528,7 @@ async function loadHistory() {
       const who = (h.peerUser && h.peerUser.fullName) || "?";
       const dur = h.endAt && h.callStatus === "finished" ? " · " + duration(Date.parse(h.endAt) - Date.parse(h.createdAt)) : "";
       li.append(
-        el("span", "", h.withVideo ? "🎥" : "📞"),
+        el("span", "kind", h.withVideo ? "Video" : "Audio"),
         el("span", "grow", who),
         el("span", "muted small", `${CALL_WORDS[h.callStatus] || h.callStatus}${dur} · ${time(h.createdAt, true)}`),
       );
@@ -549,87 +553,6 @@ function showTab(which) {
   if (which === "history") loadHistory();
 }
 
-// ---------- small helpers ----------
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-
-function time(iso, withDay) {
-  if (!iso) return "";
-  const d = new Date(iso);
-  const t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  return withDay && d.toDateString() !== new Date().toDateString() ? d.toLocaleDateString() + " " + t : t;
-}
-
-function duration(ms) {
-  const s = Math.max(0, Math.round(ms / 1000));
-  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-}
-
-/** UUID v4 (crypto.randomUUID needs https; getRandomValues works on a plain-http LAN page). */
-function uuid() {
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-/** Lowercase hex SHA-512. crypto.subtle exists only on https/localhost pages; elsewhere a
- *  small BigInt implementation (constants derived from the primes, FIPS 180-4) stands in. */
-async function sha512hex(text) {
-  const data = new TextEncoder().encode(text);
-  if (crypto.subtle) {
-    const h = new Uint8Array(await crypto.subtle.digest("SHA-512", data));
-    return [...h].map((x) => x.toString(16).padStart(2, "0")).join("");
-  }
-  return sha512Fallback(data);
-}
-
-function sha512Fallback(bytes) {
-  const M = (1n << 64n) - 1n;
-  const root = (n, k) => { // floor(n^(1/k)) by Newton's method
-    let x = 1n << BigInt(Math.ceil(n.toString(2).length / k) + 1);
-    for (;;) {
-      const y = ((BigInt(k) - 1n) * x + n / x ** BigInt(k - 1)) / BigInt(k);
-      if (y >= x) return x;
-      x = y;
-    }
-  };
-  const primes = [];
-  for (let n = 2; primes.length < 80; n++) if (primes.every((p) => n % p)) primes.push(n);
-  const K = primes.map((p) => root(BigInt(p) << 192n, 3) & M);
-  const H = primes.slice(0, 8).map((p) => root(BigInt(p) << 128n, 2) & M);
-  const rotr = (x, n) => ((x >> BigInt(n)) | (x << BigInt(64 - n))) & M;
-  const len = bytes.length;
-  const padded = new Uint8Array(Math.ceil((len + 17) / 128) * 128);
-  padded.set(bytes);
-  padded[len] = 0x80;
-  new DataView(padded.buffer).setBigUint64(padded.length - 8, BigInt(len) * 8n);
-  const view = new DataView(padded.buffer);
-  for (let off = 0; off < padded.length; off += 128) {
-    const w = [];
-    for (let i = 0; i < 16; i++) w[i] = view.getBigUint64(off + i * 8);
-    for (let i = 16; i < 80; i++) {
-      const s0 = rotr(w[i - 15], 1) ^ rotr(w[i - 15], 8) ^ (w[i - 15] >> 7n);
-      const s1 = rotr(w[i - 2], 19) ^ rotr(w[i - 2], 61) ^ (w[i - 2] >> 6n);
-      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) & M;
-    }
-    let [a, b, c, d, e, f, g, h] = H;
-    for (let i = 0; i < 80; i++) {
-      const t1 = (h + (rotr(e, 14) ^ rotr(e, 18) ^ rotr(e, 41)) + ((e & f) ^ (~e & M & g)) + K[i] + w[i]) & M;
-      const t2 = ((rotr(a, 28) ^ rotr(a, 34) ^ rotr(a, 39)) + ((a & b) ^ (a & c) ^ (b & c))) & M;
-      [h, g, f, e, d, c, b, a] = [g, f, e, (d + t1) & M, c, b, a, (t1 + t2) & M];
-    }
-    [a, b, c, d, e, f, g, h].forEach((v, i) => (H[i] = (H[i] + v) & M));
-  }
-  return H.map((x) => x.toString(16).padStart(16, "0")).join("");
-}
-
 // ---------- wiring ----------
 
 const calls = Calls({
@@ -650,7 +573,10 @@ function init() {
   $("#form-dev").onsubmit = guard(signInDev);
   $("#form-connect").onsubmit = guard(signInConnect);
   $("#form-token").onsubmit = guard(signInToken);
-  $("#btn-signout").onclick = () => signOut();
+  $("#btn-signout").onclick = async () => {
+    await api("POST", "auth/logout").catch(() => {}); // the token stops working
+    signOut();
+  };
   $("#form-open").onsubmit = openByIdentifier;
   $("#tab-rooms").onclick = () => showTab("rooms");
   $("#tab-history").onclick = () => showTab("history");

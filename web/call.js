@@ -1,8 +1,10 @@
 // Calls, Gen-A style (P2P WebRTC signalled through the server):
 //   caller: getUserMedia → offer → POST call/create {payload: JSON string of {sdp, type}}
-//   callee: v1OnNewCall → accept → answer → POST call/accept {payload: JSON string of {answer}}
+//   callee: v1OnNewCall → accept → answer → POST call/accept {payload: JSON string of {answer: {sdp, type}}}
 //   caller: v1OnCallAccepted.peerAnswer → setRemoteDescription
 //   both:   every ICE candidate through v1IceCandidate {meetId, data}
+// `sdp` goes out as the stock apps send it, a parsed SDP object (GenA in sdp.js), and is read
+// either as such an object or as SDP text.
 // The call view's state is on #call: data-state (idle|outgoing|incoming|connecting|connected|
 // ended), data-meet (meetId), data-reason (how the last call ended); #call-stats shows getStats.
 "use strict";
@@ -121,6 +123,7 @@ function Calls(ctx) {
   }
 
   function newCall(fields) {
+    view.dataset.reason = ""; // how the last call ended no longer applies
     return { meetId: "", outbox: [], inbox: [], sent: 0, received: 0, relay: ctx.relayOnly(), ...fields };
   }
 
@@ -140,7 +143,7 @@ function Calls(ctx) {
       await pc.setLocalDescription(offer);
       if (cur !== c) return release(c);
       const d = await ctx.api("POST", "call/create/" + roomId, {
-        payload: JSON.stringify({ sdp: offer.sdp, type: offer.type }),
+        payload: JSON.stringify(GenA.wire(offer)),
         withVideo,
       });
       c.meetId = d.meetId;
@@ -163,8 +166,8 @@ function Calls(ctx) {
     if (!c || c.role !== "caller" || d.meetId !== c.meetId) return;
     show("connecting", "Connecting…");
     try {
-      const { answer } = parse(d.peerAnswer);
-      await c.pc.setRemoteDescription(answer);
+      const p = parse(d.peerAnswer);
+      await c.pc.setRemoteDescription(GenA.description(p && p.answer, "answer"));
       await addRemoteCandidates(c);
     } catch (e) {
       hangup("failed", "The other side's answer could not be used: " + e.message);
@@ -184,6 +187,7 @@ function Calls(ctx) {
       peerName: (d.userData && d.userData.fullName) || "Someone",
     });
     show("incoming", `${cur.peerName} is calling you (${cur.withVideo ? "video" : "audio"})`);
+    if (navigator.vibrate) navigator.vibrate([400, 200, 400]);
   }
 
   async function accept() {
@@ -191,20 +195,22 @@ function Calls(ctx) {
     if (!c || c.role !== "callee" || view.dataset.state !== "incoming") return;
     show("connecting", "Connecting…");
     try {
-      const offer = parse(c.offer);
-      if (!offer || typeof offer.sdp !== "string") {
-        throw new Error("the caller's app sent its offer in a form this page cannot read");
+      let offer;
+      try {
+        offer = GenA.description(parse(c.offer), "offer");
+      } catch (e) {
+        throw new Error("the caller's app sent its offer in a form this page cannot read (" + e.message + ")");
       }
       c.stream = await getMedia(c.withVideo);
       if (cur !== c) return release(c);
       const pc = await makePeer(c);
-      await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+      await pc.setRemoteDescription(offer);
       await addRemoteCandidates(c);
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
       if (cur !== c) return release(c);
       await ctx.api("POST", "call/accept/" + c.meetId, {
-        payload: JSON.stringify({ answer: { sdp: answer.sdp, type: answer.type } }),
+        payload: JSON.stringify({ answer: GenA.wire(answer) }),
       });
     } catch (e) {
       if (cur !== c) return release(c);
@@ -255,7 +261,7 @@ function Calls(ctx) {
     view.dataset.reason = reason;
     view.dataset.meet = c.meetId || "";
     const said = (ENDED[reason] || ENDED.finished)[c.role];
-    const talk = c.since ? " · " + fmt(Date.now() - c.since) : "";
+    const talk = c.since ? " · " + duration(Date.now() - c.since) : "";
     show("ended", (text || said) + talk);
     if (text) ctx.notify(text);
     ctx.onEnded();
@@ -317,14 +323,9 @@ function Calls(ctx) {
       out.dataset.candidatesSent = String(c.sent);
       out.dataset.candidatesReceived = String(c.received);
       const how = !route ? "finding a route…" : /relay/.test(route) ? "relayed through TURN" : "direct";
-      const talk = c.since ? fmt(Date.now() - c.since) + " · " : "";
+      const talk = c.since ? duration(Date.now() - c.since) + " · " : "";
       out.textContent = `${talk}${how} · received ${(bytes / 1024).toFixed(0)} KB`;
     }, 1000);
-  }
-
-  function fmt(ms) {
-    const s = Math.round(ms / 1000);
-    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
   }
 
   /** A call ringing for us that we have no event for (page opened or reconnected meanwhile). */

@@ -56,6 +56,9 @@ pub struct Identity {
     pub identifier: String,
     pub img: String,
     pub kind: TokenKind,
+    /// The device's platform (`android`, `ios`, `web`, …) as its sign-in said; `other` when
+    /// unknown (external tokens).
+    pub platform: String,
     /// Token expiry, unix seconds: a socket is closed when its token runs out.
     pub exp: u64,
 }

@@ -145,6 +145,9 @@ pub async fn create(
         ));
     }
 
+    app.limits
+        .check_call(&who.user_id, &peer.id)
+        .map_err(ApiError::TooManyRequests)?;
     let meet_id = new_id();
     app.calls
         .reserve(&who.user_id, &peer.id, &meet_id)
@@ -294,14 +297,13 @@ async fn transition(
             ApiError::bad(e.to_string())
         }
     })?;
-    if !app
-        .store
-        .save_call(&record_of(&next), live.call.rev)
-        .await?
-    {
-        return Err(ApiError::Internal(
-            "the call changed in the store under us".into(),
-        ));
+    let saved = app.store.save_call(&record_of(&next), live.call.rev).await;
+    if !matches!(saved, Ok(true)) {
+        app.metrics.inc(|m| &m.call_commit_failures);
+        return Err(match saved {
+            Err(e) => e.into(),
+            _ => ApiError::Internal("the call changed in the store under us".into()),
+        });
     }
     live.call = next;
     tracing::info!(
@@ -318,6 +320,8 @@ async fn transition(
     if !call.status.is_live() {
         app.calls.remove(guard);
         app.metrics.call_ended(call.status);
+        app.limits
+            .call_ended(&call.caller, &call.callee, call.accepted_at.is_some());
     }
     Ok((call, notes))
 }

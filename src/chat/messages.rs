@@ -96,6 +96,7 @@ fn message_by(
     content: String,
 ) -> NewMessage {
     NewMessage {
+        platform: "other".into(),
         room_id: room_id.into(),
         sender_id: sender.id.clone(),
         sender_name: sender.full_name.clone(),
@@ -127,6 +128,9 @@ pub async fn send(
     body: SendMessage,
 ) -> Result<MessageOut, ApiError> {
     let room = super::member_room(app, room_id, &who.user_id).await?;
+    app.limits
+        .check_message(&who.user_id)
+        .map_err(ApiError::TooManyRequests)?;
     let kind = body.message_type.clone().unwrap_or_else(|| "text".into());
     if matches!(kind.as_str(), "image" | "file" | "video" | "voice") {
         return Err(ApiError::bad(format!(
@@ -200,6 +204,7 @@ pub async fn send(
         attachment: attachment.map(|a| a.to_string()),
         reply_to,
         forward_id,
+        platform: who.platform.clone(),
         ..message_by(&as_user(who), room_id, local_id, &kind, content)
     };
     let (row, _) = commit(app, &msg).await?;

@@ -243,14 +243,35 @@ pub async fn leave(app: &App, who: &Identity, room_id: &str) -> Result<(), ApiEr
 }
 
 /// `GET channel/`.
-pub async fn list(app: &App, who: &Identity, limit: Option<i64>) -> Result<Value, ApiError> {
+/// `GET channel/?limit&page`: newest activity first, `{docs, page, limit, nextPage}` as the SDK
+/// parses it (page and limit are required ints; nextPage is null on the last page).
+pub async fn list(
+    app: &App,
+    who: &Identity,
+    limit: Option<i64>,
+    page: Option<i64>,
+) -> Result<Value, ApiError> {
     let limit = limit.unwrap_or(100);
     if !(1..=700).contains(&limit) {
         return Err(ApiError::bad("limit must be between 1 and 700"));
     }
-    let rooms = app.store.rooms_of(&who.user_id, limit).await?;
+    let page = page.unwrap_or(1);
+    if !(1..=100_000).contains(&page) {
+        return Err(ApiError::bad("page must be between 1 and 100000"));
+    }
+    let mut rooms = app
+        .store
+        .rooms_of(&who.user_id, limit + 1, (page - 1) * limit)
+        .await?;
+    let more = rooms.len() as i64 > limit;
+    rooms.truncate(limit as usize);
     let docs: Vec<RoomOut> = rooms.iter().map(RoomOut::from).collect();
-    Ok(json!({ "docs": docs, "limit": limit }))
+    Ok(json!({
+        "docs": docs,
+        "page": page,
+        "limit": limit,
+        "nextPage": if more { Value::from(page + 1) } else { Value::Null },
+    }))
 }
 
 /// `GET channel/{roomId}`.

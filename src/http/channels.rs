@@ -15,6 +15,7 @@ use crate::wire::envelope::{ok, ApiResult};
 #[serde(rename_all = "camelCase")]
 pub struct ListQuery {
     limit: Option<i64>,
+    page: Option<i64>,
 }
 
 pub async fn list(
@@ -22,7 +23,7 @@ pub async fn list(
     Me(who): Me,
     Params(q): Params<ListQuery>,
 ) -> ApiResult {
-    Ok(ok(rooms::list(&app, &who, q.limit).await?))
+    Ok(ok(rooms::list(&app, &who, q.limit, q.page).await?))
 }
 
 pub async fn get(State(app): State<Arc<App>>, Me(who): Me, Path(room): Path<String>) -> ApiResult {

@@ -60,19 +60,23 @@ impl FromRequestParts<Arc<App>> for SocketHint {
     }
 }
 
-/// The client's address (the TCP peer).
+/// The client's address: the TCP peer, or what a trusted proxy says it is.
 pub struct ClientAddr(pub IpAddr);
 
 impl FromRequestParts<Arc<App>> for ClientAddr {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &Arc<App>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        Ok(ClientAddr(peer))
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|h| h.to_str().ok());
+        Ok(ClientAddr(app.limits.client_addr(peer, forwarded)))
     }
 }
 

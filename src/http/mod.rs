@@ -1,6 +1,7 @@
 //! HTTP: the V Chat REST API under `/api/v2`, plus health, readiness and metrics. Handlers decode,
 //! call a service, and wrap the answer in the `{code, data}` envelope.
 
+mod admit;
 mod auth;
 mod bans;
 mod calls;
@@ -108,6 +109,12 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+/// The per-address request limit around everything `router` serves (wrap it after the
+/// Socket.IO layer so handshakes count too).
+pub fn admit_layer(app: Arc<App>, router: Router) -> Router {
+    router.layer(middleware::from_fn_with_state(app, admit::admit))
 }
 
 /// `/metrics` alone, for a listener of its own (`VCHAT_METRICS_LISTEN`).

@@ -116,6 +116,55 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap
             ),
         ],
     );
+    let mut body = body;
+    if let Some(turn) = &app.turn {
+        use std::fmt::Write;
+        let t = turn.stats();
+        let _ = writeln!(
+            body,
+            "# HELP vchat_turn_allocations Live allocations on the embedded TURN server.\n\
+             # TYPE vchat_turn_allocations gauge\nvchat_turn_allocations {}",
+            t.live_allocations
+        );
+        let _ = writeln!(
+            body,
+            "# HELP vchat_turn_refused_total What the embedded TURN server refused: allocations \
+             over a cap, and peer requests, sends and receives to peers it does not relay to.\n\
+             # TYPE vchat_turn_refused_total counter"
+        );
+        let _ = writeln!(
+            body,
+            "vchat_turn_refused_total{{kind=\"allocation\",reason=\"user_quota\"}} {}\n\
+             vchat_turn_refused_total{{kind=\"allocation\",reason=\"total_quota\"}} {}",
+            t.refused_allocations_user_quota, t.refused_allocations_total_quota
+        );
+        for (kind, counts) in [
+            ("peer_request", &t.refused_peer_requests),
+            ("send", &t.dropped_sends),
+            ("receive", &t.dropped_receives),
+        ] {
+            for (reason, n) in counts.iter() {
+                let _ = writeln!(
+                    body,
+                    "vchat_turn_refused_total{{kind=\"{kind}\",reason=\"{}\"}} {n}",
+                    reason.as_str()
+                );
+            }
+        }
+    }
+    let refused: Vec<(&str, u64)> = app
+        .limits
+        .refused()
+        .into_iter()
+        .map(|(r, n)| (r.as_str(), n))
+        .collect();
+    crate::metrics::Metrics::render_labeled(
+        &mut body,
+        "vchat_limited_total",
+        "Requests, events, calls, messages and sockets refused by a limit, by reason.",
+        "reason",
+        &refused,
+    );
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

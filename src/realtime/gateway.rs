@@ -18,6 +18,7 @@ use super::notify::{chat_room, user_room};
 use super::presence::socket_device;
 use crate::app::{App, MAX_EVENT_BYTES};
 use crate::auth::{AuthError, Identity};
+use crate::limits::EventVerdict;
 use crate::wire::events;
 use crate::wire::shapes::Exception;
 
@@ -33,6 +34,10 @@ pub struct SocketCtx {
     /// The token named no device: this socket counts as its own device, and may claim a call
     /// its user answered over REST without saying from where.
     pub scoped: bool,
+    /// The client's address (its socket counts against the address's cap).
+    pub addr: std::net::IpAddr,
+    /// This socket's event rate.
+    pub limiter: crate::limits::SocketLimiter,
     /// The room this socket last said it was typing/recording in, for the automatic `stop`.
     pub typing_to: Mutex<Option<String>>,
 }
@@ -149,14 +154,21 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
     if scoped {
         who.device = socket_device(s.id.as_str());
     }
+    let addr = client_addr(&app, &s);
+    app.limits
+        .open_socket(app.presence.sockets(&who.user_id).len(), addr)
+        .map_err(|e| Refused(format!("Refused: {e}")))?;
     let ctx = Arc::new(SocketCtx {
         sid: s.id,
         who,
         scoped,
+        addr,
+        limiter: app.limits.socket_limiter(),
         typing_to: Mutex::new(None),
     });
     let (tx, rx) = mpsc::channel(INBOX_DEPTH);
     s.extensions.insert(ctx.clone());
+    s.extensions.insert(app.clone());
     s.extensions.insert(Inbox(tx));
     tokio::spawn(run_inbox(app.clone(), ctx.clone(), rx, s.clone()));
     s.on_fallback(async |_: Enqueued| {});
@@ -168,6 +180,21 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
     });
     tracing::debug!(user = %ctx.who.user_id, device = %ctx.who.device, sid = %s.id, rooms = rooms.len(), "socket authenticated");
     Ok(())
+}
+
+/// The client's address: the TCP peer, or what a trusted proxy says it is.
+fn client_addr(app: &App, s: &SocketRef) -> std::net::IpAddr {
+    let parts = s.req_parts();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|h| h.to_str().ok());
+    app.limits.client_addr(peer, forwarded)
 }
 
 /// After the client is told it is connected (emits work from here on): the socket becomes
@@ -241,6 +268,26 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
         let Some(Inbox(tx)) = s.extensions.get::<Inbox>() else {
             return Ok(Enqueued);
         };
+        if let (Some(ctx), Some(app)) = (
+            s.extensions.get::<Arc<SocketCtx>>(),
+            s.extensions.get::<Arc<App>>(),
+        ) {
+            match ctx.limiter.check(&app.limits) {
+                EventVerdict::Accept => {}
+                EventVerdict::Refuse => {
+                    exception(&format!(
+                        "too many events: at most {} per second",
+                        app.config.max_events_per_second
+                    ));
+                    return Ok(Enqueued);
+                }
+                EventVerdict::Disconnect => {
+                    tracing::info!(user = %ctx.who.user_id, sid = %ctx.sid, "event flood; closing the socket");
+                    let _ = s.clone().disconnect();
+                    return Ok(Enqueued);
+                }
+            }
+        }
         if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Inbound { event, payload }) {
             exception("too many events in flight; slow down");
         }
@@ -292,6 +339,7 @@ async fn disconnected(app: Arc<App>, s: SocketRef) {
     if let Some(room) = typing {
         handlers::broadcast_status(&app, who, &room, "stop").await;
     }
+    app.limits.socket_closed(ctx.addr);
     if let Some(device) = app.presence.remove(&who.user_id, s.id) {
         crate::calls::service::device_gone(&app, &who.user_id, &device).await;
     }

@@ -45,17 +45,32 @@ impl Store {
         tx.commit().await
     }
 
-    /// The user of a live (not logged out) session.
-    pub async fn session_user(&self, user: &str, session: &str) -> sqlx::Result<Option<UserRow>> {
-        sqlx::query_as(
-            "SELECT u.id, u.full_name, u.identifier, u.img FROM devices d
+    /// The user of a live (not logged out) session, and the session's platform.
+    pub async fn session_user(
+        &self,
+        user: &str,
+        session: &str,
+    ) -> sqlx::Result<Option<(UserRow, String)>> {
+        let row: Option<(String, String, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT u.id, u.full_name, u.identifier, u.img, d.platform FROM devices d
              JOIN users u ON u.id = d.user_id
              WHERE d.user_id = ? AND d.device = ? AND d.session = 1 AND d.ended_at IS NULL",
         )
         .bind(user)
         .bind(session)
         .fetch_optional(&self.pool)
-        .await
+        .await?;
+        Ok(row.map(|(id, full_name, identifier, img, platform)| {
+            (
+                UserRow {
+                    id,
+                    full_name,
+                    identifier,
+                    img,
+                },
+                platform.unwrap_or_else(|| "other".into()),
+            )
+        }))
     }
 
     /// Logs a session out and forgets its push key. False if it was not live.

@@ -41,6 +41,8 @@ pub enum Inserted {
 
 #[derive(Debug, Clone)]
 pub struct NewMessage {
+    /// `plm`: the platform the sender sent it from.
+    pub platform: String,
     pub room_id: String,
     pub sender_id: String,
     pub sender_name: String,
@@ -64,8 +66,8 @@ impl Store {
         let created = sqlx::query(
             "INSERT OR IGNORE INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
                 sender_img, local_id, kind, content, is_encrypted, attachment, reply_to,
-                forward_id, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                forward_id, created_at, updated_at, platform)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(new_id())
         .bind(&m.room_id)
@@ -82,6 +84,7 @@ impl Store {
         .bind(&m.forward_id)
         .bind(&now)
         .bind(&now)
+        .bind(&m.platform)
         .execute(&self.pool)
         .await?
         .rows_affected()

@@ -68,6 +68,38 @@ impl Store {
             .is_ok()
     }
 
+    /// Writes a consistent copy of the database at `path` to `to`, while a server may be using
+    /// it: SQLite's `VACUUM INTO` reads one snapshot (WAL readers never block writers) and
+    /// writes a compact, self-contained file. Returns its size.
+    pub async fn backup(path: &Path, to: &Path) -> Result<u64, String> {
+        use sqlx::{ConnectOptions, Connection};
+        if !path.exists() {
+            return Err(format!("no database at {}", path.display()));
+        }
+        if to.exists() {
+            return Err(format!("{} exists already; pick a new file", to.display()));
+        }
+        let mut conn = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let target = to
+            .to_str()
+            .ok_or_else(|| format!("{} is not a UTF-8 path", to.display()))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| format!("backup failed: {e}"))?;
+        let _ = conn.close().await;
+        std::fs::metadata(to)
+            .map(|m| m.len())
+            .map_err(|e| format!("backup written but unreadable: {e}"))
+    }
+
     /// Flushes the WAL into the main file and closes every connection (graceful shutdown).
     pub async fn close(&self) {
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -278,17 +278,23 @@ impl Store {
     }
 
     /// A user's rooms, most recently active first.
-    pub async fn rooms_of(&self, me: &str, limit: i64) -> sqlx::Result<Vec<RoomSummary>> {
+    pub async fn rooms_of(
+        &self,
+        me: &str,
+        limit: i64,
+        offset: i64,
+    ) -> sqlx::Result<Vec<RoomSummary>> {
         let rooms: Vec<RoomRow> = sqlx::query_as(
             "SELECT r.id, r.kind, r.title, r.img, r.created_by, r.created_at
              FROM room_members m JOIN rooms r ON r.id = m.room_id
              WHERE m.user_id = ?
              ORDER BY COALESCE((SELECT MAX(seq) FROM messages x WHERE x.room_id = r.id), 0) DESC,
-                      r.created_at DESC
-             LIMIT ?",
+                      r.created_at DESC, r.id
+             LIMIT ? OFFSET ?",
         )
         .bind(me)
         .bind(limit)
+        .bind(offset)
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(rooms.len());

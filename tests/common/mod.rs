@@ -20,6 +20,8 @@ pub const WAIT: Duration = Duration::from_secs(8);
 pub struct TestServer {
     pub url: String,
     pub turn: Option<String>,
+    /// Where `/metrics` is served when it has its own listener.
+    pub metrics_addr: Option<String>,
     pub data_dir: PathBuf,
     child: Child,
     env: Vec<(String, String)>,
@@ -58,6 +60,14 @@ impl TestServer {
             .env("VCHAT_TURN_LISTEN", "127.0.0.1:0")
             .env("VCHAT_DATA_DIR", &data_dir)
             .env("VCHAT_JWT_SECRET", SECRET)
+            // Every test user comes from 127.0.0.1, like users behind a proxy, and tests ring
+            // and send far faster than people: the per-address and per-user rate limits are off
+            // here unless a test sets them (tests/limits.rs checks each, and the defaults).
+            .env("VCHAT_MAX_REQUESTS_PER_ADDRESS_PER_SECOND", "0")
+            .env("VCHAT_MAX_SOCKETS_PER_ADDRESS", "0")
+            .env("VCHAT_MAX_CALLS_PER_MINUTE", "0")
+            .env("VCHAT_MAX_UNANSWERED_CALLS", "0")
+            .env("VCHAT_MAX_MESSAGES_PER_10S", "0")
             .env(
                 "VCHAT_LOG",
                 std::env::var("VCHAT_TEST_LOG").unwrap_or("warn".into()),
@@ -65,7 +75,12 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in &env {
-            cmd.env(k, v);
+            // An empty value removes a default setting (e.g. run without the JWT secret).
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let mut child = cmd.spawn().expect("start vchat-signal");
         let stdout = child.stdout.take().unwrap();
@@ -85,14 +100,26 @@ impl TestServer {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("turn="))
             .map(str::to_string);
+        let metrics_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("metrics="))
+            .map(str::to_string);
         TestServer {
             url,
             turn,
+            metrics_addr,
             data_dir,
             child,
             env,
             keep_dir: false,
         }
+    }
+
+    /// A server on a fresh data dir holding a copy of `db` as its database (a restored backup).
+    pub fn start_on_copy(db: &std::path::Path) -> TestServer {
+        let dir = temp_dir();
+        std::fs::copy(db, dir.join("vchat.db")).expect("copy the database");
+        Self::spawn(dir, Vec::new())
     }
 
     /// SIGKILL: no shutdown code runs, like a crash.
@@ -357,6 +384,8 @@ pub struct Driver {
 
 pub struct Conn<'d> {
     pub id: String,
+    /// The Socket.IO socket id the server gave this socket.
+    pub sid: String,
     driver: &'d Driver,
     rx: mpsc::UnboundedReceiver<Value>,
     /// Events read while looking for another one, kept in arrival order.
@@ -486,6 +515,7 @@ impl Driver {
         self.send(cmd).await;
         let mut conn = Conn {
             id: id.to_string(),
+            sid: String::new(),
             driver: self,
             rx,
             backlog: Vec::new(),
@@ -493,7 +523,10 @@ impl Driver {
         loop {
             let m = conn.next_raw().await.expect("connect outcome");
             match m["type"].as_str() {
-                Some("connect") => return Ok(conn),
+                Some("connect") => {
+                    conn.sid = m["sid"].as_str().unwrap_or_default().to_string();
+                    return Ok(conn);
+                }
                 Some("connect_error") => return Err(m["message"].as_str().unwrap_or("").into()),
                 _ => conn.backlog.push(m),
             }
@@ -760,4 +793,24 @@ pub fn jwt_claims(token: &str) -> Value {
 /// The V Chat SDK's sign-in password: lowercase hex SHA-512 of "<key>_<identifier>".
 pub fn sdk_password(key: &str, identifier: &str) -> String {
     vchat_signal::auth::signin::expected_password(key, identifier)
+}
+
+/// Runs the server binary with this environment and expects it to refuse to start; returns
+/// what it printed on stderr.
+pub fn refused_start(env: &[(&str, &str)]) -> String {
+    let dir = temp_dir();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vchat-signal"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("VCHAT_LISTEN", "127.0.0.1:0")
+        .env("VCHAT_TURN_LISTEN", "127.0.0.1:0")
+        .env("VCHAT_DATA_DIR", &dir)
+        .env("VCHAT_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run vchat-signal");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "it started: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

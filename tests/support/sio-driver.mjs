@@ -5,7 +5,7 @@
 //       "headers":{...},"query":{...},"auth":{...},"transports":["websocket"]}
 //      {"op":"emit","id":"a","event":"v1MyOnline","args":["[...]"]}
 //      {"op":"close","id":"a"}
-// out: {"id":"a","type":"connect"} | {"id":"a","type":"connect_error","message":"..."}
+// out: {"id":"a","type":"connect","sid":"<socket id>"} | {"id":"a","type":"connect_error","message":"..."}
 //      {"id":"a","type":"event","event":"v1OnMyOnline","args":["..."]}
 //      {"id":"a","type":"disconnect","reason":"..."} | {"type":"fatal","message":"..."}
 
@@ -36,7 +36,7 @@ function connect(cmd) {
     socket = io4(url, { ...common, auth: cmd.auth ?? {} });
   }
   sockets.set(id, socket);
-  socket.on("connect", () => out({ id, type: "connect" }));
+  socket.on("connect", () => out({ id, type: "connect", sid: socket.id }));
   socket.on("connect_error", (err) => out({ id, type: "connect_error", message: String(err && err.message ? err.message : err) }));
   // v2 reports a refused namespace connect as "error"
   socket.on("error", (err) => out({ id, type: "connect_error", message: String(err && err.message ? err.message : err) }));

@@ -5,6 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use clap::Parser;
 use vchat_turn::TurnConfig;
 
+/// A whole CIDR list parsed from one flag value (an alias, so clap does not
+/// treat the field as a repeated flag).
+type PeerList = Vec<vchat_turn::ipnet::IpNet>;
+
 /// Standalone vchat TURN server (UDP). Accepts coturn-style time-limited
 /// credentials: username `<unix-expiry>:<userId>`,
 /// password `base64(HMAC-SHA1(secret, username))`.
@@ -30,6 +34,27 @@ struct Args {
     /// Relay port range, inclusive, as MIN-MAX.
     #[arg(long, env = "VCHAT_TURN_PORT_RANGE", default_value = "49152-65535", value_parser = vchat_turn::parse_port_range)]
     port_range: (u16, u16),
+
+    /// Peer networks the relay may always reach, as CIDRs separated by commas or
+    /// spaces (e.g. "10.0.0.0/8,fd00::/8"). Without them, loopback (unless
+    /// allowed below), private, link-local, multicast, broadcast, reserved and
+    /// unspecified addresses, this server's own addresses and its listen port
+    /// are refused. The unspecified address and the listen port stay refused.
+    #[arg(long, env = "VCHAT_TURN_ALLOWED_PEERS", default_value = "", value_parser = vchat_turn::parse_allowed_peers)]
+    allowed_peers: PeerList,
+
+    /// Allow relaying to loopback peers (true/false). Default: allowed exactly
+    /// when --listen is a loopback address (laptop setup).
+    #[arg(long, env = "VCHAT_TURN_ALLOW_LOOPBACK_PEERS")]
+    allow_loopback_peers: Option<bool>,
+
+    /// Live allocations per user (the userId of the TURN username); 0 = unlimited.
+    #[arg(long, env = "VCHAT_TURN_MAX_ALLOCATIONS_PER_USER", default_value_t = vchat_turn::DEFAULT_MAX_ALLOCATIONS_PER_USER)]
+    max_allocations_per_user: usize,
+
+    /// Live allocations on the whole server; 0 = unlimited.
+    #[arg(long, env = "VCHAT_TURN_MAX_ALLOCATIONS", default_value_t = vchat_turn::DEFAULT_MAX_ALLOCATIONS)]
+    max_allocations: usize,
 
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "vchat_turn=debug,turn=info").
     #[arg(long = "log", env = "VCHAT_LOG", default_value = "info")]
@@ -64,6 +89,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         secret: args.secret,
         relay_port_min: args.port_range.0,
         relay_port_max: args.port_range.1,
+        allowed_peers: args.allowed_peers,
+        allow_loopback_peers: args.allow_loopback_peers,
+        max_allocations_per_user: args.max_allocations_per_user,
+        max_allocations: args.max_allocations,
     })
     .await?;
 

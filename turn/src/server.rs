@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use turn::allocation::AllocationInfo;
@@ -13,6 +14,13 @@ use turn::server::Server;
 use util::vnet::net::Net;
 
 use crate::auth::SecretAuthHandler;
+use crate::guard::{Guard, GuardedGenerator, GuardedListener, TurnStats};
+use crate::policy::PeerPolicy;
+
+/// Default for [`TurnConfig::max_allocations_per_user`].
+pub const DEFAULT_MAX_ALLOCATIONS_PER_USER: usize = 10;
+/// Default for [`TurnConfig::max_allocations`].
+pub const DEFAULT_MAX_ALLOCATIONS: usize = 10_000;
 
 /// Errors returned by [`start`] and [`TurnServer`].
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +54,31 @@ pub struct TurnConfig {
     pub relay_port_min: u16,
     /// Highest relay port (inclusive).
     pub relay_port_max: u16,
+    /// Peer networks the relay may always talk to, overriding the built-in
+    /// refusals of loopback, private, link-local, multicast, broadcast,
+    /// reserved addresses and of this server's own addresses
+    /// (`VCHAT_TURN_ALLOWED_PEERS`). Never overridden: the unspecified address
+    /// and the TURN listen port (on any address). Default: empty.
+    pub allowed_peers: Vec<IpNet>,
+    /// Whether the relay may talk to loopback peers (`127.0.0.0/8`, `::1`).
+    /// `None` (the default) = yes exactly when `listen` is a loopback address
+    /// (the laptop setup, where every candidate is on 127.0.0.1).
+    pub allow_loopback_peers: Option<bool>,
+    /// Live allocations one user (the `<userId>` of the TURN username) may
+    /// hold; further Allocate requests get 486. `0` = unlimited. Default 10.
+    pub max_allocations_per_user: usize,
+    /// Live allocations on the whole server; further Allocate requests get
+    /// 486. `0` = unlimited. Default 10 000.
+    pub max_allocations: usize,
+}
+
+impl TurnConfig {
+    /// Whether loopback peers are allowed (resolves the `None` default of
+    /// [`TurnConfig::allow_loopback_peers`]).
+    pub fn loopback_peers_allowed(&self) -> bool {
+        self.allow_loopback_peers
+            .unwrap_or_else(|| self.listen.ip().is_loopback())
+    }
 }
 
 impl Default for TurnConfig {
@@ -57,6 +90,10 @@ impl Default for TurnConfig {
             secret: String::new(),
             relay_port_min: 49152,
             relay_port_max: 65535,
+            allowed_peers: Vec::new(),
+            allow_loopback_peers: None,
+            max_allocations_per_user: DEFAULT_MAX_ALLOCATIONS_PER_USER,
+            max_allocations: DEFAULT_MAX_ALLOCATIONS,
         }
     }
 }
@@ -70,6 +107,10 @@ impl fmt::Debug for TurnConfig {
             .field("secret", &"<redacted>")
             .field("relay_port_min", &self.relay_port_min)
             .field("relay_port_max", &self.relay_port_max)
+            .field("allowed_peers", &self.allowed_peers)
+            .field("allow_loopback_peers", &self.allow_loopback_peers)
+            .field("max_allocations_per_user", &self.max_allocations_per_user)
+            .field("max_allocations", &self.max_allocations)
             .finish()
     }
 }
@@ -97,6 +138,7 @@ pub struct TurnServer {
     local_addr: SocketAddr,
     /// Relayed bytes of allocations that have already closed, per user id.
     closed_totals: Arc<Mutex<HashMap<String, u64>>>,
+    guard: Arc<Guard>,
 }
 
 fn user_id_of(username: &str) -> String {
@@ -137,6 +179,20 @@ pub async fn start(cfg: TurnConfig) -> Result<TurnServer, Error> {
         IpAddr::V6(ip) => format!("[{ip}]"),
     };
 
+    let allow_loopback = cfg.loopback_peers_allowed();
+    let auth = Arc::new(SecretAuthHandler::new(cfg.secret.clone()));
+    let guard = Arc::new(Guard::new(
+        PeerPolicy::new(
+            cfg.allowed_peers.clone(),
+            allow_loopback,
+            local_addr.port(),
+            [local_addr.ip(), cfg.relay_ip, bind_ip],
+        ),
+        cfg.max_allocations_per_user,
+        cfg.max_allocations,
+        Arc::clone(&auth),
+    ));
+
     // The turn crate reports each allocation's final stats here when it closes;
     // we fold them into per-user totals so they survive the allocation.
     let (close_tx, mut close_rx) = mpsc::channel::<AllocationInfo>(64);
@@ -151,18 +207,21 @@ pub async fn start(cfg: TurnConfig) -> Result<TurnServer, Error> {
 
     let server = Server::new(ServerConfig {
         conn_configs: vec![ConnConfig {
-            conn,
-            relay_addr_generator: Box::new(RelayAddressGeneratorRanges {
-                relay_address: cfg.relay_ip,
-                min_port: cfg.relay_port_min,
-                max_port: cfg.relay_port_max,
-                max_retries: 32,
-                address: bind_host,
-                net: Arc::new(Net::new(None)),
-            }),
+            conn: Arc::new(GuardedListener::new(conn, Arc::clone(&guard))),
+            relay_addr_generator: Box::new(GuardedGenerator::new(
+                RelayAddressGeneratorRanges {
+                    relay_address: cfg.relay_ip,
+                    min_port: cfg.relay_port_min,
+                    max_port: cfg.relay_port_max,
+                    max_retries: 32,
+                    address: bind_host,
+                    net: Arc::new(Net::new(None)),
+                },
+                Arc::clone(&guard),
+            )),
         }],
         realm: cfg.realm.clone(),
-        auth_handler: Arc::new(SecretAuthHandler::new(cfg.secret.clone())),
+        auth_handler: auth,
         channel_bind_timeout: Duration::from_secs(0), // crate default (10 min)
         alloc_close_notify: Some(close_tx),
     })
@@ -174,6 +233,10 @@ pub async fn start(cfg: TurnConfig) -> Result<TurnServer, Error> {
         relay_bind = %bind_ip,
         ports = %format!("{}-{}", cfg.relay_port_min, cfg.relay_port_max),
         realm = %cfg.realm,
+        allowed_peers = ?cfg.allowed_peers,
+        allow_loopback_peers = allow_loopback,
+        max_allocations_per_user = cfg.max_allocations_per_user,
+        max_allocations = cfg.max_allocations,
         "TURN server listening (udp)"
     );
 
@@ -181,6 +244,7 @@ pub async fn start(cfg: TurnConfig) -> Result<TurnServer, Error> {
         server,
         local_addr,
         closed_totals,
+        guard,
     })
 }
 
@@ -237,6 +301,12 @@ impl TurnServer {
             .get(user_id)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Refusal counters and the number of live allocations (for `/metrics`).
+    /// Counters only grow; they are per [`TurnServer`], starting at zero.
+    pub fn stats(&self) -> TurnStats {
+        self.guard.stats()
     }
 
     /// Stops the server: closes the listener and all allocations.
