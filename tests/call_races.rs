@@ -62,32 +62,47 @@ async fn accept_reject_cancel_and_the_ring_timer_have_one_winner() {
         }
         let winner = winners.first().copied().unwrap_or("timer");
         *tally.entry(winner.to_string()).or_default() += 1;
-        // The events match the winner, and nothing else about this call was said.
+        // The events match the winner (each names this call), and nothing else about this call
+        // was said.
+        let is_this = |v: serde_json::Value| {
+            assert_eq!(
+                v["meetId"],
+                meet.as_str(),
+                "round {i}: an event of another call"
+            );
+            v
+        };
         match winner {
             "accept" => {
-                assert_eq!(sa.expect("v1OnCallAccepted").await["peerAnswer"], "ans");
-                sb2.expect("v1OnCallCanceled").await;
+                assert_eq!(
+                    is_this(sa.expect("v1OnCallAccepted").await)["peerAnswer"],
+                    "ans"
+                );
+                is_this(sb2.expect("v1OnCallCanceled").await);
                 api.post(&format!("call/end/{meet}"), &a, json!({}))
                     .await
                     .ok();
-                sa.expect("v1OnCallEnded").await;
-                sb.expect("v1OnCallEnded").await;
-                sb2.expect("v1OnCallEnded").await;
+                is_this(sa.expect("v1OnCallEnded").await);
+                is_this(sb.expect("v1OnCallEnded").await);
+                is_this(sb2.expect("v1OnCallEnded").await);
             }
             "reject" => {
-                sa.expect("v1OnCallRejected").await;
-                sb.expect("v1OnCallCanceled").await;
+                is_this(sa.expect("v1OnCallRejected").await);
+                is_this(sb.expect("v1OnCallCanceled").await);
             }
             "cancel" => {
-                sb.expect("v1OnCallCanceled").await;
-                sb2.expect("v1OnCallCanceled").await;
+                is_this(sb.expect("v1OnCallCanceled").await);
+                is_this(sb2.expect("v1OnCallCanceled").await);
             }
             _ => {
-                sa.expect("v1OnCallTimeout").await;
-                sb.expect("v1OnCallTimeout").await;
-                sb2.expect("v1OnCallTimeout").await;
+                is_this(sa.expect("v1OnCallTimeout").await);
+                is_this(sb.expect("v1OnCallTimeout").await);
+                is_this(sb2.expect("v1OnCallTimeout").await);
             }
         }
+        // The call is over in the server (its events leave before it is dropped, and an ended
+        // call has no timers left), so every socket's fence below comes after all of them.
+        server.wait_metric("vchat_live_calls", |v| v == 0.0).await;
         let status = api.get("call/history", &a).await.ok()[0]["callStatus"].clone();
         let want = match winner {
             "accept" => "finished",

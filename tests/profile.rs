@@ -127,6 +127,13 @@ async fn a_new_name_shows_in_later_events_and_outlives_token_claims() {
     api.patch("profile/name", &a, json!({"fullName": "  Alice Liddell "}))
         .await
         .ok();
+    // Typing right after the rename, with no other request in between.
+    sa.emit(
+        "v1RoomStatusChange",
+        &json!({"roomId": room, "status": "recording"}),
+    )
+    .await;
+    assert_eq!(sb.expect("v1OnRoomStatusChange").await["name"], "Alice Liddell");
     // The token still says "Alice Name"; the chosen name wins from now on.
     let m = api
         .post(
@@ -158,6 +165,10 @@ async fn a_new_name_shows_in_later_events_and_outlives_token_claims() {
     let list = api.get("channel/", &b).await.ok();
     assert_eq!(list["docs"][0]["t"], "Alice Liddell");
 
+    let huge = api
+        .patch("profile/name", &a, json!({"fullName": "x".repeat(300 * 1024)}))
+        .await;
+    assert!(huge.err(413).contains("too large"));
     for body in [
         json!({}),
         json!({"fullName": ""}),

@@ -66,6 +66,15 @@ impl Profiles {
         self.users.remove(id);
     }
 
+    /// After a profile edit: the stored row, so events at once carry the new name or image.
+    pub async fn refresh(&self, store: &Store, id: &str) -> sqlx::Result<()> {
+        match store.user(id).await? {
+            Some(row) => self.put(row),
+            None => self.forget(id),
+        }
+        Ok(())
+    }
+
     fn bound(&self) {
         if self.users.len() >= MAX_CACHED {
             self.users.clear();
@@ -103,7 +112,7 @@ pub fn check_name(name: &str) -> Result<&str, ApiError> {
 pub async fn set_name(app: &App, who: &Identity, name: &str) -> Result<(), ApiError> {
     let name = check_name(name)?;
     app.store.set_user_name(&who.user_id, name).await?;
-    app.profiles.forget(&who.user_id);
+    app.profiles.refresh(&app.store, &who.user_id).await?;
     Ok(())
 }
 
@@ -126,7 +135,7 @@ pub async fn set_image(
     let path = app.media.save_image("avatars", bytes).await?;
     let url = format!("{base}{path}");
     app.store.set_user_img(user_id, &url).await?;
-    app.profiles.forget(user_id);
+    app.profiles.refresh(&app.store, user_id).await?;
     Ok(url)
 }
 
