@@ -20,7 +20,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::ice::IceServer;
 use crate::ids::{iso, new_id};
-use crate::realtime::presence::socket_device;
+use crate::realtime::presence::{is_socket_device, socket_device};
 use crate::store::{CallRecord, RoomKind};
 use crate::wire::events;
 use crate::wire::shapes::{CallAccepted, CallRef, NewCall, UserData};
@@ -188,15 +188,7 @@ pub async fn create(
         Action::RingTimeout,
     ));
     // A caller with no socket to hear the answer gets the caller grace to connect one.
-    let caller_device = live.call.caller_device.clone();
-    let caller_here = if caller_device == UNBOUND {
-        !app.presence.socket_devices(&who.user_id).is_empty()
-    } else {
-        app.presence.device_online(&who.user_id, &caller_device)
-    };
-    if !caller_here {
-        arm_grace(app, &mut live, Role::Caller, app.config.caller_grace());
-    }
+    ensure_graces(app, &mut live);
     let mut guard = app.calls.insert(live);
     let live = guard.as_mut().expect("just inserted");
     let rung = ring(app, live, None);
@@ -315,6 +307,10 @@ async fn transition(
     let mut notes = Vec::new();
     for effect in effects {
         perform(app, live, effect, &mut notes);
+    }
+    if live.call.status.is_live() {
+        // Answered from a device with no socket (over REST only): it gets its grace too.
+        ensure_graces(app, live);
     }
     let call = live.call.clone();
     if !call.status.is_live() {
@@ -466,6 +462,43 @@ fn arm_grace(app: &App, live: &mut LiveCall, role: Role, grace: Duration) {
     *live.grace_mut(role) = Some(timer);
 }
 
+/// Whether a party's call device can hear its call now: a socket of that device, or, for a
+/// device not bound yet, any socket of the user without a `did`.
+fn party_here(app: &App, call: &Call, role: Role) -> bool {
+    let user = call.user_of(role);
+    match call.device_of(role) {
+        None => true,
+        Some(UNBOUND) => !app.presence.socket_devices(user).is_empty(),
+        Some(device) => app.presence.device_online(user, device),
+    }
+}
+
+/// Every party whose call device cannot hear the call gets its grace (if it has none yet): a
+/// ringing caller the caller grace, a party in a call the reconnect grace. Covers a device that
+/// never had a socket (acting over REST only) as well as one whose last socket left.
+fn ensure_graces(app: &App, live: &mut LiveCall) {
+    for role in [Role::Caller, Role::Callee] {
+        let grace = match (role, live.call.status) {
+            (Role::Caller, Status::Ring) => app.config.caller_grace(),
+            (_, Status::InCall) => app.config.reconnect_grace(),
+            _ => continue,
+        };
+        if !party_here(app, &live.call, role) {
+            arm_grace(app, live, role, grace);
+        }
+    }
+}
+
+/// Whether `device` is (or stands for) the call device of `role`: the device itself, or any
+/// socket of a token without `did` while the party's device is not bound yet.
+fn is_call_device(call: &Call, role: Role, device: &str) -> bool {
+    match call.device_of(role) {
+        Some(UNBOUND) => is_socket_device(device),
+        Some(d) => d == device,
+        None => false,
+    }
+}
+
 /// The last socket of `device` went away. If that device carries a live call, it gets a grace
 /// to come back.
 pub async fn device_gone(app: &Arc<App>, user: &str, device: &str) {
@@ -475,22 +508,17 @@ pub async fn device_gone(app: &Arc<App>, user: &str, device: &str) {
     let Some(mut guard) = app.calls.lock(&meet_id).await else {
         return;
     };
-    // It may have come back while we waited for the lock.
-    if app.presence.device_online(user, device) {
-        return;
-    }
     let live = guard.as_mut().expect("a locked live call");
     let role = live.call.role_of(user);
-    if live.call.device_of(role) != Some(device) {
+    if !is_call_device(&live.call, role, device) {
         return;
     }
-    let grace = match (role, live.call.status) {
-        (Role::Caller, Status::Ring) => app.config.caller_grace(),
-        (Role::Caller | Role::Callee, Status::InCall) => app.config.reconnect_grace(),
-        _ => return,
-    };
+    // It may have come back while we waited for the lock.
+    if party_here(app, &live.call, role) {
+        return;
+    }
     tracing::info!(meet_id, user, device, "call device gone; waiting for it");
-    arm_grace(app, live, role, grace);
+    ensure_graces(app, live);
 }
 
 /// A socket of `device` connected (its user is known to presence already): it gets what was
@@ -511,7 +539,7 @@ pub async fn device_back(app: &Arc<App>, user: &str, device: &str, sid: Sid) {
     };
     let live = guard.as_mut().expect("a locked live call");
     let role = live.call.role_of(user);
-    if live.call.device_of(role) == Some(device) && live.grace_mut(role).take().is_some() {
+    if is_call_device(&live.call, role, device) && live.grace_mut(role).take().is_some() {
         tracing::info!(meet_id, user, device, "call device back within its grace");
     }
     if role == Role::Callee && live.call.status == Status::Ring {
@@ -540,12 +568,7 @@ async fn on_timer(app: Arc<App>, f: Fired) {
     if let TimerKind::Grace(role) = f.kind {
         let user = live.call.user_of(role).to_string();
         let device = live.call.device_of(role).unwrap_or(UNBOUND).to_string();
-        let back = if device == UNBOUND {
-            !app.presence.socket_devices(&user).is_empty()
-        } else {
-            app.presence.device_online(&user, &device)
-        };
-        if back {
+        if party_here(&app, &live.call, role) {
             *live.grace_mut(role) = None;
             return;
         }

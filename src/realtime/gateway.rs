@@ -206,6 +206,14 @@ async fn after_connect(app: Arc<App>, s: SocketRef) {
     };
     let who = &ctx.who;
     app.presence.add(&who.user_id, &who.device, s.id);
+    // socketioxide runs this and the disconnect handler as separate tasks: a socket that closed
+    // right after connecting may have been cleaned up before it was added. Then undo the add.
+    if !s.connected() {
+        if let Some(device) = app.presence.remove(&who.user_id, s.id) {
+            crate::calls::service::device_gone(&app, &who.user_id, &device).await;
+        }
+        return;
+    }
     crate::calls::service::device_back(&app, &who.user_id, &who.device, s.id).await;
     if let Err(e) = crate::chat::receipts::deliver_on_connect(&app, who).await {
         tracing::warn!(user = %who.user_id, error = %e, "connect-time delivery failed");
