@@ -59,6 +59,8 @@ pub struct Config {
     pub turn_max_allocations_per_user: usize,
     /// Live TURN allocations in all (0: unlimited).
     pub turn_max_allocations: usize,
+    /// PostgreSQL URL (`postgres://…`): the store lives there instead of SQLite in the data dir.
+    pub database_url: Option<String>,
     /// SQLite busy timeout: how long a write waits for the lock before it fails.
     pub db_busy_timeout_ms: u64,
 
@@ -173,6 +175,7 @@ impl Default for Config {
             turn_allowed_peers: Vec::new(),
             turn_max_allocations_per_user: 10,
             turn_max_allocations: 10_000,
+            database_url: None,
             db_busy_timeout_ms: 10_000,
             jwt_audience: None,
             jwt_issuer: None,
@@ -314,6 +317,15 @@ impl Config {
         crate::limits::Limits::new(self)?;
         vchat_turn::parse_allowed_peers(&self.turn_allowed_peers.join(","))
             .map_err(|e| format!("turn allowed peers: {e}"))?;
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(
+                    "database url must be a PostgreSQL URL (postgres://user@host/db); \
+                     leave it unset for SQLite in the data dir"
+                        .into(),
+                );
+            }
+        }
         if self.session_ttl_secs == 0 {
             return Err("session ttl must be greater than 0".into());
         }
@@ -422,6 +434,9 @@ pub struct ServeArgs {
     /// Live TURN allocations in all; 0: unlimited [default: 10000]
     #[arg(long, env = "VCHAT_TURN_MAX_ALLOCATIONS")]
     pub turn_max_allocations: Option<usize>,
+    /// PostgreSQL URL (postgres://user@host/db) [default: SQLite in the data dir]
+    #[arg(long, env = "VCHAT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// How long a database write waits for the lock before failing, ms [default: 10000]
     #[arg(long, env = "VCHAT_DB_BUSY_TIMEOUT_MS")]
     pub db_busy_timeout_ms: Option<u64>,
@@ -596,6 +611,7 @@ impl ServeArgs {
             )*};
         }
         overlay_opt!(
+            database_url,
             turn_relay_ip,
             jwt_audience,
             jwt_issuer,

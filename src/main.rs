@@ -119,6 +119,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
 fn backup(args: ServeArgs, file: std::path::PathBuf) -> Result<(), String> {
     let config = args.resolve()?;
+    if config.database_url.is_some() {
+        return Err("backup copies the SQLite store; back PostgreSQL up with pg_dump".into());
+    }
     let db = config.database_path();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let size = rt.block_on(vchat_signal::store::Store::backup(&db, &file))?;

@@ -121,18 +121,21 @@ pub async fn start(config: Config) -> Result<Server, String> {
         );
     }
 
-    let store = Store::open(
-        &config.database_path(),
-        config.db_sync == "full",
-        Duration::from_millis(config.db_busy_timeout_ms),
-    )
-    .await
-    .map_err(|e| {
-        format!(
-            "cannot open the database {}: {e}",
-            config.database_path().display()
-        )
-    })?;
+    let wait = Duration::from_millis(config.db_busy_timeout_ms);
+    let store = match &config.database_url {
+        Some(url) => Store::open_postgres(url, wait)
+            .await
+            .map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?,
+        None => Store::open(&config.database_path(), config.db_sync == "full", wait)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot open the database {}: {e}",
+                    config.database_path().display()
+                )
+            })?,
+    };
+    tracing::info!(store = store.kind(), "store open");
     let (rung, ran) = store
         .close_stale_calls()
         .await

@@ -912,14 +912,7 @@ async fn a_failed_store_write_changes_nothing_and_can_be_retried() {
     let meet = create(&p, json!("offer")).await;
     b.expect("v1OnNewCall").await;
 
-    let url = format!("sqlite://{}", server.data_dir.join("vchat.db").display());
-    let mut blocker = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let blocker = server.block_writes().await;
     let r = p
         .api
         .post(
@@ -932,7 +925,7 @@ async fn a_failed_store_write_changes_nothing_and_can_be_retried() {
     assert_eq!(r.body["code"], 500);
     assert!(r.body["data"].is_string());
     a.assert_none("v1OnCallAccepted").await;
-    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.release().await;
 
     assert_eq!(
         history_status(&p.api, &p.a, &meet).await,
@@ -961,22 +954,15 @@ async fn a_timer_whose_write_fails_tries_again() {
     let p = pair(&server).await;
     let d = Driver::new(&server).await;
     let mut b = d.connect("b", &p.b).await;
-    let url = format!("sqlite://{}", server.data_dir.join("vchat.db").display());
-    let mut blocker = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
     let meet = create(&p, Value::Null).await;
     b.expect("v1OnNewCall").await;
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let blocker = server.block_writes().await;
     // The ring timeout fires while the store is locked and fails; the call is still live.
     server
         .wait_metric("vchat_call_commit_failures_total", |v| v >= 1.0)
         .await;
     assert_eq!(server.metric("vchat_live_calls").await, 1.0);
-    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    blocker.release().await;
     assert_eq!(b.expect("v1OnCallTimeout").await["meetId"], meet.as_str());
     assert_eq!(history_status(&p.api, &p.a, &meet).await, "timeout");
 }

@@ -133,7 +133,10 @@ async fn a_new_name_shows_in_later_events_and_outlives_token_claims() {
         &json!({"roomId": room, "status": "recording"}),
     )
     .await;
-    assert_eq!(sb.expect("v1OnRoomStatusChange").await["name"], "Alice Liddell");
+    assert_eq!(
+        sb.expect("v1OnRoomStatusChange").await["name"],
+        "Alice Liddell"
+    );
     // The token still says "Alice Name"; the chosen name wins from now on.
     let m = api
         .post(
@@ -166,7 +169,11 @@ async fn a_new_name_shows_in_later_events_and_outlives_token_claims() {
     assert_eq!(list["docs"][0]["t"], "Alice Liddell");
 
     let huge = api
-        .patch("profile/name", &a, json!({"fullName": "x".repeat(300 * 1024)}))
+        .patch(
+            "profile/name",
+            &a,
+            json!({"fullName": "x".repeat(300 * 1024)}),
+        )
         .await;
     assert!(huge.err(413).contains("too large"));
     for body in [

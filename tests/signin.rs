@@ -315,7 +315,7 @@ async fn logout_ends_that_session_only() {
     // Its push key is gone; the tablet's stays.
     let db = server.db().await;
     let keys: Vec<(Option<String>,)> =
-        sqlx::query_as("SELECT push_key FROM devices WHERE user_id = ? ORDER BY created_at")
+        sqlx::query_as("SELECT push_key FROM devices WHERE user_id = $1 ORDER BY created_at")
             .bind(&user)
             .fetch_all(&db)
             .await

@@ -34,9 +34,10 @@ pub struct HistoryRow {
 
 impl Store {
     pub async fn insert_call(&self, c: &CallRecord) -> sqlx::Result<()> {
-        sqlx::query(&format!(
-            "INSERT INTO calls ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
+        db!(self, |pool, sql| {
+            sqlx::query(&sql(&format!(
+            "INSERT INTO calls ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        )))
         .bind(&c.id)
         .bind(&c.room_id)
         .bind(&c.caller_id)
@@ -52,19 +53,21 @@ impl Store {
         .bind(&c.created_at)
         .bind(&c.accepted_at)
         .bind(&c.ended_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
         Ok(())
     }
 
     /// Commits a transition: compare-and-swap on the revision, so a write based on a state that
     /// is no longer the stored one changes nothing (false).
     pub async fn save_call(&self, c: &CallRecord, prev_rev: i64) -> sqlx::Result<bool> {
-        let r = sqlx::query(
-            "UPDATE calls SET status = ?, caller_device = ?, callee_device = ?, answer = ?,
-                rev = ?, accepted_at = ?, ended_at = ?
-             WHERE id = ? AND rev = ?",
-        )
+        let r = db!(self, |pool, sql| sqlx::query(&sql(
+            "UPDATE calls SET status = $1, caller_device = $2, callee_device = $3, answer = $4,
+                rev = $5, accepted_at = $6, ended_at = $7
+             WHERE id = $8 AND rev = $9"
+        ))
         .bind(&c.status)
         .bind(&c.caller_device)
         .bind(&c.callee_device)
@@ -74,62 +77,67 @@ impl Store {
         .bind(&c.ended_at)
         .bind(&c.id)
         .bind(prev_rev)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(r == 1)
     }
 
     pub async fn call(&self, id: &str) -> sqlx::Result<Option<CallRecord>> {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM calls WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+        db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
+            "SELECT {COLUMNS} FROM calls WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)
     }
 
     /// After a crash no timer or socket is left to finish live calls: ringing ones time out,
     /// running ones are finished, so they never block new calls. Returns (timed out, finished).
     pub async fn close_stale_calls(&self) -> sqlx::Result<(u64, u64)> {
         let now = now_iso();
-        let rung = sqlx::query(
-            "UPDATE calls SET status = 'timeout', ended_at = ?, rev = rev + 1 WHERE status = 'ring'",
-        )
+        let rung = db!(self, |pool, sql| {
+            sqlx::query(&sql("UPDATE calls SET status = 'timeout', ended_at = $1, rev = rev + 1 WHERE status = 'ring'"))
         .bind(&now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let ran = sqlx::query(
-            "UPDATE calls SET status = 'finished', ended_at = ?, rev = rev + 1 WHERE status = 'inCall'",
-        )
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        let ran = db!(self, |pool, sql| {
+            sqlx::query(&sql("UPDATE calls SET status = 'finished', ended_at = $1, rev = rev + 1 WHERE status = 'inCall'"))
         .bind(&now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
         Ok((rung, ran))
     }
 
     /// The newest call ringing for this user.
     pub async fn ringing_call_for(&self, callee: &str) -> sqlx::Result<Option<CallRecord>> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM calls WHERE callee_id = ? AND status = 'ring'
+        db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
+            "SELECT {COLUMNS} FROM calls WHERE callee_id = $1 AND status = 'ring'
              ORDER BY created_at DESC LIMIT 1"
-        ))
+        )))
         .bind(callee)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(pool)
+        .await)
     }
 
     /// The user's last calls, newest first, without those they cleared.
     pub async fn call_history(&self, me: &str, limit: i64) -> sqlx::Result<Vec<HistoryRow>> {
-        let calls: Vec<CallRecord> = sqlx::query_as(&format!(
+        let calls: Vec<CallRecord> = db!(self, |pool, sql| {
+            sqlx::query_as(&sql(&format!(
             "SELECT {COLUMNS} FROM calls c
-             WHERE (c.caller_id = ?1 OR c.callee_id = ?1)
-               AND NOT EXISTS (SELECT 1 FROM call_hidden h WHERE h.call_id = c.id AND h.user_id = ?1)
-             ORDER BY c.created_at DESC, c.rowid DESC LIMIT ?2"
-        ))
+             WHERE (c.caller_id = $1 OR c.callee_id = $1)
+               AND NOT EXISTS (SELECT 1 FROM call_hidden h WHERE h.call_id = c.id AND h.user_id = $1)
+             ORDER BY c.created_at DESC, c.id DESC LIMIT $2"
+        )))
         .bind(me)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await
+        })?;
         let mut out = Vec::with_capacity(calls.len());
         for call in calls {
             let peer_id = if call.caller_id == me {
@@ -150,36 +158,38 @@ impl Store {
 
     /// Hides one call from the user's history; false if they were not a party to it.
     pub async fn hide_call(&self, id: &str, me: &str) -> sqlx::Result<bool> {
-        let r = sqlx::query(
-            "INSERT OR IGNORE INTO call_hidden (call_id, user_id)
-             SELECT id, ?2 FROM calls WHERE id = ?1 AND (caller_id = ?2 OR callee_id = ?2)",
-        )
+        let r = db!(self, |pool, sql| {
+            sqlx::query(&sql("INSERT INTO call_hidden (call_id, user_id)
+             SELECT id, $2 FROM calls WHERE id = $1 AND (caller_id = $2 OR callee_id = $2) ON CONFLICT DO NOTHING"))
         .bind(id)
         .bind(me)
-        .execute(&self.pool)
-        .await?;
-        if r.rows_affected() == 1 {
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
+        if r == 1 {
             return Ok(true);
         }
         // Already hidden counts as done, but only for a party.
-        let party: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM calls WHERE id = ? AND (caller_id = ?2 OR callee_id = ?2)",
-        )
+        let party: Option<i32> = db!(self, |pool, sql| sqlx::query_scalar(&sql(
+            "SELECT 1 FROM calls WHERE id = $1 AND (caller_id = $2 OR callee_id = $2)"
+        ))
         .bind(id)
         .bind(me)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(pool)
+        .await)?;
         Ok(party.is_some())
     }
 
     pub async fn hide_all_calls(&self, me: &str) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO call_hidden (call_id, user_id)
-             SELECT id, ?1 FROM calls WHERE caller_id = ?1 OR callee_id = ?1",
-        )
+        db!(self, |pool, sql| {
+            sqlx::query(&sql("INSERT INTO call_hidden (call_id, user_id)
+             SELECT id, $1 FROM calls WHERE caller_id = $1 OR callee_id = $1 ON CONFLICT DO NOTHING"))
         .bind(me)
-        .execute(&self.pool)
-        .await?;
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        })?;
         Ok(())
     }
 }

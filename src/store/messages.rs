@@ -63,12 +63,11 @@ impl Store {
     /// the room is refused: replies and forwards name messages by it.
     pub async fn insert_message(&self, m: &NewMessage) -> sqlx::Result<Inserted> {
         let now = now_iso();
-        let created = sqlx::query(
-            "INSERT OR IGNORE INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
+        let created = db!(self, |pool, sql| {
+            sqlx::query(&sql("INSERT INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
                 sender_img, local_id, kind, content, is_encrypted, attachment, reply_to,
                 forward_id, created_at, updated_at, platform)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING"))
         .bind(new_id())
         .bind(&m.room_id)
         .bind(&m.sender_id)
@@ -85,17 +84,17 @@ impl Store {
         .bind(&now)
         .bind(&now)
         .bind(&m.platform)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        let row: Option<MessageRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE sender_id = ? AND local_id = ?"
-        ))
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+        })? == 1;
+        let row: Option<MessageRow> = db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND local_id = $2"
+        )))
         .bind(&m.sender_id)
         .bind(&m.local_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(pool)
+        .await)?;
         Ok(match (row, created) {
             (Some(r), true) => Inserted::Created(r),
             (Some(r), false) => Inserted::Existing(r),
@@ -104,10 +103,12 @@ impl Store {
     }
 
     pub async fn message(&self, id: &str) -> sqlx::Result<Option<MessageRow>> {
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+        db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)
     }
 
     /// A message of a room by the localId its sender gave it (replies and forwards name these).
@@ -116,13 +117,13 @@ impl Store {
         room: &str,
         local_id: &str,
     ) -> sqlx::Result<Option<MessageRow>> {
-        sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE room_id = ? AND local_id = ? LIMIT 1"
-        ))
+        db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE room_id = $1 AND local_id = $2 LIMIT 1"
+        )))
         .bind(room)
         .bind(local_id)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(pool)
+        .await)
     }
 
     /// The message a forward names by localId, among those `viewer` can see (rooms they are a
@@ -133,17 +134,17 @@ impl Store {
         viewer: &str,
         local_id: &str,
     ) -> sqlx::Result<Option<MessageRow>> {
-        sqlx::query_as(&format!(
+        db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
             "SELECT {COLUMNS} FROM messages m
-             WHERE m.local_id = ?1 AND m.deleted_at IS NULL
+             WHERE m.local_id = $1 AND m.deleted_at IS NULL
                AND EXISTS (SELECT 1 FROM room_members rm
-                           WHERE rm.room_id = m.room_id AND rm.user_id = ?2)
-             ORDER BY (m.sender_id = ?2) DESC, m.seq DESC LIMIT 1"
-        ))
+                           WHERE rm.room_id = m.room_id AND rm.user_id = $2)
+             ORDER BY (m.sender_id = $2) DESC, m.seq DESC LIMIT 1"
+        )))
         .bind(local_id)
         .bind(viewer)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(pool)
+        .await)
     }
 
     /// Newest first; `before` (a message id) pages to older messages. Hides what the viewer
@@ -155,19 +156,21 @@ impl Store {
         limit: i64,
         before: Option<&str>,
     ) -> sqlx::Result<Vec<MessageRow>> {
-        sqlx::query_as(&format!(
+        db!(self, |pool, sql| {
+            sqlx::query_as(&sql(&format!(
             "SELECT {COLUMNS} FROM messages m
-             WHERE m.room_id = ?1
-               AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.message_id = m.id AND h.user_id = ?2)
-               AND (?3 IS NULL OR m.seq < (SELECT seq FROM messages WHERE id = ?3))
-             ORDER BY m.seq DESC LIMIT ?4"
-        ))
+             WHERE m.room_id = $1
+               AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.message_id = m.id AND h.user_id = $2)
+               AND ($3 IS NULL OR m.seq < (SELECT seq FROM messages WHERE id = $3))
+             ORDER BY m.seq DESC LIMIT $4"
+        )))
         .bind(room)
         .bind(viewer)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await
+        })
     }
 
     pub async fn last_message(&self, room: &str, viewer: &str) -> sqlx::Result<Option<MessageRow>> {
@@ -181,26 +184,33 @@ impl Store {
     /// Blanks a message for everyone; `None` if it was already deleted.
     pub async fn delete_for_all(&self, id: &str) -> sqlx::Result<Option<MessageRow>> {
         let now = now_iso();
-        let r = sqlx::query(
-            "UPDATE messages SET content = '', attachment = NULL, deleted_at = ?1, updated_at = ?1
-             WHERE id = ?2 AND deleted_at IS NULL",
-        )
+        let r =
+            db!(self, |pool, sql| {
+                sqlx::query(&sql(
+            "UPDATE messages SET content = '', attachment = NULL, deleted_at = $1, updated_at = $1
+             WHERE id = $2 AND deleted_at IS NULL"
+        ))
         .bind(&now)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if r.rows_affected() == 0 {
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+            })?;
+        if r == 0 {
             return Ok(None);
         }
         self.message(id).await
     }
 
     pub async fn hide_message(&self, id: &str, user: &str) -> sqlx::Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO message_hidden (message_id, user_id) VALUES (?, ?)")
+        db!(self, |pool, sql| {
+            sqlx::query(&sql("INSERT INTO message_hidden (message_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"))
             .bind(id)
             .bind(user)
-            .execute(&self.pool)
-            .await?;
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
         Ok(())
     }
 
@@ -210,91 +220,90 @@ impl Store {
     /// Returns how many messages were newly stamped.
     pub async fn mark_delivered(&self, room: &str, reader: &str) -> sqlx::Result<u64> {
         let now = now_iso();
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "UPDATE messages SET delivered_at = ?1
-             WHERE room_id = ?2 AND sender_id <> ?3 AND delivered_at IS NULL AND deleted_at IS NULL
-               AND EXISTS (SELECT 1 FROM rooms r WHERE r.id = ?2 AND r.kind = 's')",
-        )
-        .bind(&now)
-        .bind(room)
-        .bind(reader)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "UPDATE room_members SET delivered_seq =
-                COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = ?1), 0)
-             WHERE room_id = ?1 AND user_id = ?2",
-        )
-        .bind(room)
-        .bind(reader)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(n)
+        db!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(&sql("UPDATE messages SET delivered_at = $1
+             WHERE room_id = $2 AND sender_id <> $3 AND delivered_at IS NULL AND deleted_at IS NULL
+               AND EXISTS (SELECT 1 FROM rooms r WHERE r.id = $2 AND r.kind = 's')"))
+            .bind(&now)
+            .bind(room)
+            .bind(reader)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(&sql("UPDATE room_members SET delivered_seq =
+                COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = $1), 0)
+             WHERE room_id = $1 AND user_id = $2"))
+            .bind(room)
+            .bind(reader)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(n)
+        })
     }
 
     /// A user connected: everything waiting for them anywhere is delivered, in one transaction.
     /// Returns the single rooms whose messages changed, with the peer who sent them.
     pub async fn deliver_all_pending(&self, reader: &str) -> sqlx::Result<Vec<(String, String)>> {
         let now = now_iso();
-        let mut tx = self.pool.begin().await?;
-        let changed: Vec<(String, String)> = sqlx::query_as(
-            "UPDATE messages SET delivered_at = ?1
-             WHERE delivered_at IS NULL AND deleted_at IS NULL AND sender_id <> ?2
+        db!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            let changed: Vec<(String, String)> =
+                sqlx::query_as(&sql("UPDATE messages SET delivered_at = $1
+             WHERE delivered_at IS NULL AND deleted_at IS NULL AND sender_id <> $2
                AND room_id IN (SELECT m.room_id FROM room_members m JOIN rooms r ON r.id = m.room_id
-                               WHERE m.user_id = ?2 AND r.kind = 's')
-             RETURNING room_id, sender_id",
-        )
-        .bind(&now)
-        .bind(reader)
-        .fetch_all(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE room_members AS rm SET delivered_seq = x.top
+                               WHERE m.user_id = $2 AND r.kind = 's')
+             RETURNING room_id, sender_id"))
+                .bind(&now)
+                .bind(reader)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query(&sql(
+                "UPDATE room_members AS rm SET delivered_seq = x.top
              FROM (SELECT room_id, MAX(seq) AS top FROM messages
-                   WHERE room_id IN (SELECT room_id FROM room_members WHERE user_id = ?1)
+                   WHERE room_id IN (SELECT room_id FROM room_members WHERE user_id = $1)
                    GROUP BY room_id) AS x
-             WHERE rm.user_id = ?1 AND rm.room_id = x.room_id AND rm.delivered_seq < x.top",
-        )
-        .bind(reader)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let mut rooms = changed;
-        rooms.sort();
-        rooms.dedup();
-        Ok(rooms)
+             WHERE rm.user_id = $1 AND rm.room_id = x.room_id AND rm.delivered_seq < x.top",
+            ))
+            .bind(reader)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let mut rooms = changed;
+            rooms.sort();
+            rooms.dedup();
+            Ok(rooms)
+        })
     }
 
     /// The reader opened the room: everything the others sent is seen (and so delivered). As with
     /// delivery, only single rooms stamp the messages themselves.
     pub async fn mark_seen(&self, room: &str, reader: &str) -> sqlx::Result<u64> {
         let now = now_iso();
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "UPDATE messages SET seen_at = ?1, delivered_at = COALESCE(delivered_at, ?1)
-             WHERE room_id = ?2 AND sender_id <> ?3 AND seen_at IS NULL AND deleted_at IS NULL
-               AND EXISTS (SELECT 1 FROM rooms r WHERE r.id = ?2 AND r.kind = 's')",
-        )
-        .bind(&now)
-        .bind(room)
-        .bind(reader)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "UPDATE room_members SET
-                seen_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = ?1), 0),
-                delivered_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = ?1), 0)
-             WHERE room_id = ?1 AND user_id = ?2",
-        )
-        .bind(room)
-        .bind(reader)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(n)
+        db!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(&sql(
+                "UPDATE messages SET seen_at = $1, delivered_at = COALESCE(delivered_at, $1)
+             WHERE room_id = $2 AND sender_id <> $3 AND seen_at IS NULL AND deleted_at IS NULL
+               AND EXISTS (SELECT 1 FROM rooms r WHERE r.id = $2 AND r.kind = 's')",
+            ))
+            .bind(&now)
+            .bind(room)
+            .bind(reader)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(&sql("UPDATE room_members SET
+                seen_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = $1), 0),
+                delivered_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = $1), 0)
+             WHERE room_id = $1 AND user_id = $2"))
+            .bind(room)
+            .bind(reader)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(n)
+        })
     }
 }

@@ -1,9 +1,33 @@
-//! The one door to persistence. Services call these methods and never write SQL themselves, so a
-//! server database can replace SQLite behind the same methods without touching handlers.
+//! The one door to persistence. Services call these methods and never write SQL themselves.
+//! Two databases sit behind the same methods: SQLite (the default, one file in the data dir) and
+//! PostgreSQL (`VCHAT_DATABASE_URL`, for clusters). Each method's SQL is written once, in the
+//! dialect both share (`$1` placeholders, `ON CONFLICT DO NOTHING`, `TRUE`/`FALSE`), and
+//! [`db!`] compiles its body once per database; `sql(…)` turns the placeholders into SQLite's
+//! `?1` where needed. Each database has its own migrations (`migrations/sqlite`,
+//! `migrations/postgres`) with the same tables.
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL` by default: a write that returned is on disk,
 //! which is what "durable before acknowledged" needs (a process kill or a power cut loses nothing
 //! acked). `VCHAT_DB_SYNC=normal` trades power-cut safety for latency; a crash still loses nothing.
+
+/// Runs `$body` against the store's database: compiled once per database, with `$pool` its pool
+/// and `$sql` the function that puts SQL into its dialect.
+macro_rules! db {
+    ($store:expr, |$pool:ident, $sql:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => {
+                #[allow(unused_variables)]
+                let $sql = $crate::store::dialect::sqlite;
+                $body
+            }
+            $crate::store::Pool::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $sql = $crate::store::dialect::postgres;
+                $body
+            }
+        }
+    };
+}
 
 mod bans;
 mod calls;
@@ -16,8 +40,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
 pub use calls::{CallRecord, HistoryRow};
 pub use devices::{NewSession, PushDevice};
@@ -25,13 +50,57 @@ pub use messages::{Inserted, MessageRow, NewMessage};
 pub use rooms::{RoomKind, RoomRow, RoomSummary};
 pub use users::{ClaimedProfile, UserRow};
 
+/// The SQL dialects: statements are written with PostgreSQL's `$N` placeholders, which SQLite
+/// reads as `?N` (the same numbered parameter, wherever it appears).
+pub mod dialect {
+    use std::borrow::Cow;
+
+    pub fn postgres(sql: &str) -> Cow<'_, str> {
+        Cow::Borrowed(sql)
+    }
+
+    pub fn sqlite(sql: &str) -> Cow<'_, str> {
+        if !sql.contains('$') {
+            return Cow::Borrowed(sql);
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                out.push('?');
+            } else {
+                out.push(c);
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn placeholders() {
+            assert_eq!(
+                super::sqlite("a = $1 AND b = $12 OR c = $1"),
+                "a = ?1 AND b = ?12 OR c = ?1"
+            );
+            assert_eq!(super::sqlite("SELECT 1"), "SELECT 1");
+        }
+    }
+}
+
+#[derive(Clone)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and brings the schema up to date.
+    /// Opens (creating if needed) the SQLite database file and brings the schema up to date.
     /// `full_sync`: every commit reaches the disk before it returns (survives power loss);
     /// otherwise WAL's NORMAL mode, which survives a process crash but not a power cut.
     pub async fn open(
@@ -56,16 +125,44 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// Connects to PostgreSQL at `url` and brings the schema up to date. `lock_timeout`: how
+    /// long a write waits for a row or table lock before it fails (as SQLite's busy timeout).
+    pub async fn open_postgres(url: &str, lock_timeout: Duration) -> Result<Store, sqlx::Error> {
+        let opts = PgConnectOptions::from_str(url)?.options([(
+            "lock_timeout",
+            format!("{}ms", lock_timeout.as_millis().max(1)),
+        )]);
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    /// Which database this is (`sqlite` or `postgres`), for logs and `/metrics`.
+    pub fn kind(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
     }
 
     /// Readiness: the database answers a query.
     pub async fn ping(&self) -> bool {
-        sqlx::query_scalar::<_, i64>("SELECT 1")
-            .fetch_one(&self.pool)
+        db!(self, |pool, sql| sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(pool)
             .await
-            .is_ok()
+            .is_ok())
     }
 
     /// Writes a consistent copy of the database at `path` to `to`, while a server may be using
@@ -100,11 +197,16 @@ impl Store {
             .map_err(|e| format!("backup written but unreadable: {e}"))
     }
 
-    /// Flushes the WAL into the main file and closes every connection (graceful shutdown).
+    /// Flushes SQLite's WAL into the main file and closes every connection (graceful shutdown).
     pub async fn close(&self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await;
-        self.pool.close().await;
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(pool)
+                    .await;
+                pool.close().await;
+            }
+            Pool::Postgres(pool) => pool.close().await,
+        }
     }
 }

@@ -56,12 +56,12 @@ fn pair_key(a: &str, b: &str) -> String {
 
 impl Store {
     pub async fn room(&self, id: &str) -> sqlx::Result<Option<RoomRow>> {
-        sqlx::query_as(
-            "SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE id = ?",
-        )
+        db!(self, |pool, sql| sqlx::query_as(&sql(
+            "SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE id = $1"
+        ))
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(pool)
+        .await)
     }
 
     /// The single room of two users, created on first use. Returns whether it was created.
@@ -69,49 +69,47 @@ impl Store {
     pub async fn single_room(&self, me: &str, peer: &str) -> sqlx::Result<(RoomRow, bool)> {
         let key = pair_key(me, peer);
         let now = now_iso();
-        let mut tx = self.pool.begin().await?;
-        let created = sqlx::query(
-            "INSERT OR IGNORE INTO rooms (id, kind, pair_key, created_by, created_at)
-             VALUES (?, 's', ?, ?, ?)",
-        )
-        .bind(new_id())
-        .bind(&key)
-        .bind(me)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let room: RoomRow = sqlx::query_as(
-            "SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE pair_key = ?",
-        )
+        db!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            let created = sqlx::query(&sql(
+                "INSERT INTO rooms (id, kind, pair_key, created_by, created_at)
+             VALUES ($1, 's', $2, $3, $4) ON CONFLICT DO NOTHING",
+            ))
+            .bind(new_id())
+            .bind(&key)
+            .bind(me)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let room: RoomRow = sqlx::query_as(&sql("SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE pair_key = $1"))
         .bind(&key)
         .fetch_one(&mut *tx)
         .await?;
-        if created {
-            for user in [me, peer] {
-                sqlx::query(
-                    "INSERT INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
-                )
+            if created {
+                for user in [me, peer] {
+                    sqlx::query(&sql("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3)"))
                 .bind(&room.id)
                 .bind(user)
                 .bind(&now)
                 .execute(&mut *tx)
                 .await?;
+                }
             }
-        }
-        tx.commit().await?;
-        Ok((room, created))
+            tx.commit().await?;
+            Ok((room, created))
+        })
     }
 
     /// The single room of two users, if they have one.
     pub async fn find_single_room(&self, a: &str, b: &str) -> sqlx::Result<Option<RoomRow>> {
-        sqlx::query_as(
-            "SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE pair_key = ?",
-        )
+        db!(self, |pool, sql| sqlx::query_as(&sql(
+            "SELECT id, kind, title, img, created_by, created_at FROM rooms WHERE pair_key = $1"
+        ))
         .bind(pair_key(a, b))
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(pool)
+        .await)
     }
 
     pub async fn create_group(
@@ -129,127 +127,130 @@ impl Store {
             created_by: creator.into(),
             created_at: now.clone(),
         };
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO rooms (id, kind, title, created_by, created_at) VALUES (?, 'g', ?, ?, ?)",
-        )
+        db!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&sql("INSERT INTO rooms (id, kind, title, created_by, created_at) VALUES ($1, 'g', $2, $3, $4)"))
         .bind(&room.id)
         .bind(title)
         .bind(creator)
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO room_members (room_id, user_id, role, joined_at) VALUES (?, ?, 'admin', ?)",
-        )
+            sqlx::query(&sql("INSERT INTO room_members (room_id, user_id, role, joined_at) VALUES ($1, $2, 'admin', $3)"))
         .bind(&room.id)
         .bind(creator)
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        for m in members.iter().filter(|m| m.as_str() != creator) {
-            sqlx::query(
-                "INSERT OR IGNORE INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
-            )
+            for m in members.iter().filter(|m| m.as_str() != creator) {
+                sqlx::query(&sql("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"))
             .bind(&room.id)
             .bind(m)
             .bind(&now)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(room)
+            }
+            tx.commit().await?;
+            Ok(room)
+        })
     }
 
     /// Adds members; returns those who were not members before.
     pub async fn add_members(&self, room: &str, users: &[String]) -> sqlx::Result<Vec<String>> {
         let now = now_iso();
         let mut added = Vec::new();
-        let mut tx = self.pool.begin().await?;
-        for u in users {
-            let r = sqlx::query(
-                "INSERT OR IGNORE INTO room_members (room_id, user_id, joined_at) VALUES (?, ?, ?)",
-            )
+        db!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            for u in users {
+                let r = sqlx::query(&sql("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"))
             .bind(room)
             .bind(u)
             .bind(&now)
             .execute(&mut *tx)
             .await?;
-            if r.rows_affected() == 1 {
-                added.push(u.clone());
+                if r.rows_affected() == 1 {
+                    added.push(u.clone());
+                }
             }
-        }
-        tx.commit().await?;
-        Ok(added)
+            tx.commit().await?;
+            Ok(added)
+        })
     }
 
     /// Removes a member; false if they were not one.
     pub async fn remove_member(&self, room: &str, user: &str) -> sqlx::Result<bool> {
-        let r = sqlx::query("DELETE FROM room_members WHERE room_id = ? AND user_id = ?")
-            .bind(room)
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(r.rows_affected() == 1)
+        let r = db!(self, |pool, sql| sqlx::query(&sql(
+            "DELETE FROM room_members WHERE room_id = $1 AND user_id = $2"
+        ))
+        .bind(room)
+        .bind(user)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(r == 1)
     }
 
     /// A group left without an admin gets one: its longest-standing member. Returns who.
     pub async fn ensure_admin(&self, room: &str) -> sqlx::Result<Option<String>> {
-        let promoted: Option<String> = sqlx::query_scalar(
+        let promoted: Option<String> = db!(self, |pool, sql| sqlx::query_scalar(&sql(
             "UPDATE room_members SET role = 'admin'
-             WHERE room_id = ?1
-               AND NOT EXISTS (SELECT 1 FROM room_members WHERE room_id = ?1 AND role = 'admin')
-               AND user_id = (SELECT user_id FROM room_members WHERE room_id = ?1
+             WHERE room_id = $1
+               AND NOT EXISTS (SELECT 1 FROM room_members WHERE room_id = $1 AND role = 'admin')
+               AND user_id = (SELECT user_id FROM room_members WHERE room_id = $1
                               ORDER BY joined_at, user_id LIMIT 1)
-             RETURNING user_id",
-        )
+             RETURNING user_id"
+        ))
         .bind(room)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(pool)
+        .await)?;
         Ok(promoted)
     }
 
     /// `Some(role)` when the user is a member.
     pub async fn member_role(&self, room: &str, user: &str) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar("SELECT role FROM room_members WHERE room_id = ? AND user_id = ?")
-            .bind(room)
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await
+        db!(self, |pool, sql| sqlx::query_scalar(&sql(
+            "SELECT role FROM room_members WHERE room_id = $1 AND user_id = $2"
+        ))
+        .bind(room)
+        .bind(user)
+        .fetch_optional(pool)
+        .await)
     }
 
     /// The rooms a user's sockets join on connect: every membership, except single rooms closed
     /// by a ban.
     pub async fn joinable_rooms(&self, user: &str) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
+        db!(self, |pool, sql| sqlx::query_scalar(&sql(
             "SELECT m.room_id FROM room_members m
-             WHERE m.user_id = ?1
+             WHERE m.user_id = $1
                AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = m.room_id)
-             LIMIT 5000",
-        )
+             LIMIT 5000"
+        ))
         .bind(user)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(pool)
+        .await)
     }
 
     /// Every member of a room.
     pub async fn room_member_ids(&self, room: &str) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT user_id FROM room_members WHERE room_id = ?")
-            .bind(room)
-            .fetch_all(&self.pool)
-            .await
+        db!(self, |pool, sql| sqlx::query_scalar(&sql(
+            "SELECT user_id FROM room_members WHERE room_id = $1"
+        ))
+        .bind(room)
+        .fetch_all(pool)
+        .await)
     }
 
     /// The other member of a single room.
     pub async fn single_peer(&self, room: &str, me: &str) -> sqlx::Result<Option<super::UserRow>> {
-        sqlx::query_as(
+        db!(self, |pool, sql| sqlx::query_as(&sql(
             "SELECT u.id, u.full_name, u.identifier, u.img FROM room_members m
-             JOIN users u ON u.id = m.user_id WHERE m.room_id = ? AND m.user_id <> ? LIMIT 1",
-        )
+             JOIN users u ON u.id = m.user_id WHERE m.room_id = $1 AND m.user_id <> $2 LIMIT 1"
+        ))
         .bind(room)
         .bind(me)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(pool)
+        .await)
     }
 
     /// One room as a member sees it.
@@ -259,15 +260,15 @@ impl Store {
         } else {
             None
         };
-        let unread: i64 = sqlx::query_scalar(
+        let unread: i64 = db!(self, |pool, sql| sqlx::query_scalar(&sql(
             "SELECT COUNT(*) FROM messages m JOIN room_members rm
-               ON rm.room_id = m.room_id AND rm.user_id = ?2
-             WHERE m.room_id = ?1 AND m.sender_id <> ?2 AND m.seq > rm.seen_seq",
-        )
+               ON rm.room_id = m.room_id AND rm.user_id = $2
+             WHERE m.room_id = $1 AND m.sender_id <> $2 AND m.seq > rm.seen_seq"
+        ))
         .bind(&room.id)
         .bind(me)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(pool)
+        .await)?;
         let last_message = self.last_message(&room.id, me).await?;
         Ok(RoomSummary {
             room,
@@ -284,19 +285,19 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<Vec<RoomSummary>> {
-        let rooms: Vec<RoomRow> = sqlx::query_as(
+        let rooms: Vec<RoomRow> = db!(self, |pool, sql| sqlx::query_as(&sql(
             "SELECT r.id, r.kind, r.title, r.img, r.created_by, r.created_at
              FROM room_members m JOIN rooms r ON r.id = m.room_id
-             WHERE m.user_id = ?
+             WHERE m.user_id = $1
              ORDER BY COALESCE((SELECT MAX(seq) FROM messages x WHERE x.room_id = r.id), 0) DESC,
                       r.created_at DESC, r.id
-             LIMIT ? OFFSET ?",
-        )
+             LIMIT $2 OFFSET $3"
+        ))
         .bind(me)
         .bind(limit)
         .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await)?;
         let mut out = Vec::with_capacity(rooms.len());
         for r in rooms {
             out.push(self.room_summary(r, me).await?);

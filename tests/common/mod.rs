@@ -52,7 +52,12 @@ impl TestServer {
         Self::spawn(temp_dir(), env)
     }
 
-    fn spawn(data_dir: PathBuf, env: Vec<(String, String)>) -> TestServer {
+    fn spawn(data_dir: PathBuf, mut env: Vec<(String, String)>) -> TestServer {
+        // With VCHAT_TEST_STORE=postgres every server gets a fresh PostgreSQL database (kept
+        // across restarts, like the data dir).
+        if store_is_postgres() && !env.iter().any(|(k, _)| k == "VCHAT_DATABASE_URL") {
+            env.push(("VCHAT_DATABASE_URL".into(), fresh_postgres_database()));
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vchat-signal"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -112,6 +117,41 @@ impl TestServer {
             child,
             env,
             keep_dir: false,
+        }
+    }
+
+    /// The PostgreSQL URL this server stores in, if it does.
+    pub fn database_url(&self) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "VCHAT_DATABASE_URL")
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Holds the database's write lock (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the calls and
+    /// messages tables locked against writes) until the blocker is released: the server's
+    /// writes then fail after its lock timeout, a real store failure.
+    pub async fn block_writes(&self) -> WriteBlocker {
+        use sqlx::Connection;
+        match self.database_url() {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+                sqlx::query("LOCK TABLE calls, messages IN EXCLUSIVE MODE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                WriteBlocker::Postgres(c)
+            }
+            None => {
+                let url = format!("sqlite://{}", self.data_dir.join("vchat.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                WriteBlocker::Sqlite(c)
+            }
         }
     }
 
@@ -175,12 +215,17 @@ impl TestServer {
     }
 
     /// The server's SQLite database, read-only (to check what was stored, or not).
-    pub async fn db(&self) -> sqlx::SqlitePool {
-        let url = format!(
-            "sqlite://{}?mode=ro",
-            self.data_dir.join("vchat.db").display()
-        );
-        sqlx::SqlitePool::connect(&url)
+    /// The server's database (SQLite read-only, or its PostgreSQL database), to check what was
+    /// stored, or not. Queries must suit both (`$1` placeholders).
+    pub async fn db(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let url = self.database_url().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=ro",
+                self.data_dir.join("vchat.db").display()
+            )
+        });
+        sqlx::AnyPool::connect(&url)
             .await
             .expect("open the database")
     }
@@ -217,6 +262,9 @@ impl Drop for TestServer {
         let _ = self.child.wait();
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
+            if let Some(url) = self.database_url() {
+                drop_postgres_database(&url);
+            }
         }
     }
 }
@@ -813,4 +861,95 @@ pub fn refused_start(env: &[(&str, &str)]) -> String {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success(), "it started: {out:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// ---------------- the store under test ----------------
+
+/// `VCHAT_TEST_STORE=postgres`: the suites run against PostgreSQL (`VCHAT_TEST_DATABASE_URL`,
+/// default `postgres://postgres@127.0.0.1:5432/postgres`, a fresh database per server).
+pub fn store_is_postgres() -> bool {
+    std::env::var("VCHAT_TEST_STORE").as_deref() == Ok("postgres")
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("VCHAT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs `f` on a runtime of its own (the harness's setup and teardown are synchronous).
+fn on_own_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .join()
+    .unwrap()
+}
+
+/// Creates an empty database and returns its URL.
+pub fn fresh_postgres_database() -> String {
+    let admin = postgres_admin_url();
+    let name = format!("vchat_t_{}", vchat_signal::ids::random_hex(8));
+    let (a, n) = (admin.clone(), name.clone());
+    on_own_runtime(move || {
+        Box::pin(async move {
+            use sqlx::{Connection, Executor};
+            let mut c = sqlx::PgConnection::connect(&a)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL at {a}: {e} (VCHAT_TEST_DATABASE_URL)"));
+            c.execute(format!("CREATE DATABASE {n}").as_str())
+                .await
+                .unwrap();
+        })
+    });
+    match admin.rfind('/') {
+        Some(i) if admin[..i].contains("://") && !admin[..i].ends_with('/') => {
+            format!("{}/{name}", &admin[..i])
+        }
+        _ => format!("{}/{name}", admin.trim_end_matches('/')),
+    }
+}
+
+fn drop_postgres_database(url: &str) {
+    let Some(name) = url.rsplit('/').next().map(str::to_string) else {
+        return;
+    };
+    if !name.starts_with("vchat_t_") {
+        return;
+    }
+    let admin = postgres_admin_url();
+    on_own_runtime(move || {
+        Box::pin(async move {
+            use sqlx::{Connection, Executor};
+            if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                let _ = c
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await;
+            }
+        })
+    });
+}
+
+/// See [`TestServer::block_writes`].
+pub enum WriteBlocker {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteBlocker {
+    pub async fn release(self) {
+        match self {
+            WriteBlocker::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+            WriteBlocker::Postgres(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+        }
+    }
 }
