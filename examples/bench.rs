@@ -11,28 +11,29 @@
 //!
 //! The load generator is a minimal Socket.IO v4 client over a raw websocket: tungstenite's frame
 //! codec (through tokio-tungstenite's re-export) on split tokio TCP halves, one reader task and one
-//! writer task per socket, so no futures/Stream plumbing is needed.
+//! writer task per socket, so no futures/Stream plumbing is needed. It lives in
+//! `examples/support/`, shared with the soak (`examples/soak.rs`).
+
+mod support;
 
 use std::collections::HashMap;
-use std::io::Cursor;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_tungstenite::tungstenite::handshake::client::generate_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio::process::Command;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use vchat_signal::auth::{mint, Claims};
 
-const SECRET: &str = "vchat-bench-secret-0123456789abcdef0123456789";
+use support::procfs::{loadavg, proc_cpu_secs, proc_status_kib};
+use support::server::{
+    limits_off_line, spawn_server, start_vchat, target_dir, Proc, Target, VchatOpts, SECRET,
+};
+use support::sio::{Sio, CLOSED};
+
 const DEVICE: &str = "bench-device";
 
 // ---------------------------------------------------------------------------------------------
@@ -153,471 +154,11 @@ fn parse_opts() -> Opts {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Minimal Socket.IO v4 client over a raw websocket
-// ---------------------------------------------------------------------------------------------
-
-/// One decoded Socket.IO event, stamped when its frame was read.
-struct Ev {
-    name: String,
-    payload: Value,
-    at: Instant,
-}
-
-enum Out {
-    Text(String),
-    Pong(Vec<u8>),
-}
-
-enum WsIn {
-    Text(String),
-    Ping(Vec<u8>),
-    Close,
-}
-
-fn encode(out: Out, buf: &mut Vec<u8>) {
-    let mut frame = match out {
-        Out::Text(t) => Frame::message(t, OpCode::Data(Data::Text), true),
-        Out::Pong(p) => Frame::pong(p),
-    };
-    frame.header_mut().mask = Some(rand::random());
-    frame
-        .format(buf)
-        .expect("writing a frame into a Vec cannot fail");
-}
-
-/// Buffered websocket frame parser (server frames are unmasked, possibly fragmented).
-#[derive(Default)]
-struct FrameReader {
-    buf: Vec<u8>,
-    pos: usize,
-    frag: Vec<u8>,
-}
-
-impl FrameReader {
-    fn parse(&mut self) -> Result<Option<WsIn>, String> {
-        loop {
-            let avail = &self.buf[self.pos..];
-            let mut cur = Cursor::new(avail);
-            let Some((hdr, len)) = FrameHeader::parse(&mut cur).map_err(|e| e.to_string())? else {
-                return Ok(None);
-            };
-            let start = cur.position() as usize;
-            let end = start + len as usize;
-            if avail.len() < end {
-                return Ok(None);
-            }
-            let mut payload = avail[start..end].to_vec();
-            self.pos += end;
-            if let Some(mask) = hdr.mask {
-                for (i, b) in payload.iter_mut().enumerate() {
-                    *b ^= mask[i & 3];
-                }
-            }
-            match hdr.opcode {
-                OpCode::Data(Data::Text) | OpCode::Data(Data::Continue) => {
-                    self.frag.extend_from_slice(&payload);
-                    if hdr.is_final {
-                        let bytes = std::mem::take(&mut self.frag);
-                        return String::from_utf8(bytes)
-                            .map(|t| Some(WsIn::Text(t)))
-                            .map_err(|e| e.to_string());
-                    }
-                }
-                OpCode::Control(Control::Ping) => return Ok(Some(WsIn::Ping(payload))),
-                OpCode::Control(Control::Close) => return Ok(Some(WsIn::Close)),
-                _ => {}
-            }
-        }
-    }
-
-    async fn fill(&mut self, rd: &mut (impl AsyncRead + Unpin)) -> Result<(), String> {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.reserve(16 * 1024);
-        match rd.read_buf(&mut self.buf).await {
-            Ok(0) => Err("connection closed".into()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    async fn next(&mut self, rd: &mut (impl AsyncRead + Unpin)) -> Result<WsIn, String> {
-        loop {
-            if let Some(m) = self.parse()? {
-                return Ok(m);
-            }
-            self.fill(rd).await?;
-        }
-    }
-}
-
-/// `42["name","<json>"]` → name and parsed payload (a string argument is parsed as JSON).
-fn decode_event(text: &str) -> Option<(String, Value)> {
-    let v: Value = serde_json::from_str(text.strip_prefix("42")?).ok()?;
-    let name = v.get(0)?.as_str()?.to_string();
-    let payload = match v.get(1) {
-        Some(Value::String(s)) => {
-            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
-        }
-        Some(other) => other.clone(),
-        None => Value::Null,
-    };
-    Some((name, payload))
-}
-
-struct Sio {
-    out: mpsc::UnboundedSender<Out>,
-    events: mpsc::UnboundedReceiver<Ev>,
-    reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
-}
-
-impl Drop for Sio {
-    fn drop(&mut self) {
-        self.reader.abort();
-        self.writer.abort();
-    }
-}
-
-impl Sio {
-    async fn connect(addr: SocketAddr, token: &str) -> Result<Sio, String> {
-        let mut tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("tcp connect: {e}"))?;
-        tcp.set_nodelay(true).ok();
-        let req = format!(
-            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {addr}\r\n\
-             Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\n\
-             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n",
-            generate_key()
-        );
-        tcp.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("upgrade: {e}"))?;
-        let mut fr = FrameReader::default();
-        let head_end = loop {
-            if let Some(i) = fr.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            if fr.buf.len() > 16 * 1024 {
-                return Err("upgrade response too long".into());
-            }
-            fr.fill(&mut tcp)
-                .await
-                .map_err(|e| format!("upgrade: {e}"))?;
-        };
-        let head = String::from_utf8_lossy(&fr.buf[..head_end]).to_string();
-        if !head.starts_with("HTTP/1.1 101") {
-            return Err(format!(
-                "upgrade refused: {}",
-                head.lines().next().unwrap_or("")
-            ));
-        }
-        fr.pos = head_end;
-        match fr.next(&mut tcp).await? {
-            WsIn::Text(t) if t.starts_with('0') => {}
-            _ => return Err("no Engine.IO open packet".into()),
-        }
-        send_now(&mut tcp, format!("40{}", json!({ "token": token }))).await?;
-        loop {
-            match fr.next(&mut tcp).await? {
-                WsIn::Text(t) if t.starts_with("40") => break,
-                WsIn::Text(t) if t.starts_with("44") => return Err(format!("refused: {t}")),
-                WsIn::Text(t) if t == "2" => send_now(&mut tcp, "3".into()).await?,
-                WsIn::Close => return Err("closed during connect".into()),
-                _ => {}
-            }
-        }
-
-        let (mut rd, mut wr) = tcp.into_split();
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Out>();
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(4096);
-            while let Some(first) = out_rx.recv().await {
-                buf.clear();
-                encode(first, &mut buf);
-                while buf.len() < 256 * 1024 {
-                    match out_rx.try_recv() {
-                        Ok(m) => encode(m, &mut buf),
-                        Err(_) => break,
-                    }
-                }
-                if wr.write_all(&buf).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let pong = out_tx.clone();
-        let reader = tokio::spawn(async move {
-            loop {
-                match fr.next(&mut rd).await {
-                    Ok(WsIn::Text(t)) => {
-                        let at = Instant::now();
-                        if t == "2" {
-                            let _ = pong.send(Out::Text("3".into()));
-                        } else if let Some((name, payload)) = decode_event(&t) {
-                            let _ = ev_tx.send(Ev { name, payload, at });
-                        } else if t.starts_with("41") || t == "1" {
-                            break;
-                        }
-                    }
-                    Ok(WsIn::Ping(p)) => {
-                        let _ = pong.send(Out::Pong(p));
-                    }
-                    Ok(WsIn::Close) | Err(_) => break,
-                }
-            }
-            let _ = ev_tx.send(Ev {
-                name: CLOSED.into(),
-                payload: Value::Null,
-                at: Instant::now(),
-            });
-        });
-        Ok(Sio {
-            out: out_tx,
-            events: ev_rx,
-            reader,
-            writer,
-        })
-    }
-
-    fn emit(&self, event: &str, payload: &Value) {
-        let text = format!("42{}", json!([event, payload.to_string()]));
-        let _ = self.out.send(Out::Text(text));
-    }
-
-    /// Next event named `name` whose payload satisfies `pred`; other events are dropped.
-    async fn wait(
-        &mut self,
-        name: &str,
-        pred: impl Fn(&Value) -> bool,
-        timeout: Duration,
-    ) -> Result<Ev, String> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Err(_) => return Err(format!("timed out waiting for {name}")),
-                Ok(None) => return Err(format!("socket gone while waiting for {name}")),
-                Ok(Some(ev)) if ev.name == CLOSED => {
-                    return Err(format!("server closed the socket while waiting for {name}"))
-                }
-                Ok(Some(ev)) if ev.name == name && pred(&ev.payload) => return Ok(ev),
-                Ok(Some(_)) => {}
-            }
-        }
-    }
-}
-
-async fn send_now(tcp: &mut TcpStream, text: String) -> Result<(), String> {
-    let mut buf = Vec::new();
-    encode(Out::Text(text), &mut buf);
-    tcp.write_all(&buf).await.map_err(|e| e.to_string())
-}
-
-const CLOSED: &str = "\u{0}closed";
-
-// ---------------------------------------------------------------------------------------------
-// REST
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        post: bool,
-        path: &str,
-        token: &str,
-        body: &Value,
-    ) -> Result<Value, String> {
-        let url = format!("{}{}", self.base, path);
-        let rq = if post {
-            self.http.post(url).json(body)
-        } else {
-            self.http.get(url)
-        };
-        let resp = rq
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
-        let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("{path}: HTTP {status}: {e}"))?;
-        if v["code"] == 200 && status.is_success() {
-            Ok(v["data"].clone())
-        } else {
-            Err(format!("{path}: HTTP {status} {v}"))
-        }
-    }
-    async fn post(&self, path: &str, token: &str, body: Value) -> Result<Value, String> {
-        self.call(true, path, token, &body).await
-    }
-    async fn get(&self, path: &str, token: &str) -> Result<Value, String> {
-        self.call(false, path, token, &Value::Null).await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Servers
 // ---------------------------------------------------------------------------------------------
 
-struct Target {
-    name: &'static str,
-    addr: SocketAddr,
-    pid: u32,
-    api: Api,
-}
-
-struct Proc {
-    child: Child,
-    target: Arc<Target>,
-    log: Arc<Mutex<LogTail>>,
-}
-
-#[derive(Default)]
-struct LogTail {
-    lines: u64,
-    last: Vec<String>,
-}
-
-fn target_dir() -> PathBuf {
-    // target/release/examples/bench → target
-    let exe = std::env::current_exe().expect("current exe");
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
-fn drain(r: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<LogTail>>) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let mut g = log.lock().unwrap();
-            g.lines += 1;
-            if g.last.len() == 5 {
-                g.last.remove(0);
-            }
-            g.last.push(l.chars().take(300).collect());
-        }
-    });
-}
-
-async fn spawn_server(
-    name: &'static str,
-    mut cmd: Command,
-    http: &reqwest::Client,
-) -> Result<Proc, String> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("{name}: cannot start: {e}"))?;
-    let pid = child.id().ok_or("no pid")?;
-    let log = Arc::new(Mutex::new(LogTail::default()));
-    drain(child.stderr.take().expect("stderr"), log.clone());
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(l)) = stdout.next_line().await {
-            if l.contains("listening on http://") {
-                return Some(l);
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten();
-    let Some(line) = first else {
-        let tail = log.lock().unwrap().last.join("\n  ");
-        return Err(format!(
-            "{name}: no 'listening on' line within 30 s; stderr:\n  {tail}"
-        ));
-    };
-    drain(stdout.into_inner(), log.clone());
-    let url = line.split("http://").nth(1).unwrap_or("");
-    let hostport = url
-        .split(|c: char| c.is_whitespace() || c == '/')
-        .next()
-        .unwrap_or("");
-    let addr: SocketAddr = hostport
-        .parse()
-        .map_err(|_| format!("{name}: cannot parse address in {line:?}"))?;
-    if !addr.ip().is_loopback() {
-        return Err(format!("{name}: listens on {addr}, expected 127.0.0.1"));
-    }
-    let api = Api {
-        http: http.clone(),
-        base: format!("http://{addr}/api/v2/"),
-    };
-    let target = Arc::new(Target {
-        name,
-        addr,
-        pid,
-        api,
-    });
-    Ok(Proc { child, target, log })
-}
-
 fn data_dir() -> PathBuf {
-    target_dir().join(format!("bench/vchat-data-{}", std::process::id()))
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let t = if p.is_dir() {
-            newest_mtime(&p)
-        } else {
-            e.metadata().ok()?.modified().ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-async fn start_vchat(opts: &Opts, data_dir: &Path, http: &reqwest::Client) -> Result<Proc, String> {
-    let bin = opts
-        .vchat_bin
-        .clone()
-        .unwrap_or_else(|| target_dir().join("release/vchat-signal"));
-    if !bin.exists() {
-        return Err(format!(
-            "{} not found: run `cargo build --release` first",
-            bin.display()
-        ));
-    }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let bin_time = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    if newest_mtime(&src) > bin_time {
-        eprintln!(
-            "warning: {} is older than src/: run `cargo build --release` to bench the current code",
-            bin.display()
-        );
-    }
-    let _ = std::fs::remove_dir_all(data_dir);
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("data dir: {e}"))?;
-    let mut cmd = Command::new(bin);
-    cmd.env_remove("VCHAT_CONFIG")
-        .env("VCHAT_LISTEN", "127.0.0.1:0")
-        .env("VCHAT_TURN_LISTEN", "127.0.0.1:0")
-        .env("VCHAT_DATA_DIR", data_dir)
-        .env("VCHAT_JWT_SECRET", SECRET)
-        .env("VCHAT_LOG", "warn");
-    spawn_server("vchat-signal", cmd, http).await
+    support::server::data_dir("bench")
 }
 
 /// Copies the reference peer into target/bench and runs `npm ci` there when needed.
@@ -668,47 +209,6 @@ async fn start_node(dir: &Path, http: &reqwest::Client) -> Result<Proc, String> 
 // ---------------------------------------------------------------------------------------------
 // Measurements
 // ---------------------------------------------------------------------------------------------
-
-fn proc_status_kib(pid: &str, key: &str) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// CPU time a process has used, in seconds: the sum of its threads' run time from
-/// /proc/PID/task/*/schedstat (nanoseconds), or utime + stime (10 ms ticks) when that is missing.
-fn proc_cpu_secs(pid: &str) -> f64 {
-    let mut ns = 0u64;
-    let mut found = false;
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in dir.flatten() {
-            let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-            if let Some(v) = s
-                .split_whitespace()
-                .next()
-                .and_then(|x| x.parse::<u64>().ok())
-            {
-                ns += v;
-                found = true;
-            }
-        }
-    }
-    if found {
-        return ns as f64 / 1e9;
-    }
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    // After the command name: state, ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt,
-    // majflt, cmajflt, utime, stime.
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    (tick(11) + tick(12)) as f64 / 100.0
-}
-
-fn loadavg() -> String {
-    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -1379,7 +879,14 @@ async fn run(opts: Opts) -> Result<(), String> {
     let data_dir = data_dir();
 
     let mut procs: Vec<Option<Proc>> = Vec::new();
-    procs.push(Some(start_vchat(&opts, &data_dir, &http).await?));
+    let vchat = VchatOpts {
+        bin: opts.vchat_bin.clone(),
+        build_if_missing: false,
+        limits_off: true,
+        env: &[],
+        purpose: "bench",
+    };
+    procs.push(Some(start_vchat(&vchat, &data_dir, &http).await?));
     let node = if opts.no_node {
         None
     } else {
@@ -1498,6 +1005,10 @@ async fn run(opts: Opts) -> Result<(), String> {
     println!(
         "  load average (1/5/15 min) at start: {load0}, at end: {}",
         loadavg()
+    );
+    println!(
+        "  vchat-signal runs with its abuse limits off: {}",
+        limits_off_line()
     );
     for n in &notes {
         println!("  {n}");

@@ -12,8 +12,9 @@ use crate::wire::shapes::{UserData, UserImages};
 use crate::wire::ApiError;
 
 /// Profiles kept in memory, so an unchanged token writes nothing and events carry current names.
-/// Bounded: past this many users the cache starts over (it only saves reads).
-const MAX_CACHED: usize = 100_000;
+/// A user's entry goes when their last socket closes; users who only use REST are bounded by
+/// this many, past which the cache starts over (it only saves reads and writes).
+const MAX_CACHED: usize = 10_000;
 
 #[derive(Default)]
 pub struct Profiles {
@@ -78,6 +79,8 @@ impl Profiles {
     fn bound(&self) {
         if self.users.len() >= MAX_CACHED {
             self.users.clear();
+            // A cleared table keeps its size; give the memory back.
+            self.users.shrink_to_fit();
         }
     }
 

@@ -352,6 +352,10 @@ async fn disconnected(app: Arc<App>, s: SocketRef) {
         crate::calls::service::device_gone(&app, &who.user_id, &device).await;
     }
     let _ = app.store.touch_last_seen(&who.user_id).await;
+    if app.presence.sockets(&who.user_id).is_empty() {
+        // Nothing in memory outlives a user's last socket.
+        app.profiles.forget(&who.user_id);
+    }
     tracing::debug!(user = %who.user_id, sid = %s.id, "socket disconnected");
 }
 

@@ -184,9 +184,8 @@ impl Store {
     /// Blanks a message for everyone; `None` if it was already deleted.
     pub async fn delete_for_all(&self, id: &str) -> sqlx::Result<Option<MessageRow>> {
         let now = now_iso();
-        let r =
-            db!(self, |pool, sql| {
-                sqlx::query(&sql(
+        let r = db!(self, |pool, sql| {
+            sqlx::query(&sql(
             "UPDATE messages SET content = '', attachment = NULL, deleted_at = $1, updated_at = $1
              WHERE id = $2 AND deleted_at IS NULL"
         ))
@@ -195,7 +194,7 @@ impl Store {
         .execute(pool)
         .await
         .map(|r| r.rows_affected())
-            })?;
+        })?;
         if r == 0 {
             return Ok(None);
         }
