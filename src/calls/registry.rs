@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::machine::{Call, Role};
 use super::timers::{Timer, TimerKind};
+use crate::wire::shapes::UserData;
 
 /// A live call plus the shell state the pure machine does not see.
 pub struct LiveCall {
@@ -25,11 +26,14 @@ pub struct LiveCall {
     /// Callee sockets `v1OnNewCall` reached, so a socket that connects while the call rings is
     /// rung exactly once.
     pub rung: HashSet<Sid>,
+    /// Who is calling, as `v1OnNewCall` shows them (taken when the call was placed).
+    pub caller_data: UserData,
 }
 
 impl LiveCall {
-    pub fn new(call: Call) -> LiveCall {
+    pub fn new(call: Call, caller_data: UserData) -> LiveCall {
         LiveCall {
+            caller_data,
             call,
             deadline: None,
             grace: [None, None],
@@ -189,7 +193,16 @@ mod tests {
         for round in 0..300 {
             let r = Arc::new(Registry::default());
             r.reserve("alice", "bob", "m").unwrap();
-            drop(r.insert(LiveCall::new(sample_call(Status::Ring))));
+            let caller = crate::store::UserRow {
+                id: "alice".into(),
+                full_name: "Alice".into(),
+                identifier: "alice".into(),
+                img: String::new(),
+            };
+            drop(r.insert(LiveCall::new(
+                sample_call(Status::Ring),
+                UserData::from(&caller),
+            )));
             let barrier = Arc::new(tokio::sync::Barrier::new(4));
             let contenders: Vec<(Option<&'static str>, Action)> = vec![
                 (Some("bob"), Action::Accept { answer: json!("x") }),

@@ -179,7 +179,13 @@ pub async fn create(
         return Err(e.into());
     }
 
-    let mut live = LiveCall::new(call);
+    let caller = UserData::from(&crate::store::UserRow {
+        id: who.user_id.clone(),
+        full_name: who.name.clone(),
+        identifier: who.identifier.clone(),
+        img: who.img.clone(),
+    });
+    let mut live = LiveCall::new(call, caller);
     // The ring timeout is armed before anyone hears of the call.
     live.deadline = Some(app.timers.arm(
         &meet_id,
@@ -230,24 +236,12 @@ fn ring(app: &App, live: &mut LiveCall, only: Option<Sid>) -> usize {
             room_id: &c.room_id,
             with_video: c.with_video,
             payload: &c.payload,
-            user_data: caller_data(app, c),
+            user_data: live.caller_data.clone(),
             ice_servers: serde_json::to_value(app.ice.for_user(&c.callee).ice_servers).ok(),
         },
     );
     live.rung.extend(sids.iter().copied());
     sids.len()
-}
-
-fn caller_data(app: &App, c: &Call) -> UserData {
-    match app.profiles.get(&c.caller) {
-        Some(u) => UserData::from(&u),
-        None => UserData::from(&crate::store::UserRow {
-            id: c.caller.clone(),
-            full_name: c.caller.clone(),
-            identifier: c.caller.clone(),
-            img: String::new(),
-        }),
-    }
 }
 
 /// A user's action on a call (accept, reject, cancel, end, end/v2). Returns the new status.

@@ -348,10 +348,12 @@ async fn disconnected(app: Arc<App>, s: SocketRef) {
         handlers::broadcast_status(&app, who, &room, "stop").await;
     }
     app.limits.socket_closed(ctx.addr);
+    // Last seen is written while the socket still counts as online, so `last-seen` never reads
+    // an older time for a user who is no longer online.
+    let _ = app.store.touch_last_seen(&who.user_id).await;
     if let Some(device) = app.presence.remove(&who.user_id, s.id) {
         crate::calls::service::device_gone(&app, &who.user_id, &device).await;
     }
-    let _ = app.store.touch_last_seen(&who.user_id).await;
     if app.presence.sockets(&who.user_id).is_empty() {
         // Nothing in memory outlives a user's last socket.
         app.profiles.forget(&who.user_id);
