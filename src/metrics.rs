@@ -18,6 +18,7 @@ pub struct Metrics {
     pub sockets_refused: AtomicU64,
     pub signins: AtomicU64,
     pub push_enqueued: AtomicU64,
+    pub push_keys_dropped: AtomicU64,
     pub call_commit_failures: AtomicU64,
     pub signins_failed: AtomicU64,
 }
@@ -114,6 +115,11 @@ impl Metrics {
                 "vchat_push_enqueued_total",
                 "Pushes queued for devices of users with no live socket.",
                 &self.push_enqueued,
+            ),
+            (
+                "vchat_push_keys_dropped_total",
+                "Push keys deleted from the store because their provider called them dead.",
+                &self.push_keys_dropped,
             ),
             (
                 "vchat_signins_total",

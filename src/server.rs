@@ -219,8 +219,9 @@ pub async fn start(config: Config) -> Result<Server, String> {
         let app = app.clone();
         tokio::spawn(async move {
             while let Some(t) = dead_rx.recv().await {
-                if let Err(e) = app.store.drop_push_key(&t.user_id, &t.device, &t.key).await {
-                    tracing::warn!(error = %e, "cannot drop a dead push key");
+                match app.store.drop_push_key(&t.user_id, &t.device, &t.key).await {
+                    Ok(()) => app.metrics.inc(|m| &m.push_keys_dropped),
+                    Err(e) => tracing::warn!(error = %e, "cannot drop a dead push key"),
                 }
             }
         });

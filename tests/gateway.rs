@@ -132,8 +132,9 @@ async fn presence_echoes_extra_and_does_not_leak_to_strangers() {
         .await;
     assert_eq!(alice.expect("v1OnMyOnline").await[0]["isOnline"], true);
 
-    // Bob goes away: he reads offline.
+    // Bob goes away: he reads offline (once the server has seen him go).
     bob.close().await;
+    server.wait_metric("vchat_sockets", |v| v == 2.0).await;
     alice
         .emit("v1MyOnline", &json!([{"peerId": "bob", "extra": room}]))
         .await;

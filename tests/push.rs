@@ -203,8 +203,9 @@ async fn fcm_wakes_a_sleeping_phone_for_messages_and_calls_and_forgets_dead_keys
     let dead = next(&mut seen).await;
     assert_eq!(dead.json()["message"]["token"], "dead-key");
     server
-        .wait_metric("vchat_push_dead_keys_total", |v| v == 1.0)
+        .wait_metric("vchat_push_keys_dropped_total", |v| v == 1.0)
         .await;
+    assert_eq!(server.metric("vchat_push_dead_keys_total").await, 1.0);
     let db = server.db().await;
     let key: Option<String> =
         sqlx::query_scalar("SELECT push_key FROM devices WHERE user_id = 'carol'")

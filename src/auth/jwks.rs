@@ -97,7 +97,13 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<(), String> {
+        let result = self.fetch_set().await;
+        // Counted once the fetch is over, so the count never runs ahead of what the key server saw.
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn fetch_set(&self) -> Result<(), String> {
         let resp = self
             .http
             .get(&self.url)
