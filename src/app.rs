@@ -49,9 +49,26 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// The address the server listens on (the bound one, when the config asked for port 0).
     pub addr: SocketAddr,
+    /// Cluster mode: this node's link to the others.
+    pub cluster: Option<crate::cluster::Cluster>,
+    /// This node's id (generated when not configured).
+    pub node_id: String,
 }
 
 impl App {
+    /// The owner recorded on calls this node places: its id in a cluster, nothing when alone.
+    pub fn node(&self) -> &str {
+        match &self.cluster {
+            Some(c) => &c.node,
+            None => "",
+        }
+    }
+
+    /// This node's id, for logs and `/metrics`.
+    pub fn node_name(&self) -> &str {
+        &self.node_id
+    }
+
     /// Who a token belongs to. Session tokens must name a live session; external tokens make
     /// their user known (claims describe them) and name the device by `did`.
     pub async fn identify(&self, token: &str) -> Result<Identity, AuthError> {

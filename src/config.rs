@@ -64,6 +64,18 @@ pub struct Config {
     /// SQLite busy timeout: how long a write waits for the lock before it fails.
     pub db_busy_timeout_ms: u64,
 
+    // ---- cluster ----
+    /// Redis URL (`redis://host:6379/0?protocol=resp3`): cluster mode (rooms, presence, busy
+    /// users and call ownership shared between nodes).
+    pub redis_url: Option<String>,
+    /// This node's id in logs, `/metrics` and Redis [default: generated per start].
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    pub redis_prefix: String,
+    /// A node that has not renewed its heartbeat for this long is dead: its sockets leave
+    /// presence and a live node takes its calls over.
+    pub node_ttl_ms: u64,
+
     // ---- sign-in and tokens ----
     /// Audience external tokens must carry (`aud`); unset: any or none.
     pub jwt_audience: Option<String>,
@@ -177,6 +189,10 @@ impl Default for Config {
             turn_max_allocations: 10_000,
             database_url: None,
             db_busy_timeout_ms: 10_000,
+            redis_url: None,
+            node_id: None,
+            redis_prefix: "vchat".into(),
+            node_ttl_ms: 3_000,
             jwt_audience: None,
             jwt_issuer: None,
             jwt_jwks_url: None,
@@ -326,6 +342,7 @@ impl Config {
                 );
             }
         }
+        self.validate_cluster()?;
         if self.session_ttl_secs == 0 {
             return Err("session ttl must be greater than 0".into());
         }
@@ -360,6 +377,63 @@ impl Config {
                     "turn url {url:?} must start with turn:, turns: or stun:"
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Whether this node runs as part of a cluster.
+    pub fn clustered(&self) -> bool {
+        self.redis_url.is_some()
+    }
+
+    /// A cluster needs every node to share what one process keeps to itself today: the store,
+    /// the keys tokens are checked with, and the TURN secret credentials are minted with.
+    fn validate_cluster(&self) -> Result<(), String> {
+        let Some(url) = &self.redis_url else {
+            return Ok(());
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err("redis url must start with redis:// or rediss://".into());
+        }
+        let mut missing = Vec::new();
+        if self.database_url.is_none() {
+            missing.push("a PostgreSQL store (VCHAT_DATABASE_URL): SQLite is one node's file");
+        }
+        if self.jwt_secret.is_none() && self.jwt_public_key.is_none() && self.jwt_jwks_url.is_none()
+        {
+            missing.push(
+                "a shared token key (VCHAT_JWT_SECRET, VCHAT_JWT_PUBLIC_KEY or VCHAT_JWT_JWKS_URL): \
+                 a generated one differs per node",
+            );
+        }
+        if self.turn_secret.is_none() {
+            missing.push("a shared TURN secret (VCHAT_TURN_SECRET): a random one differs per node");
+        }
+        if self.dev {
+            missing.push("no --dev: development tokens are for one laptop");
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "cluster mode (VCHAT_REDIS_URL) is refused; it needs {}",
+                missing.join("; ")
+            ));
+        }
+        if let Some(id) = &self.node_id {
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                return Err(format!(
+                    "node id {id:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"
+                ));
+            }
+        }
+        if self.node_ttl_ms < 500 {
+            return Err("node ttl must be at least 500 ms".into());
         }
         Ok(())
     }
@@ -440,6 +514,19 @@ pub struct ServeArgs {
     /// How long a database write waits for the lock before failing, ms [default: 10000]
     #[arg(long, env = "VCHAT_DB_BUSY_TIMEOUT_MS")]
     pub db_busy_timeout_ms: Option<u64>,
+    /// Redis URL: run as one node of a cluster (needs a PostgreSQL database URL, a shared JWT
+    /// secret or public key, and a shared TURN secret) [default: single process]
+    #[arg(long, env = "VCHAT_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id [default: generated at start]
+    #[arg(long, env = "VCHAT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Prefix of Redis keys and channels [default: vchat]
+    #[arg(long, env = "VCHAT_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// A node silent this long is dead and its calls are taken over, ms [default: 3000]
+    #[arg(long, env = "VCHAT_NODE_TTL_MS")]
+    pub node_ttl_ms: Option<u64>,
     /// Audience (`aud`) external tokens must carry [default: not checked]
     #[arg(long, env = "VCHAT_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
@@ -599,6 +686,8 @@ impl ServeArgs {
             max_sockets_per_address,
             trusted_proxies,
             db_busy_timeout_ms,
+            redis_prefix,
+            node_ttl_ms,
             jwt_jwks_min_refresh_secs,
             signin_max_failures_per_identifier,
             signin_max_failures_per_address,
@@ -612,6 +701,8 @@ impl ServeArgs {
         }
         overlay_opt!(
             database_url,
+            redis_url,
+            node_id,
             turn_relay_ip,
             jwt_audience,
             jwt_issuer,

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod calls;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ice;

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub push_keys_dropped: AtomicU64,
     pub call_commit_failures: AtomicU64,
     pub signins_failed: AtomicU64,
+    pub calls_taken_over: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -130,6 +131,11 @@ impl Metrics {
                 "vchat_signins_failed_total",
                 "auth/connect sign-ins refused for a wrong password.",
                 &self.signins_failed,
+            ),
+            (
+                "vchat_calls_taken_over_total",
+                "Live calls of a dead node this node took over (cluster mode).",
+                &self.calls_taken_over,
             ),
         ] {
             metric("counter", name, help, get(c));

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use socketioxide::SocketIo;
+use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -136,10 +137,33 @@ pub async fn start(config: Config) -> Result<Server, String> {
             })?,
     };
     tracing::info!(store = store.kind(), "store open");
-    let (rung, ran) = store
-        .close_stale_calls()
-        .await
-        .map_err(|e| format!("cannot close stale calls: {e}"))?;
+
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", crate::ids::random_hex(6)));
+    let cluster = match &config.redis_url {
+        Some(url) => Some(
+            crate::cluster::Cluster::connect(
+                url,
+                node_id.clone(),
+                &config.redis_prefix,
+                Duration::from_millis(config.node_ttl_ms),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    // Alone, calls left live by the last run have no one to finish them. In a cluster they
+    // are other nodes' live calls, or a dead node's, which the watch takes over.
+    let (rung, ran) = if cluster.is_some() {
+        (0, 0)
+    } else {
+        store
+            .close_stale_calls()
+            .await
+            .map_err(|e| format!("cannot close stale calls: {e}"))?
+    };
     if rung + ran > 0 {
         tracing::info!(
             timed_out = rung,
@@ -155,7 +179,28 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let turn = turn.map(Arc::new);
     let turn_addr = turn.as_ref().map(|t| t.local_addr());
 
+    let pubsub = match (&config.redis_url, &cluster) {
+        (Some(url), Some(_)) => {
+            let client = redis::Client::open(crate::cluster::resp3_url(url))
+                .map_err(|e| format!("redis url: {e}"))?;
+            crate::cluster::driver::Pubsub::Redis(
+                socketioxide_redis::drivers::redis::RedisDriver::new(&client)
+                    .await
+                    .map_err(|e| format!("cannot reach Redis for Socket.IO: {e}"))?,
+            )
+        }
+        _ => crate::cluster::driver::Pubsub::Alone,
+    };
+    let adapter_config = RedisAdapterConfig::new().with_prefix(
+        cluster
+            .as_ref()
+            .map_or("vchat-socket.io".to_string(), |c| c.socketio_prefix()),
+    );
     let (io_layer, io) = SocketIo::builder()
+        .with_adapter::<crate::cluster::driver::Adapter>(RedisAdapterCtr::new_with_driver(
+            pubsub,
+            adapter_config,
+        ))
         .ping_interval(Duration::from_secs(15))
         .ping_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(5))
@@ -184,7 +229,12 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let window = Duration::from_secs(config.signin_failure_window_secs);
     let limits = crate::limits::Limits::new(&config)?;
     let app = Arc::new(App {
-        notify: Notifier::new(io.clone(), presence.clone(), outbox.clone()),
+        notify: Notifier::new(
+            io.clone(),
+            presence.clone(),
+            outbox.clone(),
+            cluster.is_some(),
+        ),
         presence,
         calls: Default::default(),
         timers,
@@ -202,6 +252,8 @@ pub async fn start(config: Config) -> Result<Server, String> {
         turn: turn.clone(),
         metrics: Default::default(),
         addr,
+        cluster,
+        node_id,
     });
     if app.verifier.jwks().is_some() {
         // In the background: a key server that is down must not hold the start up.
@@ -212,8 +264,10 @@ pub async fn start(config: Config) -> Result<Server, String> {
             }
         });
     }
-    crate::realtime::register(&io, app.clone());
+    crate::realtime::register(&io, app.clone()).await?;
     crate::calls::service::run_timers(app.clone(), fired);
+    crate::cluster::run(&app).await?;
+    crate::cluster::takeover::resume(&app).await;
     {
         // Providers report dead keys; forget them so nobody pushes to them again.
         let app = app.clone();
@@ -244,7 +298,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let router = crate::http::router(app.clone(), metrics_listener.is_none()).layer(io_layer);
     let router = crate::http::admit_layer(app.clone(), router)
         .layer(tower_http::cors::CorsLayer::permissive());
-    tracing::info!(%addr, turn = ?turn_addr, metrics = ?metrics_addr, "vchat-signal listening");
+    tracing::info!(%addr, turn = ?turn_addr, metrics = ?metrics_addr, node = %app.node_id, clustered = app.cluster.is_some(), "vchat-signal listening");
 
     let (stop, stopped) = oneshot::channel::<()>();
     let (closing_tx, closing_rx) = oneshot::channel::<()>();
@@ -267,6 +321,18 @@ pub async fn start(config: Config) -> Result<Server, String> {
         let _ = stopped.await;
         // Sockets first, each with a Socket.IO disconnect packet so clients see a deliberate
         // server close rather than a dropped transport; then HTTP, push, the store.
+        if let Some(c) = &app2.cluster {
+            // Gone from the cluster first, so live nodes take this node's calls over while
+            // its clients reconnect to them.
+            c.leave().await;
+            // Nothing of those calls runs here any more: no timer of ours may fire while
+            // the new owners run them.
+            for meet_id in app2.calls.meet_ids() {
+                if let Some(mut g) = app2.calls.lock(&meet_id).await {
+                    app2.calls.forget(&mut g);
+                }
+            }
+        }
         for s in io.sockets() {
             let _ = s.disconnect();
         }

@@ -3,9 +3,10 @@
 //! refuses with a typed error. The shell (service) performs the effects.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Status {
     Ring,
     InCall,
@@ -47,7 +48,7 @@ impl Status {
 }
 
 /// Who acts, relative to this call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     Caller,
     Callee,
@@ -56,7 +57,7 @@ pub enum Role {
     System,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Action {
     /// Callee answers.
     Accept {

@@ -3,5 +3,6 @@
 
 pub mod machine;
 pub mod registry;
+pub mod route;
 pub mod service;
 pub mod timers;

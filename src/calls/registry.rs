@@ -115,6 +115,33 @@ impl Registry {
         guard
     }
 
+    /// Marks users busy with a call this node took over (the cluster already holds them).
+    pub fn mark_busy(&self, user: &str, meet_id: &str) {
+        self.busy.insert(user.to_string(), meet_id.to_string());
+    }
+
+    /// Whether the call is live on this node.
+    pub fn contains(&self, meet_id: &str) -> bool {
+        self.calls.contains_key(meet_id)
+    }
+
+    /// The meetIds of the calls live on this node.
+    pub fn meet_ids(&self) -> Vec<String> {
+        self.calls.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Drops a call from this node without ending it (another node owns it now): its timers go,
+    /// its parties stay busy in the cluster.
+    pub fn forget(&self, guard: &mut SlotGuard) {
+        if let Some(live) = guard.take() {
+            self.calls.remove(&live.call.meet_id);
+            self.busy
+                .remove_if(&live.call.caller, |_, m| *m == live.call.meet_id);
+            self.busy
+                .remove_if(&live.call.callee, |_, m| *m == live.call.meet_id);
+        }
+    }
+
     /// Waits for the call's lock. `None` if the call is not live.
     pub async fn lock(&self, meet_id: &str) -> Option<SlotGuard> {
         let slot = self.calls.get(meet_id)?.clone();

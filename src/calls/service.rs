@@ -69,6 +69,65 @@ fn record_of(c: &Call) -> CallRecord {
     }
 }
 
+/// A stored live call as the machine sees it (for a node taking the call over). Candidates
+/// held while ringing are not stored: a client whose early candidates are lost re-sends them
+/// on ICE restart, and most arrive after the answer anyway.
+pub fn call_of_record(r: &crate::store::CallRecord) -> Option<Call> {
+    let time = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Some(Call {
+        meet_id: r.id.clone(),
+        room_id: r.room_id.clone(),
+        caller: r.caller_id.clone(),
+        callee: r.callee_id.clone(),
+        caller_device: r.caller_device.clone(),
+        callee_device: r.callee_device.clone(),
+        with_video: r.with_video,
+        platform: r.platform.clone(),
+        status: Status::parse(&r.status)?,
+        payload: serde_json::from_str(&r.payload).ok()?,
+        answer: match &r.answer {
+            Some(a) => Some(serde_json::from_str(a).ok()?),
+            None => None,
+        },
+        created_at: time(&r.created_at)?,
+        accepted_at: r.accepted_at.as_deref().and_then(time),
+        ended_at: r.ended_at.as_deref().and_then(time),
+        rev: r.rev,
+        held_ice: Vec::new(),
+    })
+}
+
+/// Arms a taken-over call's deadline where its first owner would have had it: the ring
+/// timeout from when it was placed, the max duration from when it was answered. Parties that
+/// are nowhere get their grace from now.
+pub(crate) fn arm_restored(app: &App, live: &mut LiveCall) {
+    let now = Utc::now();
+    let (from, span, action) = match live.call.status {
+        Status::Ring => (
+            live.call.created_at,
+            app.config.call_timeout(),
+            Action::RingTimeout,
+        ),
+        _ => (
+            live.call.accepted_at.unwrap_or(now),
+            app.config.max_call_duration(),
+            Action::MaxDurationReached,
+        ),
+    };
+    let passed = (now - from).to_std().unwrap_or_default();
+    live.deadline = Some(app.timers.arm(
+        &live.call.meet_id,
+        TimerKind::Deadline,
+        span.saturating_sub(passed),
+        action,
+    ));
+    ensure_graces(app, live);
+}
+
 /// The device a REST request acts from. Tokens with a `did` (and sign-in sessions) name it.
 /// Without one every socket is its own device: the request acts from the socket named in the
 /// `X-Socket-Id` header, else from the user's only such socket, else from a device bound later,
@@ -149,12 +208,21 @@ pub async fn create(
         .check_call(&who.user_id, &peer.id)
         .map_err(ApiError::TooManyRequests)?;
     let meet_id = new_id();
+    let busy_error = |busy| match busy {
+        Busy::Callee => ApiError::bad("peerUserInCallNow"),
+        Busy::Caller => ApiError::bad("you are already in another call"),
+    };
     app.calls
         .reserve(&who.user_id, &peer.id, &meet_id)
-        .map_err(|busy| match busy {
-            Busy::Callee => ApiError::bad("peerUserInCallNow"),
-            Busy::Caller => ApiError::bad("you are already in another call"),
-        })?;
+        .map_err(busy_error)?;
+    if let Err(hold) = crate::calls::route::hold_pair(app, &who.user_id, &peer.id, &meet_id).await {
+        app.calls.release(&who.user_id, &meet_id);
+        app.calls.release(&peer.id, &meet_id);
+        return Err(match hold {
+            crate::calls::route::Hold::Busy(busy) => busy_error(busy),
+            crate::calls::route::Hold::Down(e) => ApiError::Unavailable(e),
+        });
+    }
     let call = Call {
         meet_id: meet_id.clone(),
         room_id: room_id.to_string(),
@@ -173,11 +241,13 @@ pub async fn create(
         rev: 1,
         held_ice: Vec::new(),
     };
-    if let Err(e) = app.store.insert_call(&record_of(&call)).await {
+    if let Err(e) = app.store.insert_call(&record_of(&call), app.node()).await {
         app.calls.release(&who.user_id, &meet_id);
         app.calls.release(&peer.id, &meet_id);
+        crate::calls::route::unhold_pair(app, &call.caller, &call.callee, &meet_id).await;
         return Err(e.into());
     }
+    crate::calls::route::confirm_pair(app, &call.caller, &call.callee).await;
 
     let caller = UserData::from(&crate::store::UserRow {
         id: who.user_id.clone(),
@@ -244,16 +314,17 @@ fn ring(app: &App, live: &mut LiveCall, only: Option<Sid>) -> usize {
     sids.len()
 }
 
-/// A user's action on a call (accept, reject, cancel, end, end/v2). Returns the new status.
-pub async fn act(
+/// A user's action on a call this node owns (accept, reject, cancel, end, end/v2). Returns
+/// the new status. Callers go through [`crate::calls::route::act`].
+pub async fn act_here(
     app: &Arc<App>,
-    who: &Identity,
+    user: &str,
     device: &str,
     meet_id: &str,
     action: Action,
 ) -> Result<Status, ApiError> {
     let actor = Actor {
-        user: Some(&who.user_id),
+        user: Some(user),
         device,
     };
     let Some(mut guard) = app.calls.lock(meet_id).await else {
@@ -309,6 +380,7 @@ async fn transition(
     let call = live.call.clone();
     if !call.status.is_live() {
         app.calls.remove(guard);
+        crate::calls::route::unhold_pair(app, &call.caller, &call.callee, &call.meet_id).await;
         app.metrics.call_ended(call.status);
         app.limits
             .call_ended(&call.caller, &call.callee, call.accepted_at.is_some());
@@ -413,10 +485,12 @@ async fn not_live(app: &App, meet_id: &str, actor: &Actor<'_>) -> ApiError {
 
 /// Relays one ICE candidate to the other party's call device, or holds it until that device is
 /// known. `may_bind`: the sender is a socket of a token without `did`, which may claim its
-/// party's device if that is not known yet.
-pub async fn relay_ice(
+/// party's device if that is not known yet. For calls this node owns; callers go through
+/// [`crate::calls::route::relay_ice`].
+pub async fn relay_ice_here(
     app: &Arc<App>,
-    who: &Identity,
+    user: &str,
+    device: &str,
     may_bind: bool,
     meet_id: &str,
     payload: Value,
@@ -425,7 +499,7 @@ pub async fn relay_ice(
         return Err(format!("no live call with meetId {meet_id:?}"));
     };
     let live = guard.as_mut().expect("a locked live call");
-    let effects = machine::route_ice(&mut live.call, &who.user_id, &who.device, may_bind, payload)
+    let effects = machine::route_ice(&mut live.call, user, device, may_bind, payload)
         .map_err(|e| e.to_string())?;
     let mut notes = Vec::new();
     for effect in effects {
@@ -470,7 +544,7 @@ fn party_here(app: &App, call: &Call, role: Role) -> bool {
 /// Every party whose call device cannot hear the call gets its grace (if it has none yet): a
 /// ringing caller the caller grace, a party in a call the reconnect grace. Covers a device that
 /// never had a socket (acting over REST only) as well as one whose last socket left.
-fn ensure_graces(app: &App, live: &mut LiveCall) {
+pub(crate) fn ensure_graces(app: &App, live: &mut LiveCall) {
     for role in [Role::Caller, Role::Callee] {
         let grace = match (role, live.call.status) {
             (Role::Caller, Status::Ring) => app.config.caller_grace(),
@@ -493,13 +567,10 @@ fn is_call_device(call: &Call, role: Role, device: &str) -> bool {
     }
 }
 
-/// The last socket of `device` went away. If that device carries a live call, it gets a grace
-/// to come back.
-pub async fn device_gone(app: &Arc<App>, user: &str, device: &str) {
-    let Some(meet_id) = app.calls.call_of(user) else {
-        return;
-    };
-    let Some(mut guard) = app.calls.lock(&meet_id).await else {
+/// The last socket of `device` went away. If that device carries call `meet_id` (owned here),
+/// it gets a grace to come back.
+pub async fn device_gone_here(app: &Arc<App>, user: &str, device: &str, meet_id: &str) {
+    let Some(mut guard) = app.calls.lock(meet_id).await else {
         return;
     };
     let live = guard.as_mut().expect("a locked live call");
@@ -517,18 +588,24 @@ pub async fn device_gone(app: &Arc<App>, user: &str, device: &str) {
 
 /// A socket of `device` connected (its user is known to presence already): it gets what was
 /// kept for the device, in order, the device's grace ends, and a callee socket that connects
-/// while its call rings is rung.
-pub async fn device_back(app: &Arc<App>, user: &str, device: &str, sid: Sid) {
+/// while its call rings is rung. `meet_id`: the user's call, when this node owns it.
+pub async fn device_back_here(
+    app: &Arc<App>,
+    user: &str,
+    device: &str,
+    sid: Sid,
+    meet_id: Option<&str>,
+) {
     let flushed = app.notify.outbox.flush(user, device, |event, text| {
         app.notify.send_text(&[sid], event, text);
     });
     if flushed > 0 {
         tracing::info!(user, device, events = flushed, "kept call events delivered");
     }
-    let Some(meet_id) = app.calls.call_of(user) else {
+    let Some(meet_id) = meet_id else {
         return;
     };
-    let Some(mut guard) = app.calls.lock(&meet_id).await else {
+    let Some(mut guard) = app.calls.lock(meet_id).await else {
         return;
     };
     let live = guard.as_mut().expect("a locked live call");

@@ -42,7 +42,7 @@ pub async fn accept(
         answer: body.payload,
     };
     let device = acting_device(&app, &who, hint.as_deref());
-    service::act(&app, &who, &device, &meet_id, action).await?;
+    crate::calls::route::act(&app, &who, &device, &meet_id, action).await?;
     Ok(ok(meet_id))
 }
 
@@ -54,7 +54,7 @@ async fn simple(
     action: Action,
 ) -> ApiResult {
     let device = acting_device(&app, &who, hint.as_deref());
-    let status = service::act(&app, &who, &device, &meet_id, action).await?;
+    let status = crate::calls::route::act(&app, &who, &device, &meet_id, action).await?;
     Ok(ok(format!("call {}", status.as_str())))
 }
 

@@ -44,7 +44,24 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap
     }
     let (outbox_devices, outbox_events) = app.notify.outbox.size();
     let push = app.push.stats();
-    let body = app.metrics.render(
+    let mut body = format!(
+        "# HELP vchat_node_info This node: its id, and whether it runs in a cluster.\n\
+         # TYPE vchat_node_info gauge\n\
+         vchat_node_info{{node=\"{}\",clustered=\"{}\"}} 1\n",
+        app.node_name(),
+        app.cluster.is_some()
+    );
+    if let Some(c) = &app.cluster {
+        body.push_str(&format!(
+            "# HELP vchat_cluster_nodes Nodes this node sees alive (itself included).\n\
+             # TYPE vchat_cluster_nodes gauge\nvchat_cluster_nodes {}\n\
+             # HELP vchat_remote_sockets Sockets on other nodes, as this node's presence has them.\n\
+             # TYPE vchat_remote_sockets gauge\nvchat_remote_sockets {}\n",
+            c.alive_count(),
+            app.presence.remote_socket_count()
+        ));
+    }
+    body += &app.metrics.render(
         &[
             (
                 "vchat_live_calls",
@@ -116,7 +133,6 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap
             ),
         ],
     );
-    let mut body = body;
     if let Some(turn) = &app.turn {
         use std::fmt::Write;
         let t = turn.stats();

@@ -6,18 +6,17 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::extract::TryData;
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use socketioxide::socket::{Sid, Socket};
-use socketioxide::SocketIo;
 use tokio::sync::mpsc;
 
 use super::handlers;
-use super::notify::{chat_room, user_room};
+use super::notify::{chat_room, socket_room, user_room};
 use super::presence::socket_device;
 use crate::app::{App, MAX_EVENT_BYTES};
 use crate::auth::{AuthError, Identity};
+use crate::cluster::driver::{Adapter, Io};
 use crate::limits::EventVerdict;
 use crate::wire::events;
 use crate::wire::shapes::Exception;
@@ -52,7 +51,11 @@ pub struct Inbound {
 #[derive(Clone)]
 struct Inbox(mpsc::Sender<Inbound>);
 
-pub fn register(io: &SocketIo, app: Arc<App>) {
+type SocketRef = socketioxide::extract::SocketRef<Adapter>;
+
+/// Registers the gateway. In a cluster this also subscribes the adapter to the other nodes,
+/// which is why it is awaited.
+pub async fn register(io: &Io, app: Arc<App>) -> Result<(), String> {
     let mw_app = app.clone();
     let auth = move |s: SocketRef, TryData(auth): TryData<Value>| {
         let app = mw_app.clone();
@@ -70,7 +73,9 @@ pub fn register(io: &SocketIo, app: Arc<App>) {
         let app = app.clone();
         async move { after_connect(app, s).await }
     };
-    io.ns("/", on_connect.with(auth));
+    io.ns("/", on_connect.with(auth))
+        .await
+        .map_err(|e| format!("cannot start the Socket.IO adapter: {e}"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +154,10 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
 
     s.join(user_room(&who.user_id));
     s.join(rooms.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
+    if app.cluster.is_some() {
+        // Other nodes reach this one socket through its own room.
+        s.join(socket_room(s.id));
+    }
 
     let scoped = !who.has_device();
     if scoped {
@@ -210,11 +219,20 @@ async fn after_connect(app: Arc<App>, s: SocketRef) {
     // right after connecting may have been cleaned up before it was added. Then undo the add.
     if !s.connected() {
         if let Some(device) = app.presence.remove(&who.user_id, s.id) {
-            crate::calls::service::device_gone(&app, &who.user_id, &device).await;
+            crate::calls::route::device_gone(&app, &who.user_id, &device).await;
         }
         return;
     }
-    crate::calls::service::device_back(&app, &who.user_id, &who.device, s.id).await;
+    if let Some(c) = &app.cluster {
+        // Published before the call's owner hears the device is back (same connection, in
+        // order), so the owner's presence already has this socket when it rings it.
+        c.socket_up(&who.user_id, &who.device, s.id.as_str()).await;
+        if !s.connected() {
+            // Closed while we published: its `Down` may have gone out before our `Up`.
+            c.socket_down(&who.user_id, s.id.as_str()).await;
+        }
+    }
+    crate::calls::route::device_back(&app, &who.user_id, &who.device, s.id).await;
     if let Err(e) = crate::chat::receipts::deliver_on_connect(&app, who).await {
         tracing::warn!(user = %who.user_id, error = %e, "connect-time delivery failed");
     }
@@ -225,10 +243,10 @@ async fn after_connect(app: Arc<App>, s: SocketRef) {
 /// `typing` before it; extraction happens before that spawn, so ordering holds here.
 pub struct Enqueued;
 
-impl FromMessageParts<LocalAdapter> for Enqueued {
+impl FromMessageParts<Adapter> for Enqueued {
     type Error = Infallible;
     fn from_message_parts(
-        s: &Arc<Socket<LocalAdapter>>,
+        s: &Arc<Socket<Adapter>>,
         v: &mut socketioxide::handler::Value,
         _: &Option<i64>,
     ) -> Result<Self, Infallible> {
@@ -351,8 +369,12 @@ async fn disconnected(app: Arc<App>, s: SocketRef) {
     // Last seen is written while the socket still counts as online, so `last-seen` never reads
     // an older time for a user who is no longer online.
     let _ = app.store.touch_last_seen(&who.user_id).await;
-    if let Some(device) = app.presence.remove(&who.user_id, s.id) {
-        crate::calls::service::device_gone(&app, &who.user_id, &device).await;
+    let gone = app.presence.remove(&who.user_id, s.id);
+    if let Some(c) = &app.cluster {
+        c.socket_down(&who.user_id, s.id.as_str()).await;
+    }
+    if let Some(device) = gone {
+        crate::calls::route::device_gone(&app, &who.user_id, &device).await;
     }
     if app.presence.sockets(&who.user_id).is_empty() {
         // Nothing in memory outlives a user's last socket.

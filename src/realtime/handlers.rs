@@ -24,7 +24,7 @@ pub async fn dispatch(
     payload: &Value,
 ) -> Result<(), String> {
     match event {
-        events::MY_ONLINE => my_online(app, ctx, payload),
+        events::MY_ONLINE => my_online(app, ctx, payload).await,
         events::ROOM_STATUS_CHANGE => room_status_change(app, ctx, payload).await,
         events::DELIVER_CHAT_ROOM => deliver_chat_room(app, ctx, payload).await,
         events::ENTER_CHAT_ROOM => enter_chat_room(app, ctx, payload).await,
@@ -34,8 +34,9 @@ pub async fn dispatch(
 }
 
 /// `v1MyOnline`: who of these peers is online. Only peers sharing a room with the asker can read
-/// as online, so presence does not leak to strangers.
-fn my_online(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
+/// as online, so presence does not leak to strangers. Peers with a socket here are checked by
+/// the sockets' rooms; peers whose sockets are all on other nodes, by the store (one query).
+async fn my_online(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
     let queries: Vec<OnlineQuery> = decode(events::MY_ONLINE, payload)?;
     if queries.len() > MAX_PRESENCE_QUERY {
         return Err(format!(
@@ -43,47 +44,70 @@ fn my_online(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<(), String> 
             events::MY_ONLINE
         ));
     }
-    let io = app.notify.io();
-    // The asker's rooms, only if some entry needs the slow path.
-    let mine = std::cell::OnceCell::<HashSet<String>>::new();
-    let my_rooms = || {
-        mine.get_or_init(|| {
-            io.get_socket(ctx.sid)
-                .map(|s| {
-                    s.rooms()
-                        .into_iter()
-                        .filter(|r| r.starts_with("r:"))
-                        .map(|r| r.to_string())
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-    };
-    let shares_room = |peer: &str, extra: &Value| {
-        let peer_sids = app.presence.sockets(peer);
-        if peer_sids.is_empty() {
-            return false;
-        }
-        // V Chat clients put the single room they share with the peer in `extra`: if both the
-        // asker's socket and one of the peer's sit in that room, that settles it cheaply.
-        if let Some(room) = extra.as_str() {
-            let in_room = io.to(chat_room(room)).sockets();
-            if in_room.iter().any(|s| s.id == ctx.sid)
-                && in_room.iter().any(|s| peer_sids.contains(&s.id))
-            {
-                return true;
+    let mut elsewhere = Vec::new();
+    let online: Vec<bool> = {
+        let io = app.notify.io();
+        // The asker's rooms, only if some entry needs the slow path.
+        let mine = std::cell::OnceCell::<HashSet<String>>::new();
+        let my_rooms = || {
+            mine.get_or_init(|| {
+                io.get_socket(ctx.sid)
+                    .map(|s| {
+                        s.rooms()
+                            .into_iter()
+                            .filter(|r| r.starts_with("r:"))
+                            .map(|r| r.to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+        };
+        let mut shares_room = |peer: &str, extra: &Value| {
+            let peer_sids = app.presence.sockets(peer);
+            if peer_sids.is_empty() {
+                return false;
             }
-        }
-        let mine = my_rooms();
-        peer_sids.into_iter().any(|sid| {
-            io.get_socket(sid)
-                .is_some_and(|s| s.rooms().iter().any(|r| mine.contains(r.as_ref())))
-        })
+            if !peer_sids
+                .iter()
+                .any(|sid| app.presence.is_local(peer, *sid))
+            {
+                elsewhere.push(peer.to_string());
+                return false;
+            }
+            // V Chat clients put the single room they share with the peer in `extra`: if both
+            // the asker's socket and one of the peer's sit in that room, that settles it cheaply.
+            if let Some(room) = extra.as_str() {
+                let in_room = io.local().to(chat_room(room)).sockets();
+                if in_room.iter().any(|s| s.id == ctx.sid)
+                    && in_room.iter().any(|s| peer_sids.contains(&s.id))
+                {
+                    return true;
+                }
+            }
+            let mine = my_rooms();
+            peer_sids.into_iter().any(|sid| {
+                io.get_socket(sid)
+                    .is_some_and(|s| s.rooms().iter().any(|r| mine.contains(r.as_ref())))
+            })
+        };
+        queries
+            .iter()
+            .map(|q| shares_room(&q.peer_id, &q.extra))
+            .collect()
+    };
+    let remote_sharing = if elsewhere.is_empty() {
+        HashSet::new()
+    } else {
+        app.store
+            .sharing_peers(&ctx.who.user_id, &elsewhere)
+            .await
+            .map_err(|_| "presence is unavailable: the store cannot answer".to_string())?
     };
     let answer: Vec<OnlineState> = queries
         .into_iter()
-        .map(|q| OnlineState {
-            is_online: shares_room(&q.peer_id, &q.extra),
+        .zip(online)
+        .map(|(q, here)| OnlineState {
+            is_online: here || remote_sharing.contains(&q.peer_id),
             extra: match q.extra {
                 Value::Null => Value::String(String::new()),
                 v => v,
@@ -203,7 +227,7 @@ async fn ice_candidate(app: &Arc<App>, ctx: &SocketCtx, payload: &Value) -> Resu
         ));
     }
     let meet_id = meet_id.to_string();
-    crate::calls::service::relay_ice(app, &ctx.who, ctx.scoped, &meet_id, whole)
+    crate::calls::route::relay_ice(app, &ctx.who, ctx.scoped, &meet_id, whole)
         .await
         .map_err(|e| format!("{}: {e}", events::ICE_CANDIDATE))
 }

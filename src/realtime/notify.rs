@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use socketioxide::socket::Sid;
-use socketioxide::SocketIo;
+use tokio::sync::mpsc;
 
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
+use crate::cluster::driver::Io;
 
 /// Socket.IO room holding every socket of a user (all devices).
 pub fn user_room(user: &str) -> String {
@@ -22,11 +23,31 @@ pub fn chat_room(room: &str) -> String {
     format!("r:{room}")
 }
 
+/// Socket.IO room of one socket, so another node can reach it (cluster mode).
+pub fn socket_room(sid: Sid) -> String {
+    format!("k:{sid}")
+}
+
+/// Work for sockets on other nodes, done in order by one task: a join always lands before
+/// the emits after it, and one call's events leave in the order the machine decided them.
+enum Remote {
+    Emit {
+        rooms: Vec<String>,
+        event: String,
+        text: String,
+    },
+    Join(Sid, String),
+    Leave(Sid, String),
+    Disconnect(Sid),
+}
+
 #[derive(Clone)]
 pub struct Notifier {
-    io: SocketIo,
+    io: Io,
     pub presence: Arc<Presence>,
     pub outbox: Arc<Outboxes>,
+    /// Cluster mode: the queue to the task that reaches other nodes.
+    remote: Option<mpsc::UnboundedSender<Remote>>,
 }
 
 pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
@@ -34,24 +55,49 @@ pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
 }
 
 impl Notifier {
-    pub fn new(io: SocketIo, presence: Arc<Presence>, outbox: Arc<Outboxes>) -> Self {
+    pub fn new(io: Io, presence: Arc<Presence>, outbox: Arc<Outboxes>, clustered: bool) -> Self {
+        let remote = clustered.then(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(reach_other_nodes(io.clone(), rx));
+            tx
+        });
         Notifier {
             io,
             presence,
             outbox,
+            remote,
         }
     }
 
-    pub fn io(&self) -> &SocketIo {
+    pub fn io(&self) -> &Io {
         &self.io
     }
 
-    /// Sends already-encoded text to each socket that is still there.
+    /// Sends already-encoded text to each socket that is still there (on this node, or, in a
+    /// cluster, on whichever node holds it).
     pub fn send_text(&self, sids: &[Sid], event: &str, text: &str) {
+        let mut elsewhere = Vec::new();
         for sid in sids {
-            if let Some(s) = self.io.get_socket(*sid) {
-                let _ = s.emit(event, text);
+            match self.io.get_socket(*sid) {
+                Some(s) => {
+                    let _ = s.emit(event, text);
+                }
+                None if self.remote.is_some() => elsewhere.push(socket_room(*sid)),
+                None => {}
             }
+        }
+        if !elsewhere.is_empty() {
+            self.send_remote(Remote::Emit {
+                rooms: elsewhere,
+                event: event.to_string(),
+                text: text.to_string(),
+            });
+        }
+    }
+
+    fn send_remote(&self, r: Remote) {
+        if let Some(tx) = &self.remote {
+            let _ = tx.send(r);
         }
     }
 
@@ -142,20 +188,26 @@ impl Notifier {
         self.to_sockets(&sids, event, payload)
     }
 
-    /// Every member socket of a chat room.
+    /// Every member socket of a chat room (on every node).
     pub async fn to_room<T: Serialize + ?Sized>(&self, room: &str, event: &str, payload: &T) {
-        let _ = self
-            .io
-            .to(chat_room(room))
-            .emit(event, &encode(payload))
-            .await;
+        let text = encode(payload);
+        if self.remote.is_some() {
+            self.send_remote(Remote::Emit {
+                rooms: vec![chat_room(room)],
+                event: event.to_string(),
+                text,
+            });
+            return;
+        }
+        let _ = self.io.local().to(chat_room(room)).emit(event, &text).await;
     }
 
     /// Membership gained: the user's live sockets join the room at once.
     pub fn join_room(&self, user: &str, room: &str) {
         for sid in self.presence.sockets(user) {
-            if let Some(s) = self.io.get_socket(sid) {
-                s.join(chat_room(room));
+            match self.io.get_socket(sid) {
+                Some(s) => s.join(chat_room(room)),
+                None => self.send_remote(Remote::Join(sid, chat_room(room))),
             }
         }
     }
@@ -163,8 +215,9 @@ impl Notifier {
     /// Membership lost (or closed by a ban): the user's live sockets leave the room at once.
     pub fn leave_room(&self, user: &str, room: &str) {
         for sid in self.presence.sockets(user) {
-            if let Some(s) = self.io.get_socket(sid) {
-                s.leave(chat_room(room));
+            match self.io.get_socket(sid) {
+                Some(s) => s.leave(chat_room(room)),
+                None => self.send_remote(Remote::Leave(sid, chat_room(room))),
             }
         }
     }
@@ -181,10 +234,43 @@ impl Notifier {
     pub fn disconnect_device(&self, user: &str, device: &str) -> usize {
         let sids = self.presence.sockets_where(user, |d| d == device);
         for sid in &sids {
-            if let Some(s) = self.io.get_socket(*sid) {
-                let _ = s.disconnect();
+            match self.io.get_socket(*sid) {
+                Some(s) => {
+                    let _ = s.disconnect();
+                }
+                None => self.send_remote(Remote::Disconnect(*sid)),
             }
         }
         sids.len()
+    }
+}
+
+async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>) {
+    while let Some(r) = rx.recv().await {
+        let done = match r {
+            Remote::Emit { rooms, event, text } => io
+                .to(rooms)
+                .emit(&event, &text)
+                .await
+                .map_err(|e| e.to_string()),
+            Remote::Join(sid, room) => io
+                .to(socket_room(sid))
+                .join(room)
+                .await
+                .map_err(|e| e.to_string()),
+            Remote::Leave(sid, room) => io
+                .to(socket_room(sid))
+                .leave(room)
+                .await
+                .map_err(|e| e.to_string()),
+            Remote::Disconnect(sid) => io
+                .to(socket_room(sid))
+                .disconnect()
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "could not reach another node");
+        }
     }
 }

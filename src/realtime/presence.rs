@@ -1,5 +1,8 @@
 //! Who is connected, on which device. Kept in memory so presence polls and call routing never
-//! scan sockets.
+//! scan sockets. In a cluster it also holds the other nodes' sockets (a replica fed by the
+//! cluster bus), so every question about who is online has the cluster's answer.
+
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use socketioxide::socket::Sid;
@@ -8,6 +11,8 @@ use socketioxide::socket::Sid;
 struct Conn {
     sid: Sid,
     device: String,
+    /// The node the socket is on; `None`: this one.
+    node: Option<Arc<str>>,
 }
 
 /// The device a socket counts as when its token names none: the socket itself.
@@ -30,7 +35,46 @@ impl Presence {
         self.users.entry(user.to_string()).or_default().push(Conn {
             sid,
             device: device.to_string(),
+            node: None,
         });
+    }
+
+    /// A socket on another node (told twice, kept once).
+    pub fn add_remote(&self, node: &str, user: &str, device: &str, sid: Sid) {
+        let mut conns = self.users.entry(user.to_string()).or_default();
+        if !conns.iter().any(|c| c.sid == sid) {
+            conns.push(Conn {
+                sid,
+                device: device.to_string(),
+                node: Some(node.into()),
+            });
+        }
+    }
+
+    /// Drops every socket of the nodes `dead` says are gone. Returns the (user, device) pairs
+    /// that lost their last socket.
+    pub fn purge(&self, dead: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut gone = Vec::new();
+        for mut entry in self.users.iter_mut() {
+            let before: Vec<String> = entry.iter().map(|c| c.device.clone()).collect();
+            entry.retain(|c| !c.node.as_deref().is_some_and(&dead));
+            for device in before {
+                if !entry.iter().any(|c| c.device == device)
+                    && !gone.iter().any(|(u, d)| u == entry.key() && *d == device)
+                {
+                    gone.push((entry.key().clone(), device));
+                }
+            }
+        }
+        self.users.retain(|_, conns| !conns.is_empty());
+        gone
+    }
+
+    /// Whether the socket is on this node.
+    pub fn is_local(&self, user: &str, sid: Sid) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|c| c.iter().any(|c| c.sid == sid && c.node.is_none()))
     }
 
     /// Removes a socket. Returns its device if that was the device's last socket.
@@ -95,11 +139,27 @@ impl Presence {
             .unwrap_or_default()
     }
 
+    /// Users with a socket on this node.
     pub fn online_users(&self) -> usize {
-        self.users.len()
+        self.users
+            .iter()
+            .filter(|c| c.iter().any(|c| c.node.is_none()))
+            .count()
     }
 
+    /// Sockets on other nodes (cluster mode).
+    pub fn remote_socket_count(&self) -> usize {
+        self.users
+            .iter()
+            .map(|c| c.iter().filter(|c| c.node.is_some()).count())
+            .sum()
+    }
+
+    /// Sockets on this node.
     pub fn socket_count(&self) -> usize {
-        self.users.iter().map(|c| c.len()).sum()
+        self.users
+            .iter()
+            .map(|c| c.iter().filter(|c| c.node.is_none()).count())
+            .sum()
     }
 }

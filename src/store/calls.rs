@@ -1,4 +1,5 @@
 use super::{Store, UserRow};
+use crate::calls::machine::Status;
 use crate::ids::now_iso;
 
 const COLUMNS: &str = "id, room_id, caller_id, callee_id, caller_device, callee_device, with_video,
@@ -33,10 +34,11 @@ pub struct HistoryRow {
 }
 
 impl Store {
-    pub async fn insert_call(&self, c: &CallRecord) -> sqlx::Result<()> {
+    /// Stores a new call, owned by `node` (empty when alone).
+    pub async fn insert_call(&self, c: &CallRecord, node: &str) -> sqlx::Result<()> {
         db!(self, |pool, sql| {
             sqlx::query(&sql(&format!(
-            "INSERT INTO calls ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO calls ({COLUMNS}, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         )))
         .bind(&c.id)
         .bind(&c.room_id)
@@ -53,11 +55,50 @@ impl Store {
         .bind(&c.created_at)
         .bind(&c.accepted_at)
         .bind(&c.ended_at)
+        .bind(node)
         .execute(pool)
         .await
         .map(|r| r.rows_affected())
         })?;
         Ok(())
+    }
+
+    /// A call's status and the node that owns it.
+    pub async fn call_node(&self, id: &str) -> sqlx::Result<Option<(Status, String)>> {
+        let row: Option<(String, String)> = db!(self, |pool, sql| sqlx::query_as(&sql(
+            "SELECT status, node FROM calls WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await)?;
+        Ok(row.and_then(|(s, n)| Some((Status::parse(&s)?, n))))
+    }
+
+    /// Moves a live call from node `from` to node `to`, if it is still `from`'s at revision
+    /// `rev`: of several nodes claiming a dead node's call, exactly one wins.
+    pub async fn claim_call(&self, id: &str, from: &str, to: &str, rev: i64) -> sqlx::Result<bool> {
+        let r = db!(self, |pool, sql| sqlx::query(&sql(
+            "UPDATE calls SET node = $1
+             WHERE id = $2 AND node = $3 AND rev = $4 AND status IN ('ring', 'inCall')"
+        ))
+        .bind(to)
+        .bind(id)
+        .bind(from)
+        .bind(rev)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(r == 1)
+    }
+
+    /// The live calls owned by `node`.
+    pub async fn live_calls_on(&self, node: &str) -> sqlx::Result<Vec<String>> {
+        db!(self, |pool, sql| sqlx::query_scalar(&sql(
+            "SELECT id FROM calls WHERE node = $1 AND status IN ('ring', 'inCall')"
+        ))
+        .bind(node)
+        .fetch_all(pool)
+        .await)
     }
 
     /// Commits a transition: compare-and-swap on the revision, so a write based on a state that

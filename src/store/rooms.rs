@@ -231,6 +231,35 @@ impl Store {
         .await)
     }
 
+    /// Which of `peers` share a room with `me` that their sockets would sit in (a membership of
+    /// both, not closed by a ban): presence for peers whose sockets are on other nodes.
+    pub async fn sharing_peers(
+        &self,
+        me: &str,
+        peers: &[String],
+    ) -> sqlx::Result<std::collections::HashSet<String>> {
+        if peers.is_empty() {
+            return Ok(Default::default());
+        }
+        let list: Vec<String> = (0..peers.len()).map(|i| format!("${}", i + 2)).collect();
+        let query = format!(
+            "SELECT DISTINCT b.user_id FROM room_members a
+             JOIN room_members b ON b.room_id = a.room_id
+             WHERE a.user_id = $1 AND b.user_id IN ({})
+               AND NOT EXISTS (SELECT 1 FROM bans x WHERE x.room_id = a.room_id)",
+            list.join(", ")
+        );
+        let rows: Vec<String> = db!(self, |pool, sql| {
+            let q = sql(&query);
+            let mut q = sqlx::query_scalar(&q).bind(me);
+            for p in peers {
+                q = q.bind(p);
+            }
+            q.fetch_all(pool).await
+        })?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Every member of a room.
     pub async fn room_member_ids(&self, room: &str) -> sqlx::Result<Vec<String>> {
         db!(self, |pool, sql| sqlx::query_scalar(&sql(

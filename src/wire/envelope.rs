@@ -40,6 +40,19 @@ impl ApiError {
     pub fn not_found(msg: impl Into<String>) -> Self {
         ApiError::NotFound(msg.into())
     }
+    /// Rebuilds an error from its status and text (an answer from another node).
+    pub fn from_status(status: u16, msg: String) -> Self {
+        match status {
+            400 => ApiError::BadRequest(msg),
+            403 => ApiError::Forbidden(msg),
+            404 => ApiError::NotFound(msg),
+            STATUS_UNAUTHORIZED => ApiError::Unauthorized(msg),
+            413 => ApiError::PayloadTooLarge(msg),
+            429 => ApiError::TooManyRequests(msg),
+            503 => ApiError::Unavailable(msg),
+            _ => ApiError::Internal(msg),
+        }
+    }
     pub fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,

@@ -26,6 +26,8 @@ pub struct TestServer {
     child: Child,
     env: Vec<(String, String)>,
     keep_dir: bool,
+    /// The harness made this server's PostgreSQL database (and drops it with the server).
+    owns_db: bool,
 }
 
 fn temp_dir() -> PathBuf {
@@ -55,7 +57,8 @@ impl TestServer {
     fn spawn(data_dir: PathBuf, mut env: Vec<(String, String)>) -> TestServer {
         // With VCHAT_TEST_STORE=postgres every server gets a fresh PostgreSQL database (kept
         // across restarts, like the data dir).
-        if store_is_postgres() && !env.iter().any(|(k, _)| k == "VCHAT_DATABASE_URL") {
+        let owns_db = store_is_postgres() && !env.iter().any(|(k, _)| k == "VCHAT_DATABASE_URL");
+        if owns_db {
             env.push(("VCHAT_DATABASE_URL".into(), fresh_postgres_database()));
         }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vchat-signal"));
@@ -117,6 +120,7 @@ impl TestServer {
             child,
             env,
             keep_dir: false,
+            owns_db,
         }
     }
 
@@ -178,9 +182,11 @@ impl TestServer {
     pub fn restart(mut self) -> TestServer {
         self.kill();
         self.keep_dir = true;
-        let (dir, env) = (self.data_dir.clone(), self.env.clone());
+        let (dir, env, owns_db) = (self.data_dir.clone(), self.env.clone(), self.owns_db);
         drop(self);
-        Self::spawn(dir, env)
+        let mut s = Self::spawn(dir, env);
+        s.owns_db = owns_db;
+        s
     }
 
     /// One value from `/metrics` (a gauge or counter, optionally with labels), 0 if absent.
@@ -249,7 +255,7 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn unsafe_kill(pid: u32, sig: i32) {
+pub fn unsafe_kill(pid: u32, sig: i32) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
@@ -262,7 +268,7 @@ impl Drop for TestServer {
         let _ = self.child.wait();
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
-            if let Some(url) = self.database_url() {
+            if let Some(url) = self.database_url().filter(|_| self.owns_db) {
                 drop_postgres_database(&url);
             }
         }
@@ -418,6 +424,8 @@ impl Api {
     }
 }
 
+pub mod cluster;
+
 // ---------------- Socket.IO clients through the Node driver ----------------
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>>;
@@ -499,6 +507,11 @@ fn ensure_node_modules() {
 
 impl Driver {
     pub async fn new(server: &TestServer) -> Driver {
+        Self::new_at(&server.url).await
+    }
+
+    /// Clients of the server (or load balancer) at `url`.
+    pub async fn new_at(url: &str) -> Driver {
         ensure_node_modules();
         let mut child = tokio::process::Command::new("node")
             .arg(repo_root().join("tests/support/sio-driver.mjs"))
@@ -530,7 +543,7 @@ impl Driver {
             stdin: tokio::sync::Mutex::new(stdin),
             routes,
             _child: child,
-            url: server.url.clone(),
+            url: url.to_string(),
         }
     }
 
@@ -915,7 +928,7 @@ pub fn fresh_postgres_database() -> String {
     }
 }
 
-fn drop_postgres_database(url: &str) {
+pub fn drop_postgres_database(url: &str) {
     let Some(name) = url.rsplit('/').next().map(str::to_string) else {
         return;
     };

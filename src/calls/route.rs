@@ -1,0 +1,300 @@
+//! Where a call's work runs. Alone, everything runs here. In a cluster a live call is owned by
+//! one node (it holds the call's lock, timers and kept events): work on a call this node does
+//! not own is sent to its owner and the owner's answer returned, and a call whose owner is dead
+//! is taken over first. Handlers call these functions, never the `*_here` ones.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use socketioxide::socket::Sid;
+
+use super::machine::{Action, Status};
+use super::registry::Busy;
+use super::service;
+use crate::app::App;
+use crate::auth::Identity;
+use crate::cluster::wire::{Reply, Request};
+use crate::cluster::{takeover, AskError};
+use crate::wire::ApiError;
+
+enum Owner {
+    Here,
+    There(String),
+}
+
+/// Which node runs work on `meet_id`. A dead owner's call is claimed first.
+async fn owner(app: &Arc<App>, meet_id: &str) -> Owner {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return Owner::Here;
+    };
+    if app.calls.contains(meet_id) {
+        return Owner::Here;
+    }
+    // A few rounds: another node may claim the call between our read and our claim.
+    for _ in 0..3 {
+        let node = match app.store.call_node(meet_id).await {
+            Ok(Some((status, node))) if status.is_live() && node != cluster.node => node,
+            // Not live, unknown, ours, or the store cannot say: the local path answers.
+            _ => return Owner::Here,
+        };
+        if cluster.is_alive(&node) {
+            return Owner::There(node);
+        }
+        if takeover::claim(app, meet_id, &node).await {
+            return Owner::Here;
+        }
+    }
+    Owner::Here
+}
+
+/// Where work on a call went.
+enum Routed {
+    /// Run it here (this node owns the call, or just took it over).
+    Here,
+    /// The owner ran it and answered.
+    Answered(Reply),
+    Unreachable(AskError),
+}
+
+/// Sends `req` to the owner of `meet_id`. An owner that does not answer is looked at again:
+/// dead, its call is taken over (by us, or by another node we then ask); alive (it may have
+/// been restarting), it is asked once more.
+async fn to_owner(app: &Arc<App>, meet_id: &str, req: Request) -> Routed {
+    let mut last = None;
+    for _ in 0..2 {
+        let node = match owner(app, meet_id).await {
+            Owner::Here => return Routed::Here,
+            Owner::There(node) => node,
+        };
+        let cluster = app
+            .cluster
+            .as_ref()
+            .expect("only clusters have other nodes");
+        match cluster.ask(&node, req.clone()).await {
+            Ok(rep) => return Routed::Answered(rep),
+            Err(e) => {
+                tracing::warn!(meet_id, node, error = %e, "the call's node did not answer");
+                cluster.refresh().await;
+                last = Some(e);
+            }
+        }
+    }
+    Routed::Unreachable(last.expect("asked at least once"))
+}
+
+fn unavailable(e: AskError) -> ApiError {
+    ApiError::Unavailable(format!("the node running this call cannot be reached: {e}"))
+}
+
+/// A user's action on a call (accept, reject, cancel, end, end/v2). Returns the new status.
+pub async fn act(
+    app: &Arc<App>,
+    who: &Identity,
+    device: &str,
+    meet_id: &str,
+    action: Action,
+) -> Result<Status, ApiError> {
+    let req = Request::Act {
+        meet_id: meet_id.into(),
+        user: who.user_id.clone(),
+        device: device.into(),
+        action: action.clone(),
+    };
+    match to_owner(app, meet_id, req).await {
+        Routed::Here => service::act_here(app, &who.user_id, device, meet_id, action).await,
+        Routed::Answered(Reply::Status { ok: Some(s), .. }) => Ok(s),
+        Routed::Answered(Reply::Status { err: Some(e), .. }) => Err(e.into()),
+        Routed::Answered(other) => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        Routed::Unreachable(e) => Err(unavailable(e)),
+    }
+}
+
+/// Relays one ICE candidate (see [`service::relay_ice_here`]).
+pub async fn relay_ice(
+    app: &Arc<App>,
+    who: &Identity,
+    may_bind: bool,
+    meet_id: &str,
+    payload: Value,
+) -> Result<(), String> {
+    if app.cluster.is_none() || app.calls.contains(meet_id) {
+        // The hot path: no request to build.
+        return service::relay_ice_here(app, &who.user_id, &who.device, may_bind, meet_id, payload)
+            .await;
+    }
+    let req = Request::Ice {
+        meet_id: meet_id.into(),
+        user: who.user_id.clone(),
+        device: who.device.clone(),
+        may_bind,
+        payload: payload.clone(),
+    };
+    match to_owner(app, meet_id, req).await {
+        Routed::Here => {
+            service::relay_ice_here(app, &who.user_id, &who.device, may_bind, meet_id, payload)
+                .await
+        }
+        Routed::Answered(Reply::Ice { err: None }) => Ok(()),
+        Routed::Answered(Reply::Ice { err: Some(e) }) => Err(e),
+        Routed::Answered(other) => Err(format!("unexpected answer {other:?}")),
+        Routed::Unreachable(e) => Err(unavailable(e).to_string()),
+    }
+}
+
+/// The user's live call, wherever it runs.
+async fn call_of(app: &App, user: &str) -> Option<String> {
+    if let Some(m) = app.calls.call_of(user) {
+        return Some(m);
+    }
+    app.cluster.as_ref()?.held_by(user).await
+}
+
+/// The last socket of `device` went away (on this node, or on a node that died).
+pub async fn device_gone(app: &Arc<App>, user: &str, device: &str) {
+    let Some(meet_id) = call_of(app, user).await else {
+        return;
+    };
+    let req = Request::DeviceGone {
+        user: user.into(),
+        device: device.into(),
+    };
+    match to_owner(app, &meet_id, req).await {
+        Routed::Here => service::device_gone_here(app, user, device, &meet_id).await,
+        Routed::Answered(_) => {}
+        Routed::Unreachable(e) => {
+            tracing::warn!(meet_id, user, error = %e, "device loss not handed to the call's node");
+        }
+    }
+}
+
+/// A socket of `device` connected here (see [`service::device_back_here`]).
+pub async fn device_back(app: &Arc<App>, user: &str, device: &str, sid: Sid) {
+    let Some(meet_id) = call_of(app, user).await else {
+        return service::device_back_here(app, user, device, sid, None).await;
+    };
+    let req = Request::DeviceBack {
+        user: user.into(),
+        device: device.into(),
+        sid: sid.to_string(),
+    };
+    match to_owner(app, &meet_id, req).await {
+        Routed::Here => service::device_back_here(app, user, device, sid, Some(&meet_id)).await,
+        Routed::Answered(_) => {}
+        Routed::Unreachable(e) => {
+            tracing::warn!(meet_id, user, error = %e, "device return not handed to the call's node");
+        }
+    }
+}
+
+/// Runs a request another node sent here, as if its client had come to this node. If the call
+/// moved meanwhile, it is routed again.
+pub async fn serve(app: &Arc<App>, req: Request) -> Reply {
+    match req {
+        Request::Act {
+            meet_id,
+            user,
+            device,
+            action,
+        } => {
+            let who = Identity::of_user(&user, &device);
+            Reply::of_status(&act(app, &who, &device, &meet_id, action).await)
+        }
+        Request::Ice {
+            meet_id,
+            user,
+            device,
+            may_bind,
+            payload,
+        } => {
+            let who = Identity::of_user(&user, &device);
+            let err = relay_ice(app, &who, may_bind, &meet_id, payload)
+                .await
+                .err();
+            Reply::Ice { err }
+        }
+        Request::DeviceGone { user, device } => {
+            device_gone(app, &user, &device).await;
+            Reply::Done
+        }
+        Request::DeviceBack { user, device, sid } => {
+            if let Ok(sid) = sid.parse() {
+                device_back(app, &user, &device, sid).await;
+            }
+            Reply::Done
+        }
+    }
+}
+
+/// Marks both users busy with `meet_id` across the cluster, or neither: the same id order as
+/// the local reserve, so glare across nodes leaves exactly one call. A mark left by a call
+/// that is no longer live (its node died between ending it and freeing its users) is cleared.
+pub async fn hold_pair(app: &App, caller: &str, callee: &str, meet_id: &str) -> Result<(), Hold> {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return Ok(());
+    };
+    let order = if caller <= callee {
+        [(caller, Busy::Caller), (callee, Busy::Callee)]
+    } else {
+        [(callee, Busy::Callee), (caller, Busy::Caller)]
+    };
+    let mut held: Vec<&str> = Vec::new();
+    for (user, side) in order {
+        if let Err(e) = hold_one(app, user, meet_id, side).await {
+            for u in held {
+                cluster.unhold(u, meet_id).await;
+            }
+            return Err(e);
+        }
+        held.push(user);
+    }
+    Ok(())
+}
+
+/// Why the cluster would not mark a user busy.
+pub enum Hold {
+    Busy(Busy),
+    Down(String),
+}
+
+async fn hold_one(app: &App, user: &str, meet_id: &str, side: Busy) -> Result<(), Hold> {
+    let cluster = app.cluster.as_ref().expect("cluster mode");
+    for _ in 0..2 {
+        let holder = cluster
+            .hold(user, meet_id)
+            .await
+            .map_err(|e| Hold::Down(format!("cannot mark the user busy in Redis: {e}")))?;
+        let Some(holder) = holder else {
+            return Ok(());
+        };
+        // A holder not in the store yet is being placed right now (its mark expires by itself
+        // if its node dies first); one that is stored and over left its mark behind.
+        let live = match app.store.call_node(&holder).await {
+            Ok(Some((status, _))) => status.is_live(),
+            Ok(None) | Err(_) => true,
+        };
+        if live {
+            return Err(Hold::Busy(side));
+        }
+        tracing::info!(user, holder, "clearing a busy mark left by an ended call");
+        cluster.unhold(user, &holder).await;
+    }
+    Err(Hold::Busy(side))
+}
+
+/// The call is stored: its parties stay busy for as long as it can last.
+pub async fn confirm_pair(app: &App, a: &str, b: &str) {
+    if let Some(cluster) = app.cluster.as_ref() {
+        let lifetime = app.config.call_timeout()
+            + app.config.max_call_duration()
+            + app.config.reconnect_grace()
+            + std::time::Duration::from_secs(60);
+        cluster.confirm([a, b], lifetime).await;
+    }
+}
+
+pub async fn unhold_pair(app: &App, a: &str, b: &str, meet_id: &str) {
+    if let Some(cluster) = app.cluster.as_ref() {
+        cluster.unhold(a, meet_id).await;
+        cluster.unhold(b, meet_id).await;
+    }
+}

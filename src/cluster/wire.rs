@@ -1,0 +1,141 @@
+//! What nodes say to each other over Redis pub/sub. Presence changes go to every node; a
+//! request about a call goes to the node that owns the call, and its answer back to the asker.
+//! Everything one node publishes leaves on one connection, in order, and every node reads its
+//! channels on one subscriber connection, so a node hears a socket arrive before it hears a
+//! request that depends on it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::calls::machine::{Action, Status};
+use crate::wire::ApiError;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub enum Msg {
+    /// A socket joined presence on `node` (the run of the node: `<id>#<random>`).
+    Up {
+        node: String,
+        user: String,
+        device: String,
+        sid: String,
+    },
+    /// A socket left presence on `node`.
+    Down {
+        node: String,
+        user: String,
+        sid: String,
+    },
+    /// A node (this run of it) stops: its sockets are gone.
+    Gone { node: String },
+    /// A request for the owner of a call.
+    Ask { id: u64, from: String, req: Request },
+    /// The answer to request `id`.
+    Answer { id: u64, rep: Reply },
+}
+
+/// Work only a call's owner may do: it holds the call's lock, timers and kept events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op")]
+pub enum Request {
+    Act {
+        meet_id: String,
+        user: String,
+        device: String,
+        action: Action,
+    },
+    Ice {
+        meet_id: String,
+        user: String,
+        device: String,
+        may_bind: bool,
+        payload: Value,
+    },
+    DeviceGone {
+        user: String,
+        device: String,
+    },
+    DeviceBack {
+        user: String,
+        device: String,
+        sid: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "r")]
+pub enum Reply {
+    Status {
+        ok: Option<Status>,
+        err: Option<WireError>,
+    },
+    Ice {
+        err: Option<String>,
+    },
+    Done,
+}
+
+/// An [`ApiError`] on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl From<&ApiError> for WireError {
+    fn from(e: &ApiError) -> Self {
+        WireError {
+            status: e.status(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
+        ApiError::from_status(e.status, e.message)
+    }
+}
+
+impl Reply {
+    pub fn of_status(r: &Result<Status, ApiError>) -> Reply {
+        match r {
+            Ok(s) => Reply::Status {
+                ok: Some(*s),
+                err: None,
+            },
+            Err(e) => Reply::Status {
+                ok: None,
+                err: Some(e.into()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calls::machine::Role;
+
+    #[test]
+    fn requests_round_trip() {
+        let m = Msg::Ask {
+            id: 7,
+            from: "n1".into(),
+            req: Request::Act {
+                meet_id: "m".into(),
+                user: "u".into(),
+                device: "d".into(),
+                action: Action::DeviceLost { role: Role::Callee },
+            },
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        let back: Msg = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        let r = Reply::of_status(&Err(ApiError::forbidden("no")));
+        let Reply::Status { err: Some(e), .. } = r else {
+            panic!()
+        };
+        assert!(matches!(ApiError::from(e), ApiError::Forbidden(m) if m == "no"));
+    }
+}

@@ -1,0 +1,409 @@
+//! Several `vchat-signal` nodes on one Redis and one PostgreSQL database, with real npm
+//! socket.io-client sockets spread over them (and nginx in front, running the shipped
+//! `deploy/nginx-vchat.conf`): calls, ICE and chat across nodes, one winner for racing actions
+//! arriving at different nodes, and calls that outlive the node that ran them.
+//!
+//! Needs Redis (`VCHAT_TEST_REDIS_URL`, else a `redis-server` it starts) and PostgreSQL
+//! (`VCHAT_TEST_DATABASE_URL`); without them each test says SKIPPED, except under `CI=true`
+//! where it fails (`.ci/run` provides both).
+
+mod common;
+
+use common::cluster::TestCluster;
+use common::*;
+use serde_json::{json, Value};
+
+fn cand(meet: &str, n: u32) -> Value {
+    json!({"meetId": meet, "data": {"candidate": format!("candidate:{n} 1 udp 1 127.0.0.1 {n} typ host"),
+                                    "sdpMid": "0", "sdpMLineIndex": 0}})
+}
+
+async fn create_call(api: &Api, t: &str, room: &str) -> String {
+    let d = api
+        .post(
+            &format!("call/create/{room}"),
+            t,
+            json!({"payload": {"type": "offer", "sdp": "v=0"}, "withVideo": true}),
+        )
+        .await
+        .ok();
+    d["meetId"].as_str().unwrap().to_string()
+}
+
+async fn node_of_call(c: &TestCluster, meet: &str) -> String {
+    let db = c.node(1).db().await;
+    sqlx::query_scalar::<_, String>("SELECT node FROM calls WHERE id = $1")
+        .bind(meet)
+        .fetch_one(&db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn calls_ice_chat_and_presence_work_across_two_nodes() {
+    let Some(c) = TestCluster::start("cluster: across nodes", 2, &[]) else {
+        return;
+    };
+    let (api0, api1) = (c.node(0).api(), c.node(1).api());
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    api1.touch(&b).await;
+    let room = api0.peer_room(&a, "bob").await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let mut alice = d0.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    c.settle(&[1, 1]).await;
+
+    // Presence: node 0 knows bob (on node 1) is online.
+    alice
+        .emit("v1MyOnline", &json!([{"peerId": "bob", "extra": room}]))
+        .await;
+    assert_eq!(alice.expect("v1OnMyOnline").await[0]["isOnline"], true);
+
+    // Chat: a message stored through node 0 reaches bob's socket on node 1, typing too.
+    let sent = api0
+        .post(
+            &format!("channel/{room}/message/"),
+            &a,
+            json!({"content": "hi across", "localId": "l-1", "messageType": "text"}),
+        )
+        .await
+        .ok();
+    assert_eq!(bob.expect("v1OnNewMessage").await, sent);
+    assert_eq!(alice.expect("v1OnNewMessage").await, sent);
+    alice
+        .emit(
+            "v1RoomStatusChange",
+            &json!({"roomId": room, "status": "typing"}),
+        )
+        .await;
+    assert_eq!(bob.expect("v1OnRoomStatusChange").await["status"], "typing");
+
+    // A call placed on node 0 (its owner), answered and ended through node 1.
+    let meet = create_call(&api0, &a, &room).await;
+    assert_eq!(node_of_call(&c, &meet).await, "n0");
+    let ring = bob.expect("v1OnNewCall").await;
+    assert_eq!(ring["meetId"], meet.as_str());
+    assert_eq!(ring["payload"], json!({"type": "offer", "sdp": "v=0"}));
+    // Early ICE from the caller is held by the owner until the answer.
+    alice.emit("v1IceCandidate", &cand(&meet, 1)).await;
+    api1.post(
+        &format!("call/accept/{meet}"),
+        &b,
+        json!({"payload": {"type": "answer", "sdp": "v=0"}}),
+    )
+    .await
+    .ok();
+    let acc = alice.expect("v1OnCallAccepted").await;
+    assert_eq!(acc["peerAnswer"], json!({"type": "answer", "sdp": "v=0"}));
+    assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, 1));
+    // Bob's candidates go through node 1 to the owner and on to alice, in order.
+    for n in 10..20 {
+        bob.emit("v1IceCandidate", &cand(&meet, n)).await;
+    }
+    for n in 10..20 {
+        assert_eq!(alice.expect("v1OnIceCandidate").await, cand(&meet, n));
+    }
+    alice.emit("v1IceCandidate", &cand(&meet, 2)).await;
+    assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, 2));
+    // Busy across nodes: bob cannot be called by carol through node 1.
+    let carol = token("carol", Some("c-phone"));
+    let croom = api1.peer_room(&carol, "bob").await;
+    let r = api1
+        .post(&format!("call/create/{croom}"), &carol, json!({}))
+        .await;
+    assert_eq!(r.err(400), "peerUserInCallNow");
+
+    api1.post(&format!("call/end/{meet}"), &b, json!({}))
+        .await
+        .ok();
+    for s in [&mut alice, &mut bob] {
+        assert_eq!(s.expect("v1OnCallEnded").await["meetId"], meet.as_str());
+    }
+    let h = api1.get("call/history", &a).await.ok();
+    assert_eq!(h[0]["callStatus"], "finished");
+    // Both free again, whichever node asks.
+    let again = create_call(&api1, &carol, &croom).await;
+    bob.expect("v1OnNewCall").await;
+    api0.post(&format!("call/cancel/{again}"), &carol, json!({}))
+        .await
+        .ok();
+    bob.expect("v1OnCallCanceled").await;
+
+    // Bob leaves node 1: node 0 reads him offline.
+    bob.close().await;
+    c.settle(&[1, 0]).await;
+    alice
+        .emit("v1MyOnline", &json!([{"peerId": "bob", "extra": room}]))
+        .await;
+    assert_eq!(alice.expect("v1OnMyOnline").await[0]["isOnline"], false);
+}
+
+/// Accept (on node 1) against cancel (on node 0) on one ringing call, many rounds, and glare
+/// (each calls the other, through different nodes): exactly one winner every time.
+#[tokio::test]
+async fn racing_actions_arriving_at_different_nodes_have_one_winner() {
+    let Some(c) = TestCluster::start("cluster: races", 2, &[]) else {
+        return;
+    };
+    let (api0, api1) = (c.node(0).api(), c.node(1).api());
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    api1.touch(&b).await;
+    let room = api0.peer_room(&a, "bob").await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    c.settle(&[1, 1]).await;
+
+    let mut wins = [0u32; 2];
+    for round in 0..12 {
+        // The owner alternates, so both directions of forwarding race.
+        let (owner_api, other_api) = if round % 2 == 0 {
+            (&api0, &api1)
+        } else {
+            (&api1, &api0)
+        };
+        let meet = create_call(owner_api, &a, &room).await;
+        bob.expect("v1OnNewCall").await;
+        let (accept_path, cancel_path) =
+            (format!("call/accept/{meet}"), format!("call/cancel/{meet}"));
+        let accept = other_api.post(&accept_path, &b, json!({"payload": "answer"}));
+        let cancel = owner_api.post(&cancel_path, &a, json!({}));
+        let (acc, can) = tokio::join!(accept, cancel);
+        let ok = [acc.status == 200, can.status == 200];
+        assert_eq!(
+            ok.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: accept {} / cancel {}",
+            acc.body,
+            can.body
+        );
+        if ok[0] {
+            wins[0] += 1;
+            api0.post(&format!("call/end/{meet}"), &a, json!({}))
+                .await
+                .ok();
+            bob.expect("v1OnCallEnded").await;
+        } else {
+            wins[1] += 1;
+            bob.expect("v1OnCallCanceled").await;
+        }
+    }
+    eprintln!("accept won {} rounds, cancel {}", wins[0], wins[1]);
+
+    // Glare through different nodes: one call stands.
+    for round in 0..8 {
+        let path = format!("call/create/{room}");
+        let ab = api0.post(&path, &a, json!({}));
+        let ba = api1.post(&path, &b, json!({}));
+        let (ab, ba) = tokio::join!(ab, ba);
+        let created: Vec<&Reply> = [&ab, &ba].into_iter().filter(|r| r.status == 200).collect();
+        assert_eq!(created.len(), 1, "round {round}: {} / {}", ab.body, ba.body);
+        let meet = created[0].data()["meetId"].as_str().unwrap().to_string();
+        let who = if ab.status == 200 { &a } else { &b };
+        api1.post(&format!("call/cancel/{meet}"), who, json!({}))
+            .await
+            .ok();
+        if ab.status == 200 {
+            bob.expect("v1OnNewCall").await;
+            bob.expect("v1OnCallCanceled").await;
+        }
+    }
+    for node in 0..2 {
+        c.node(node)
+            .wait_metric("vchat_busy_users", |v| v == 0.0)
+            .await;
+        assert_eq!(c.node(node).metric("vchat_live_calls").await, 0.0);
+    }
+}
+
+/// The node running a call is killed (SIGKILL). Parties whose sockets were on the survivor keep
+/// talking (ICE flows, the call can be ended); a ringing call whose caller went down with the
+/// node is canceled by the survivor; a party that comes back within its grace continues.
+#[tokio::test]
+async fn a_killed_nodes_calls_are_taken_over_by_a_live_node() {
+    let Some(mut c) = TestCluster::start(
+        "cluster: node killed",
+        2,
+        &[
+            ("VCHAT_CALLER_GRACE_MS", "1500"),
+            ("VCHAT_RECONNECT_GRACE_MS", "20000"),
+        ],
+    ) else {
+        return;
+    };
+    let (api0, api1) = (c.node(0).api(), c.node(1).api());
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    let (e, f) = (
+        token("erin", Some("e-phone")),
+        token("frank", Some("f-phone")),
+    );
+    let (g, h) = (
+        token("gina", Some("g-phone")),
+        token("hugo", Some("h-phone")),
+    );
+    for t in [&b, &f, &h] {
+        api1.touch(t).await;
+    }
+    let room_ab = api1.peer_room(&a, "bob").await;
+    let room_ef = api1.peer_room(&e, "frank").await;
+    let room_gh = api1.peer_room(&g, "hugo").await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+
+    // 1. alice and bob both on node 1, their call run by node 0.
+    let mut alice = d1.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    // 2. erin on node 0 rings frank on node 1; erin goes down with node 0.
+    let _erin = d0.connect("e-phone", &e).await;
+    let mut frank = d1.connect("f-phone", &f).await;
+    // 3. gina on node 0 in a call with hugo on node 1; gina comes back on node 1.
+    let _gina = d0.connect("g-phone", &g).await;
+    let mut hugo = d1.connect("h-phone", &h).await;
+    c.settle(&[2, 4]).await;
+
+    let m1 = create_call(&api0, &a, &room_ab).await;
+    bob.expect("v1OnNewCall").await;
+    api0.post(
+        &format!("call/accept/{m1}"),
+        &b,
+        json!({"payload": "answer"}),
+    )
+    .await
+    .ok();
+    alice.expect("v1OnCallAccepted").await;
+    let m2 = create_call(&api0, &e, &room_ef).await;
+    frank.expect("v1OnNewCall").await;
+    let m3 = create_call(&api0, &g, &room_gh).await;
+    hugo.expect("v1OnNewCall").await;
+    api0.post(
+        &format!("call/accept/{m3}"),
+        &h,
+        json!({"payload": "answer"}),
+    )
+    .await
+    .ok();
+    for m in [&m1, &m2, &m3] {
+        assert_eq!(node_of_call(&c, m).await, "n0");
+    }
+
+    c.kill(0);
+    c.node(1)
+        .wait_metric("vchat_calls_taken_over_total", |v| v == 3.0)
+        .await;
+    for m in [&m1, &m3] {
+        assert_eq!(node_of_call(&c, m).await, "n1");
+    }
+
+    // 1. ICE keeps flowing both ways; the call ends normally.
+    alice.emit("v1IceCandidate", &cand(&m1, 1)).await;
+    assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&m1, 1));
+    bob.emit("v1IceCandidate", &cand(&m1, 2)).await;
+    assert_eq!(alice.expect("v1OnIceCandidate").await, cand(&m1, 2));
+
+    // 2. The ringing call's caller never comes back: canceled after the caller grace.
+    assert_eq!(
+        frank.expect("v1OnCallCanceled").await["meetId"],
+        m2.as_str()
+    );
+    let h2 = api1.get("call/history", &f).await.ok();
+    let st = h2
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["_id"] == m2.as_str())
+        .unwrap()["callStatus"]
+        .clone();
+    assert_eq!(st, "canceled");
+
+    // 3. gina reconnects (same device) on node 1 within the grace: ICE flows again.
+    let mut gina = d1.connect("g-phone-2", &g).await;
+    gina.emit("v1IceCandidate", &cand(&m3, 7)).await;
+    assert_eq!(hugo.expect("v1OnIceCandidate").await, cand(&m3, 7));
+    hugo.emit("v1IceCandidate", &cand(&m3, 8)).await;
+    assert_eq!(gina.expect("v1OnIceCandidate").await, cand(&m3, 8));
+
+    for (m, t, x, y) in [
+        (&m1, &a, &mut alice, &mut bob),
+        (&m3, &h, &mut gina, &mut hugo),
+    ] {
+        api1.post(&format!("call/end/{m}"), t, json!({})).await.ok();
+        assert_eq!(x.expect("v1OnCallEnded").await["meetId"], m.as_str());
+        assert_eq!(y.expect("v1OnCallEnded").await["meetId"], m.as_str());
+    }
+    c.node(1)
+        .wait_metric("vchat_live_calls", |v| v == 0.0)
+        .await;
+    assert_eq!(c.node(1).metric("vchat_busy_users").await, 0.0);
+}
+
+/// Behind nginx (the shipped config, round-robin): every node is restarted in turn (SIGTERM,
+/// then started again on its address) while a call is live; both clients reconnect through
+/// nginx each time, landing wherever nginx sends them; the call survives every restart.
+#[tokio::test]
+async fn a_rolling_restart_behind_nginx_keeps_a_live_call() {
+    let Some(c) = TestCluster::start(
+        "cluster: rolling restart",
+        2,
+        &[("VCHAT_RECONNECT_GRACE_MS", "20000")],
+    ) else {
+        return;
+    };
+    let mut c = c.with_nginx();
+    let lb = c.lb_url();
+    let api = Api {
+        base: lb.clone(),
+        http: reqwest::Client::new(),
+    };
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    api.touch(&b).await;
+    let room = api.peer_room(&a, "bob").await;
+    let d = Driver::new_at(&lb).await;
+    let mut alice = d.connect("a-0", &a).await;
+    let mut bob = d.connect("b-0", &b).await;
+    c.settle_total(2).await;
+
+    let meet = create_call(&api, &a, &room).await;
+    bob.expect("v1OnNewCall").await;
+    api.post(
+        &format!("call/accept/{meet}"),
+        &b,
+        json!({"payload": "answer"}),
+    )
+    .await
+    .ok();
+    alice.expect("v1OnCallAccepted").await;
+
+    let mut n = 0;
+    for node in 0..2 {
+        c.stop(node);
+        alice.close().await;
+        bob.close().await;
+        c.restart(node);
+        alice = d.connect(&format!("a-{}", node + 1), &a).await;
+        bob = d.connect(&format!("b-{}", node + 1), &b).await;
+        c.settle_total(2).await;
+        n += 2;
+        alice.emit("v1IceCandidate", &cand(&meet, n)).await;
+        assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, n));
+        bob.emit("v1IceCandidate", &cand(&meet, n + 1)).await;
+        assert_eq!(alice.expect("v1OnIceCandidate").await, cand(&meet, n + 1));
+    }
+    api.post(&format!("call/end/{meet}"), &a, json!({}))
+        .await
+        .ok();
+    assert_eq!(alice.expect("v1OnCallEnded").await["meetId"], meet.as_str());
+    assert_eq!(bob.expect("v1OnCallEnded").await["meetId"], meet.as_str());
+    let h = api.get("call/history", &b).await.ok();
+    assert_eq!(h[0]["callStatus"], "finished");
+}

@@ -1,0 +1,387 @@
+//! A cluster under test: Redis (`VCHAT_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`, or a
+//! `redis-server` started on a free port), a fresh PostgreSQL database, N `vchat-signal` nodes on
+//! loopback, and nginx in front of them running the shipped `deploy/nginx-vchat.conf`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::*;
+
+/// Runs a cluster test only when Redis and PostgreSQL can be had; under `CI=true` their absence
+/// fails instead (`.ci/run` provides both).
+pub fn must_run(what: &str, missing: &str) -> bool {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what}: {missing} (CI must provide it)");
+    }
+    eprintln!("SKIPPED {what}: {missing}");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether a Redis answers PING at `host:port`.
+fn redis_answers(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &addr.parse().expect("host:port"),
+        Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 16];
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read(&mut buf)
+            .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+}
+
+/// A Redis for the cluster: the configured one, else our own `redis-server`.
+pub struct TestRedis {
+    pub url: String,
+    child: Option<Child>,
+}
+
+impl TestRedis {
+    pub fn get() -> Option<TestRedis> {
+        let url = std::env::var("VCHAT_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let addr = url
+            .trim_start_matches("redis://")
+            .split(['/', '?'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if redis_answers(&addr) {
+            return Some(TestRedis { url, child: None });
+        }
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..100 {
+            if redis_answers(&addr) {
+                return Some(TestRedis {
+                    url: format!("redis://{addr}"),
+                    child: Some(child),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// nginx in front of the nodes, running `deploy/nginx-vchat.conf`.
+pub struct Nginx {
+    pub url: String,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Nginx {
+    pub fn start(upstreams: &[String]) -> Option<Nginx> {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let dir =
+            std::env::temp_dir().join(format!("vchat-nginx-{}", vchat_signal::ids::random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let shipped = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx-vchat.conf"),
+        )
+        .unwrap();
+        // The shipped file, with our ports: its two example servers become our nodes.
+        let servers: String = upstreams
+            .iter()
+            .map(|u| {
+                format!(
+                    "    server {} max_fails=1 fail_timeout=5s;\n",
+                    u.trim_start_matches("http://")
+                )
+            })
+            .collect();
+        let mut site = String::new();
+        let mut servers_written = false;
+        for line in shipped.lines() {
+            let t = line.trim_start();
+            if t.starts_with("server 127.0.0.1:") {
+                if !servers_written {
+                    site.push_str(&servers);
+                    servers_written = true;
+                }
+                continue;
+            }
+            if t == "listen 80;" {
+                site.push_str(&format!("    listen 127.0.0.1:{port};\n"));
+                continue;
+            }
+            site.push_str(line);
+            site.push('\n');
+        }
+        assert!(
+            servers_written,
+            "deploy/nginx-vchat.conf has an upstream block"
+        );
+        let d = dir.display();
+        let main = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n{user}\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               include {d}/vchat.conf;\n}}\n",
+            user = if unsafe_is_root() { "user root;\n" } else { "" },
+        );
+        std::fs::write(dir.join("vchat.conf"), site).unwrap();
+        std::fs::write(dir.join("nginx.conf"), main).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .ok()?;
+        let addr = format!("127.0.0.1:{port}");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return Some(Nginx {
+                    url: format!("http://{addr}"),
+                    dir,
+                    child,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "nginx did not start: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    std::env::var("USER").as_deref() == Ok("root")
+        || std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        unsafe_kill(self.child.id(), 3); // SIGQUIT: graceful
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// N nodes sharing one Redis prefix and one PostgreSQL database.
+pub struct TestCluster {
+    pub nodes: Vec<Option<TestServer>>,
+    pub nginx: Option<Nginx>,
+    pub db_url: String,
+    pub prefix: String,
+    env: Vec<(String, String)>,
+    addrs: Vec<String>,
+    _redis: TestRedis,
+}
+
+impl TestCluster {
+    /// `None` (skipped, said on stderr) when Redis or PostgreSQL is missing outside CI.
+    pub fn start(what: &str, n: usize, extra: &[(&str, &str)]) -> Option<TestCluster> {
+        let Some(redis) = TestRedis::get() else {
+            must_run(
+                what,
+                "no Redis at VCHAT_TEST_REDIS_URL and no redis-server to start",
+            );
+            return None;
+        };
+        let admin = postgres_admin_url();
+        let reachable = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    use sqlx::Connection;
+                    sqlx::PgConnection::connect(&admin).await.is_ok()
+                })
+        })
+        .join()
+        .unwrap();
+        if !reachable {
+            must_run(what, "no PostgreSQL at VCHAT_TEST_DATABASE_URL");
+            return None;
+        }
+        let db_url = fresh_postgres_database();
+        let prefix = format!("vchat-t-{}", vchat_signal::ids::random_hex(6));
+        let mut env: Vec<(String, String)> = vec![
+            ("VCHAT_REDIS_URL".into(), redis.url.clone()),
+            ("VCHAT_DATABASE_URL".into(), db_url.clone()),
+            ("VCHAT_REDIS_PREFIX".into(), prefix.clone()),
+            (
+                "VCHAT_TURN_SECRET".into(),
+                "cluster-test-turn-secret".into(),
+            ),
+            ("VCHAT_NODE_TTL_MS".into(), "1500".into()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let mut c = TestCluster {
+            nodes: Vec::new(),
+            nginx: None,
+            db_url,
+            prefix,
+            env,
+            addrs: Vec::new(),
+            _redis: redis,
+        };
+        for i in 0..n {
+            let node = c.spawn_node(i, "127.0.0.1:0");
+            c.addrs
+                .push(node.url.trim_start_matches("http://").to_string());
+            c.nodes.push(Some(node));
+        }
+        Some(c)
+    }
+
+    fn spawn_node(&self, i: usize, listen: &str) -> TestServer {
+        let mut env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let id = format!("n{i}");
+        env.push(("VCHAT_NODE_ID", &id));
+        env.push(("VCHAT_LISTEN", listen));
+        TestServer::start_with(&env)
+    }
+
+    /// nginx in front of every node (round-robin).
+    pub fn with_nginx(mut self) -> Self {
+        let ups: Vec<String> = self.addrs.clone();
+        self.nginx = Some(Nginx::start(&ups).expect("nginx (apt install nginx-light)"));
+        self
+    }
+
+    pub fn node(&self, i: usize) -> &TestServer {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    pub fn lb_url(&self) -> String {
+        self.nginx.as_ref().expect("nginx").url.clone()
+    }
+
+    /// SIGKILL: the node vanishes without a word.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut n) = self.nodes[i].take() {
+            n.kill();
+        }
+    }
+
+    /// SIGTERM: the node stops gracefully (leaves the cluster first).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut n) = self.nodes[i].take() {
+            n.terminate();
+        }
+    }
+
+    /// Starts node `i` again on its old address, with its old id.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let addr = self.addrs[i].clone();
+        self.nodes[i] = Some(self.spawn_node(i, &addr));
+    }
+
+    /// Waits until every running node sees `n` live nodes and `sockets` sockets elsewhere in
+    /// the cluster (presence has spread).
+    pub async fn settle(&self, sockets: &[usize]) {
+        let live = self.nodes.iter().filter(|n| n.is_some()).count() as f64;
+        let total: usize = sockets.iter().sum();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            node.wait_metric("vchat_cluster_nodes", |v| v == live).await;
+            let mine = sockets.get(i).copied().unwrap_or(0);
+            node.wait_metric("vchat_remote_sockets", |v| v as usize == total - mine)
+                .await;
+        }
+    }
+}
+
+impl TestCluster {
+    /// Waits until every running node sees every live node and `total` sockets in all (its
+    /// own and the others'), wherever the load balancer put them.
+    pub async fn settle_total(&self, total: usize) {
+        let live = self.nodes.iter().filter(|n| n.is_some()).count() as f64;
+        for node in self.nodes.iter().flatten() {
+            node.wait_metric("vchat_cluster_nodes", |v| v == live).await;
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let m = node.metrics().await;
+                let seen =
+                    metric_value(&m, "vchat_sockets") + metric_value(&m, "vchat_remote_sockets");
+                if seen as usize == total {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} sees {seen} sockets, not {total}",
+                    node.url
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.nginx.take();
+        for n in self.nodes.iter_mut() {
+            if let Some(mut n) = n.take() {
+                n.kill();
+            }
+        }
+        drop_postgres_database(&self.db_url);
+        // The cluster's keys in the shared Redis (heartbeats and presence expire by themselves).
+        if let Ok(client) = redis::Client::open(self._redis.url.as_str()) {
+            if let Ok(mut con) = client.get_connection() {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}:*", self.prefix))
+                    .query(&mut con)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
+                }
+            }
+        }
+    }
+}
