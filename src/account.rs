@@ -144,7 +144,6 @@ pub async fn connect(
         None => user.img.clone(),
     };
     let full_name = full_name.map_or(user.full_name.clone(), str::to_string);
-    app.profiles.forget(&user.id);
     let device = DeviceInfo {
         client_device_id: device_id,
         platform,
@@ -152,6 +151,8 @@ pub async fn connect(
         push_key,
     };
     let signed = issue_session(app, &user.id, &user.identifier, &full_name, &img, &device).await?;
+    app.profiles.forget(&user.id);
+    app.profile_changed(&user.id).await;
     app.metrics.inc(|m| &m.signins);
     tracing::info!(user = %user.id, session = %signed.session, platform, created, "signed in");
     Ok(signed.answer)

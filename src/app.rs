@@ -64,6 +64,14 @@ impl App {
         }
     }
 
+    /// A user's name or picture changed: every node's cached profile goes (this node's was
+    /// already refreshed by the caller).
+    pub async fn profile_changed(&self, user_id: &str) {
+        if let Some(c) = &self.cluster {
+            c.profile_changed(user_id).await;
+        }
+    }
+
     /// This node's id, for logs and `/metrics`.
     pub fn node_name(&self) -> &str {
         &self.node_id

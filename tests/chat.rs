@@ -696,6 +696,9 @@ async fn non_members_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_messages_survive_sigkill_exactly_once() {
+    if common::cluster::single_node_only("SIGKILL and restart of one process") {
+        return;
+    }
     let server = TestServer::start();
     let t = trio(&server).await;
     let mut acked = Vec::new();

@@ -18,6 +18,11 @@ async fn image(api: &Api, t: &str, bytes: Vec<u8>, name: &str, mime: &str) -> Re
 
 #[tokio::test]
 async fn an_image_is_checked_stored_served_and_shown_to_peers() {
+    if common::cluster::single_node_only(
+        "uploaded files live in one node's data dir until media can live in a bucket (issue 9)",
+    ) {
+        return;
+    }
     let server = TestServer::start_with(&[("VCHAT_MAX_IMAGE_BYTES", "30000")]);
     let api = server.api();
     let (a, b) = (token("alice", Some("a1")), token("bob", Some("b1")));

@@ -60,10 +60,13 @@ async fn a_stock_app_signs_up_signs_in_and_opens_the_socket() {
     for size in ["chatImage", "smallImage"] {
         assert_eq!(user["userImages"][size], img);
     }
-    let got = reqwest::get(img).await.unwrap();
-    assert_eq!(got.status(), 200);
-    assert_eq!(got.headers()["content-type"], "image/png");
-    assert_eq!(got.bytes().await.unwrap().as_ref(), &avatar[..]);
+    // Served by the node that stored it (in a cluster, until media can live in a bucket).
+    if common::cluster::spread_nodes() == 1 {
+        let got = reqwest::get(img).await.unwrap();
+        assert_eq!(got.status(), 200);
+        assert_eq!(got.headers()["content-type"], "image/png");
+        assert_eq!(got.bytes().await.unwrap().as_ref(), &avatar[..]);
+    }
 
     // The token: our own claims, a session as the device, the configured lifetime.
     let token = d["accessToken"].as_str().unwrap();
@@ -327,6 +330,9 @@ async fn logout_ends_that_session_only() {
 
 #[tokio::test]
 async fn repeated_failures_lock_out_an_identifier_and_an_address_for_a_while() {
+    if common::cluster::single_node_only("the sign-in lockout counts per node") {
+        return;
+    }
     let server = server_with(&[
         ("VCHAT_SIGNIN_MAX_FAILURES_PER_IDENTIFIER", "3"),
         ("VCHAT_SIGNIN_MAX_FAILURES_PER_ADDRESS", "5"),

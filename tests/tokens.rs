@@ -141,6 +141,11 @@ fn rs(n: u8, kid: &str, sub: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_from_a_jwks_that_rotates_mid_test() {
+    if common::cluster::single_node_only(
+        "each node keeps its own JWKS cache and counts its own fetches",
+    ) {
+        return;
+    }
     let ks = key_server(json!({"keys": [jwk(1)]})).await;
     let server = TestServer::start_with(&[
         ("VCHAT_JWT_SECRET", ""),
@@ -189,6 +194,11 @@ async fn keys_from_a_jwks_that_rotates_mid_test() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_key_ids_cannot_hammer_the_key_server() {
+    if common::cluster::single_node_only(
+        "each node keeps its own JWKS cache and counts its own fetches",
+    ) {
+        return;
+    }
     let ks = key_server(json!({"keys": [jwk(1)]})).await;
     let server = TestServer::start_with(&[
         ("VCHAT_JWT_SECRET", ""),
@@ -303,6 +313,11 @@ async fn agora_tokens_for_members_checked_against_the_reference() {
 
 #[tokio::test]
 async fn metrics_behind_a_token_or_on_their_own_address() {
+    if common::cluster::single_node_only(
+        "the harness reads every node's /metrics, which this test locks",
+    ) {
+        return;
+    }
     let server = TestServer::start_with(&[("VCHAT_METRICS_TOKEN", "scrape-me")]);
     let http = reqwest::Client::new();
     let url = format!("{}/metrics", server.url);

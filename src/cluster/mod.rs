@@ -298,6 +298,17 @@ impl Cluster {
         }
     }
 
+    /// A user's name or picture changed here: other nodes' cached copies go stale.
+    pub async fn profile_changed(&self, user: &str) {
+        let msg = Msg::Profile {
+            node: self.incarnation.clone(),
+            user: user.into(),
+        };
+        if let Err(e) = self.publish(self.presence_channel(), &msg).await {
+            tracing::warn!(error = %e, "profile change not published");
+        }
+    }
+
     /// Sends a request to `node` and waits for its answer.
     pub async fn ask(&self, node: &str, req: Request) -> Result<Reply, AskError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -513,6 +524,11 @@ fn on_message(app: &Arc<App>, msg: Msg) {
                     )
                     .await;
                 });
+            }
+        }
+        Msg::Profile { node, user } => {
+            if node != cluster.incarnation {
+                app.profiles.forget(&user);
             }
         }
         Msg::Gone { node } => {

@@ -28,6 +28,8 @@ pub enum Msg {
     },
     /// A node (this run of it) stops: its sockets are gone.
     Gone { node: String },
+    /// A user's profile changed on `node`: other nodes drop their cached copy.
+    Profile { node: String, user: String },
     /// A request for the owner of a call.
     Ask { id: u64, from: String, req: Request },
     /// The answer to request `id`.

@@ -56,9 +56,15 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap
             "# HELP vchat_cluster_nodes Nodes this node sees alive (itself included).\n\
              # TYPE vchat_cluster_nodes gauge\nvchat_cluster_nodes {}\n\
              # HELP vchat_remote_sockets Sockets on other nodes, as this node's presence has them.\n\
-             # TYPE vchat_remote_sockets gauge\nvchat_remote_sockets {}\n",
+             # TYPE vchat_remote_sockets gauge\nvchat_remote_sockets {}\n\
+             # HELP vchat_cluster_sockets Sockets on every node, as this node's presence has them.\n\
+             # TYPE vchat_cluster_sockets gauge\nvchat_cluster_sockets {}\n\
+             # HELP vchat_cluster_online_users Users with a socket on any node, as this node's presence has them.\n\
+             # TYPE vchat_cluster_online_users gauge\nvchat_cluster_online_users {}\n",
             c.alive_count(),
-            app.presence.remote_socket_count()
+            app.presence.remote_socket_count(),
+            app.presence.all_socket_count(),
+            app.presence.all_online_users()
         ));
     }
     body += &app.metrics.render(

@@ -116,6 +116,7 @@ pub async fn set_name(app: &App, who: &Identity, name: &str) -> Result<(), ApiEr
     let name = check_name(name)?;
     app.store.set_user_name(&who.user_id, name).await?;
     app.profiles.refresh(&app.store, &who.user_id).await?;
+    app.profile_changed(&who.user_id).await;
     Ok(())
 }
 
@@ -139,6 +140,7 @@ pub async fn set_image(
     let url = format!("{base}{path}");
     app.store.set_user_img(user_id, &url).await?;
     app.profiles.refresh(&app.store, user_id).await?;
+    app.profile_changed(user_id).await;
     Ok(url)
 }
 

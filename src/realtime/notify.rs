@@ -28,9 +28,17 @@ pub fn socket_room(sid: Sid) -> String {
     format!("k:{sid}")
 }
 
-/// Work for sockets on other nodes, done in order by one task: a join always lands before
-/// the emits after it, and one call's events leave in the order the machine decided them.
+/// Cluster mode: every socket operation of this node, done in order by one task, so a room
+/// emit is never overtaken by a leave after it, a join always lands before the emits after it,
+/// and one call's events leave in the order the machine decided them.
 enum Remote {
+    /// Sockets on this node.
+    Local {
+        sids: Vec<Sid>,
+        event: String,
+        text: String,
+    },
+    /// Rooms on every node.
     Emit {
         rooms: Vec<String>,
         event: String,
@@ -76,19 +84,27 @@ impl Notifier {
     /// Sends already-encoded text to each socket that is still there (on this node, or, in a
     /// cluster, on whichever node holds it).
     pub fn send_text(&self, sids: &[Sid], event: &str, text: &str) {
-        let mut elsewhere = Vec::new();
-        for sid in sids {
-            match self.io.get_socket(*sid) {
-                Some(s) => {
+        if self.remote.is_none() {
+            for sid in sids {
+                if let Some(s) = self.io.get_socket(*sid) {
                     let _ = s.emit(event, text);
                 }
-                None if self.remote.is_some() => elsewhere.push(socket_room(*sid)),
-                None => {}
             }
+            return;
+        }
+        let (here, elsewhere): (Vec<Sid>, Vec<Sid>) = sids
+            .iter()
+            .partition(|sid| self.io.get_socket(**sid).is_some());
+        if !here.is_empty() {
+            self.send_remote(Remote::Local {
+                sids: here,
+                event: event.to_string(),
+                text: text.to_string(),
+            });
         }
         if !elsewhere.is_empty() {
             self.send_remote(Remote::Emit {
-                rooms: elsewhere,
+                rooms: elsewhere.into_iter().map(socket_room).collect(),
                 event: event.to_string(),
                 text: text.to_string(),
             });
@@ -205,9 +221,10 @@ impl Notifier {
     /// Membership gained: the user's live sockets join the room at once.
     pub fn join_room(&self, user: &str, room: &str) {
         for sid in self.presence.sockets(user) {
-            match self.io.get_socket(sid) {
-                Some(s) => s.join(chat_room(room)),
-                None => self.send_remote(Remote::Join(sid, chat_room(room))),
+            if self.remote.is_some() {
+                self.send_remote(Remote::Join(sid, chat_room(room)));
+            } else if let Some(s) = self.io.get_socket(sid) {
+                s.join(chat_room(room));
             }
         }
     }
@@ -215,9 +232,10 @@ impl Notifier {
     /// Membership lost (or closed by a ban): the user's live sockets leave the room at once.
     pub fn leave_room(&self, user: &str, room: &str) {
         for sid in self.presence.sockets(user) {
-            match self.io.get_socket(sid) {
-                Some(s) => s.leave(chat_room(room)),
-                None => self.send_remote(Remote::Leave(sid, chat_room(room))),
+            if self.remote.is_some() {
+                self.send_remote(Remote::Leave(sid, chat_room(room)));
+            } else if let Some(s) = self.io.get_socket(sid) {
+                s.leave(chat_room(room));
             }
         }
     }
@@ -234,11 +252,10 @@ impl Notifier {
     pub fn disconnect_device(&self, user: &str, device: &str) -> usize {
         let sids = self.presence.sockets_where(user, |d| d == device);
         for sid in &sids {
-            match self.io.get_socket(*sid) {
-                Some(s) => {
-                    let _ = s.disconnect();
-                }
-                None => self.send_remote(Remote::Disconnect(*sid)),
+            if self.remote.is_some() {
+                self.send_remote(Remote::Disconnect(*sid));
+            } else if let Some(s) = self.io.get_socket(*sid) {
+                let _ = s.disconnect();
             }
         }
         sids.len()
@@ -248,6 +265,32 @@ impl Notifier {
 async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>) {
     while let Some(r) = rx.recv().await {
         let done = match r {
+            Remote::Local { sids, event, text } => {
+                for sid in sids {
+                    if let Some(s) = io.get_socket(sid) {
+                        let _ = s.emit(&event, &text);
+                    }
+                }
+                Ok(())
+            }
+            Remote::Join(sid, room) if io.get_socket(sid).is_some() => {
+                if let Some(s) = io.get_socket(sid) {
+                    s.join(room);
+                }
+                Ok(())
+            }
+            Remote::Leave(sid, room) if io.get_socket(sid).is_some() => {
+                if let Some(s) = io.get_socket(sid) {
+                    s.leave(room);
+                }
+                Ok(())
+            }
+            Remote::Disconnect(sid) if io.get_socket(sid).is_some() => {
+                if let Some(s) = io.get_socket(sid) {
+                    let _ = s.disconnect();
+                }
+                Ok(())
+            }
             Remote::Emit { rooms, event, text } => io
                 .to(rooms)
                 .emit(&event, &text)

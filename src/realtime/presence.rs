@@ -147,6 +147,16 @@ impl Presence {
             .count()
     }
 
+    /// Users with a socket anywhere (cluster mode: as this node's replica has them).
+    pub fn all_online_users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Sockets anywhere (cluster mode: as this node's replica has them).
+    pub fn all_socket_count(&self) -> usize {
+        self.users.iter().map(|c| c.len()).sum()
+    }
+
     /// Sockets on other nodes (cluster mode).
     pub fn remote_socket_count(&self) -> usize {
         self.users

@@ -106,13 +106,16 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(upstreams: &[String]) -> Option<Nginx> {
+        Self::start_on(free_port(), upstreams)
+    }
+
+    pub fn start_on(port: u16, upstreams: &[String]) -> Option<Nginx> {
         let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())?;
         let dir =
             std::env::temp_dir().join(format!("vchat-nginx-{}", vchat_signal::ids::random_hex(6)));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
         let shipped = std::fs::read_to_string(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx-vchat.conf"),
         )
@@ -346,8 +349,7 @@ impl TestCluster {
             let deadline = tokio::time::Instant::now() + WAIT;
             loop {
                 let m = node.metrics().await;
-                let seen =
-                    metric_value(&m, "vchat_sockets") + metric_value(&m, "vchat_remote_sockets");
+                let seen = metric_value(&m, "vchat_cluster_sockets");
                 if seen as usize == total {
                     break;
                 }
@@ -383,5 +385,194 @@ impl Drop for TestCluster {
                 }
             }
         }
+    }
+}
+
+// ---------------- the single-node suites, spread over a cluster ----------------
+
+/// `VCHAT_TEST_NODES=N` (N > 1): every `TestServer` of the single-node suites is N nodes on
+/// Redis and one PostgreSQL database behind nginx, so their clients and requests spread over the
+/// nodes. Tests that need one process (crash and restart, files in the data dir) say so with
+/// [`single_node_only`] and are skipped.
+pub fn spread_nodes() -> usize {
+    std::env::var("VCHAT_TEST_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// True (and says SKIPPED) when the suites run spread over a cluster and this test needs one
+/// process.
+pub fn single_node_only(why: &str) -> bool {
+    if spread_nodes() > 1 {
+        eprintln!("SKIPPED in a cluster: {why}");
+        return true;
+    }
+    false
+}
+
+pub struct Spread {
+    peers: Vec<TestServer>,
+    nginx: Option<Nginx>,
+    node_urls: Vec<String>,
+    prefix: String,
+    redis: TestRedis,
+}
+
+impl Spread {
+    pub fn start(data_dir: PathBuf, mut env: Vec<(String, String)>) -> TestServer {
+        let redis = TestRedis::get().expect("VCHAT_TEST_NODES needs Redis (VCHAT_TEST_REDIS_URL)");
+        let prefix = format!("vchat-t-{}", vchat_signal::ids::random_hex(6));
+        let owns_db = !env.iter().any(|(k, _)| k == "VCHAT_DATABASE_URL");
+        if owns_db {
+            env.push(("VCHAT_DATABASE_URL".into(), fresh_postgres_database()));
+        }
+        // nginx's port first: links the nodes build (images, media) point at it.
+        let port = free_port();
+        let public = format!("http://127.0.0.1:{port}");
+        for (k, v) in [
+            ("VCHAT_PUBLIC_URL", public.as_str()),
+            ("VCHAT_REDIS_URL", redis.url.as_str()),
+            ("VCHAT_REDIS_PREFIX", prefix.as_str()),
+            ("VCHAT_TURN_SECRET", "spread-test-turn-secret"),
+            ("VCHAT_NODE_TTL_MS", "1500"),
+        ] {
+            if !env.iter().any(|(key, _)| key == k) {
+                env.push((k.into(), v.into()));
+            }
+        }
+        let node_env = |i: usize| {
+            let mut e = env.clone();
+            e.push(("VCHAT_NODE_ID".into(), format!("n{i}")));
+            e
+        };
+        let mut first = TestServer::spawn_one(data_dir, node_env(0));
+        first.owns_db = owns_db;
+        let peers: Vec<TestServer> = (1..spread_nodes())
+            .map(|i| TestServer::spawn_one(super::temp_dir(), node_env(i)))
+            .collect();
+        let node_urls: Vec<String> = std::iter::once(first.url.clone())
+            .chain(peers.iter().map(|p| p.url.clone()))
+            .collect();
+        let ups: Vec<String> = node_urls
+            .iter()
+            .map(|u| u.trim_start_matches("http://").to_string())
+            .collect();
+        let nginx = Nginx::start_on(port, &ups).expect("VCHAT_TEST_NODES needs nginx");
+        first.url = nginx.url.clone();
+        let spread = Spread {
+            peers,
+            nginx: Some(nginx),
+            node_urls,
+            prefix,
+            redis,
+        };
+        // Every node sees every other before the test starts.
+        let urls = spread.node_urls.clone();
+        let n = urls.len() as f64;
+        for u in urls {
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                let text = reqwest::blocking_get_text(&format!("{u}/metrics"));
+                if metric_value(&text, "vchat_cluster_nodes") == n {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{u} never saw {n} nodes"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        first.spread = Some(Box::new(spread));
+        first
+    }
+
+    /// Every node's `/metrics`, each sample summed over the nodes, except who is online:
+    /// `vchat_sockets` and `vchat_online_users` are the cluster's, as every node sees it (-1
+    /// while the nodes disagree), so a test waiting for the server to have seen a socket go
+    /// waits until every node has.
+    pub async fn metrics(&self) -> String {
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        let mut views: Vec<(f64, f64)> = Vec::new();
+        for u in &self.node_urls {
+            let text = reqwest::get(format!("{u}/metrics"))
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics body");
+            views.push((
+                metric_value(&text, "vchat_cluster_sockets"),
+                metric_value(&text, "vchat_cluster_online_users"),
+            ));
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                let Some((name, v)) = line.rsplit_once(' ') else {
+                    continue;
+                };
+                let v: f64 = v.parse().unwrap_or(0.0);
+                match sums.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, s)) => *s += v,
+                    None => sums.push((name.to_string(), v)),
+                }
+            }
+        }
+        let agreed = |pick: fn(&(f64, f64)) -> f64| {
+            let first = pick(&views[0]);
+            if views.iter().all(|v| pick(v) == first) {
+                first
+            } else {
+                -1.0
+            }
+        };
+        let (sockets, users) = (agreed(|v| v.0), agreed(|v| v.1));
+        sums.into_iter()
+            .map(|(n, v)| match n.as_str() {
+                "vchat_sockets" => format!("{n} {sockets}\n"),
+                "vchat_online_users" => format!("{n} {users}\n"),
+                _ => format!("{n} {v}\n"),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Spread {
+    fn drop(&mut self) {
+        self.nginx.take();
+        self.peers.clear();
+        if let Ok(client) = redis::Client::open(self.redis.url.as_str()) {
+            if let Ok(mut con) = client.get_connection() {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}:*", self.prefix))
+                    .query(&mut con)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
+                }
+            }
+        }
+    }
+}
+
+mod reqwest {
+    pub use ::reqwest::*;
+
+    /// A GET from synchronous code (the harness starts servers outside the test's runtime).
+    pub fn blocking_get_text(url: &str) -> String {
+        let url = url.to_string();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    match ::reqwest::get(&url).await {
+                        Ok(r) => r.text().await.unwrap_or_default(),
+                        Err(_) => String::new(),
+                    }
+                })
+        })
+        .join()
+        .unwrap()
     }
 }

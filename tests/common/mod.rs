@@ -28,6 +28,9 @@ pub struct TestServer {
     keep_dir: bool,
     /// The harness made this server's PostgreSQL database (and drops it with the server).
     owns_db: bool,
+    /// `VCHAT_TEST_NODES=2`: this "server" is a cluster behind nginx (`url` is nginx's); the
+    /// other nodes, nginx and Redis live here.
+    spread: Option<Box<cluster::Spread>>,
 }
 
 fn temp_dir() -> PathBuf {
@@ -54,7 +57,14 @@ impl TestServer {
         Self::spawn(temp_dir(), env)
     }
 
-    fn spawn(data_dir: PathBuf, mut env: Vec<(String, String)>) -> TestServer {
+    fn spawn(data_dir: PathBuf, env: Vec<(String, String)>) -> TestServer {
+        if cluster::spread_nodes() > 1 && !env.iter().any(|(k, _)| k == "VCHAT_REDIS_URL") {
+            return cluster::Spread::start(data_dir, env);
+        }
+        Self::spawn_one(data_dir, env)
+    }
+
+    fn spawn_one(data_dir: PathBuf, mut env: Vec<(String, String)>) -> TestServer {
         // With VCHAT_TEST_STORE=postgres every server gets a fresh PostgreSQL database (kept
         // across restarts, like the data dir).
         let owns_db = store_is_postgres() && !env.iter().any(|(k, _)| k == "VCHAT_DATABASE_URL");
@@ -121,6 +131,7 @@ impl TestServer {
             env,
             keep_dir: false,
             owns_db,
+            spread: None,
         }
     }
 
@@ -210,8 +221,11 @@ impl TestServer {
         }
     }
 
-    /// The `/metrics` text.
+    /// The `/metrics` text (of a spread cluster: every node's values, summed).
     pub async fn metrics(&self) -> String {
+        if let Some(spread) = &self.spread {
+            return spread.metrics().await;
+        }
         reqwest::get(format!("{}/metrics", self.url))
             .await
             .expect("metrics")
@@ -264,6 +278,8 @@ pub fn unsafe_kill(pid: u32, sig: i32) {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // A spread cluster's other nodes and nginx go first.
+        self.spread.take();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !self.keep_dir {
