@@ -6,6 +6,9 @@
 //! cargo run --release --example bench -- [--node-reference PATH] [--quick]
 //! ```
 //!
+//! `--cluster`: instead, one node against two nodes (Redis + PostgreSQL), each behind nginx
+//! running `deploy/nginx-vchat.conf`, same client, same run (see README, Running as a cluster).
+//!
 //! See `bench/README.md` for what every figure means. Both servers are child processes bound to
 //! 127.0.0.1 with `kill_on_drop`, so they die with the bench, also when it panics.
 //!
@@ -42,6 +45,8 @@ const DEVICE: &str = "bench-device";
 
 struct Opts {
     quick: bool,
+    /// One node against two nodes behind nginx, instead of against the Node reference.
+    cluster: bool,
     node_reference: PathBuf,
     no_node: bool,
     vchat_bin: Option<PathBuf>,
@@ -106,7 +111,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cargo run --release --example bench -- [--quick] [--node-reference PATH] [--no-node]\n\
          \x20                                          [--vchat-bin PATH] [--client-threads N]\n\
-         \x20                                          [--connect-concurrency N]"
+         \x20                                          [--connect-concurrency N] [--cluster]"
     );
     std::process::exit(2)
 }
@@ -115,6 +120,7 @@ fn parse_opts() -> Opts {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut o = Opts {
         quick: false,
+        cluster: false,
         node_reference: manifest.join("../shared/bench/node-reference"),
         no_node: false,
         vchat_bin: None,
@@ -125,6 +131,7 @@ fn parse_opts() -> Opts {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--cluster" => o.cluster = true,
             "--no-node" => o.no_node = true,
             "--node-reference" => o.node_reference = args.next().unwrap_or_else(|| usage()).into(),
             "--vchat-bin" => o.vchat_bin = Some(args.next().unwrap_or_else(|| usage()).into()),
@@ -401,7 +408,7 @@ async fn s_connections(t: Arc<Target>, z: Sizes) -> Res {
     let pid = t.pid.to_string();
     let users: Vec<User> = (0..z.connections).map(|i| user(format!("c{i}"))).collect();
     let rss0 = proc_status_kib(&pid, "VmRSS:").unwrap_or(f64::NAN);
-    let cpu0 = proc_cpu_secs(&pid);
+    let cpu0 = t.cpu_secs();
     let sem = Arc::new(Semaphore::new(z.connect_concurrency));
     let mut set = JoinSet::new();
     let start = Instant::now();
@@ -425,7 +432,7 @@ async fn s_connections(t: Arc<Target>, z: Sizes) -> Res {
         }
     }
     let wall = start.elapsed().as_secs_f64();
-    let cpu = proc_cpu_secs(&pid) - cpu0;
+    let cpu = t.cpu_secs() - cpu0;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss1 = proc_status_kib(&pid, "VmRSS:").unwrap_or(f64::NAN);
     let n = socks.len() as f64;
@@ -454,8 +461,7 @@ async fn s_connections(t: Arc<Target>, z: Sizes) -> Res {
 async fn s_calls(t: Arc<Target>, z: Sizes) -> Res {
     let mut res = Res::default();
     let pairs = make_pairs(&t, "k", z.call_pairs, &mut res).await;
-    let pid = t.pid.to_string();
-    let cpu0 = proc_cpu_secs(&pid);
+    let cpu0 = t.cpu_secs();
     let col: Shared = Arc::default();
     let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
@@ -530,7 +536,7 @@ async fn s_calls(t: Arc<Target>, z: Sizes) -> Res {
     }
     while set.join_next().await.is_some() {}
     let wall = start.elapsed().as_secs_f64();
-    let cpu = proc_cpu_secs(&pid) - cpu0;
+    let cpu = t.cpu_secs() - cpu0;
     let n = calls.load(std::sync::atomic::Ordering::Relaxed) as f64;
     let mut lat = finish(col, &mut res);
     res.info("calls completed", n);
@@ -575,8 +581,7 @@ async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
     if live.len() < pairs.len() {
         return res;
     }
-    let pid = t.pid.to_string();
-    let cpu0 = proc_cpu_secs(&pid);
+    let cpu0 = t.cpu_secs();
     let col: Shared = Arc::default();
     let relayed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
@@ -624,7 +629,7 @@ async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
     }
     while set.join_next().await.is_some() {}
     let wall = start.elapsed().as_secs_f64();
-    let cpu = proc_cpu_secs(&pid) - cpu0;
+    let cpu = t.cpu_secs() - cpu0;
     let n = relayed.load(std::sync::atomic::Ordering::Relaxed) as f64;
     let mut lat = finish(col, &mut res);
     res.info("candidates relayed", n);
@@ -672,8 +677,7 @@ async fn s_presence(t: Arc<Target>, z: Sizes) -> Res {
             Err(e) => res.err(format!("asker setup: {e}")),
         }
     }
-    let pid = t.pid.to_string();
-    let cpu0 = proc_cpu_secs(&pid);
+    let cpu0 = t.cpu_secs();
     let col: Shared = Arc::default();
     let start = Instant::now();
     let mut set = JoinSet::new();
@@ -708,7 +712,7 @@ async fn s_presence(t: Arc<Target>, z: Sizes) -> Res {
     }
     while set.join_next().await.is_some() {}
     let wall = start.elapsed().as_secs_f64();
-    let cpu = proc_cpu_secs(&pid) - cpu0;
+    let cpu = t.cpu_secs() - cpu0;
     let mut lat = finish(col, &mut res);
     let polls = lat.get("poll").map_or(0, Vec::len) as f64;
     res.info("polls answered", polls);
@@ -878,6 +882,9 @@ async fn run(opts: Opts) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let data_dir = data_dir();
 
+    if opts.cluster {
+        return run_cluster(opts, z, http, began).await;
+    }
     let mut procs: Vec<Option<Proc>> = Vec::new();
     let vchat = VchatOpts {
         bin: opts.vchat_bin.clone(),
@@ -912,12 +919,24 @@ async fn run(opts: Opts) -> Result<(), String> {
         );
     }
     let setup_secs = began.elapsed().as_secs_f64();
-    let load0 = loadavg();
 
     let names = ["vchat-signal", "node-reference"];
+    report(&opts, z, procs, names, began, setup_secs, Vec::new()).await
+}
+
+/// Runs every scenario on both columns and prints the table.
+async fn report(
+    opts: &Opts,
+    z: Sizes,
+    mut procs: Vec<Option<Proc>>,
+    names: [&str; 2],
+    began: Instant,
+    setup_secs: f64,
+    mut notes: Vec<String>,
+) -> Result<(), String> {
+    let load0 = loadavg();
     let epoch = Instant::now();
     let mut table = Table::default();
-    let mut notes: Vec<String> = Vec::new();
     let scenarios = [
         "1 connections",
         "2 call setup",
@@ -993,7 +1012,9 @@ async fn run(opts: Opts) -> Result<(), String> {
 
     println!();
     println!(
-        "vchat-signal vs node-reference ({} run, {} client thread(s), {} CPUs)",
+        "{} vs {} ({} run, {} client thread(s), {} CPUs)",
+        names[0],
+        names[1],
         if opts.quick { "quick" } else { "full" },
         opts.client_threads,
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -1018,11 +1039,140 @@ async fn run(opts: Opts) -> Result<(), String> {
         let _ = p.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await;
     }
-    let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(data_dir());
     println!(
-        "  total {:.1} s (setup incl. npm ci {:.1} s)",
+        "  total {:.1} s (setup {:.1} s)",
         began.elapsed().as_secs_f64(),
         setup_secs
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// --cluster: one node against two nodes, each behind nginx
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh PostgreSQL database for one column; its URL.
+async fn fresh_database(admin: &str, name: &str) -> Result<String, String> {
+    use sqlx::{Connection, Executor};
+    let mut c = sqlx::PgConnection::connect(admin)
+        .await
+        .map_err(|e| format!("PostgreSQL at {admin} (VCHAT_BENCH_DATABASE_URL): {e}"))?;
+    c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    c.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
+async fn run_cluster(
+    opts: Opts,
+    z: Sizes,
+    http: reqwest::Client,
+    began: Instant,
+) -> Result<(), String> {
+    let admin = std::env::var("VCHAT_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let redis =
+        std::env::var("VCHAT_BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut keep: Vec<Proc> = Vec::new();
+    let mut fronts: Vec<support::nginx::Nginx> = Vec::new();
+    let mut procs: Vec<Option<Proc>> = Vec::new();
+    for (col, nodes) in [1usize, 2].into_iter().enumerate() {
+        let db =
+            fresh_database(&admin, &format!("vchat_bench_{}_{col}", std::process::id())).await?;
+        let mut started: Vec<Proc> = Vec::new();
+        for i in 0..nodes {
+            let mut env: Vec<(String, String)> = vec![
+                ("VCHAT_DATABASE_URL".into(), db.clone()),
+                ("VCHAT_TURN_SECRET".into(), "bench-turn-secret".into()),
+            ];
+            if nodes > 1 {
+                env.push(("VCHAT_REDIS_URL".into(), redis.clone()));
+                env.push((
+                    "VCHAT_REDIS_PREFIX".into(),
+                    format!("vchat-bench-{}", std::process::id()),
+                ));
+                env.push(("VCHAT_NODE_ID".into(), format!("b{i}")));
+            }
+            let o = VchatOpts {
+                bin: opts.vchat_bin.clone(),
+                build_if_missing: false,
+                limits_off: true,
+                env: &env,
+                purpose: "bench",
+            };
+            let dir = data_dir().join(format!("c{col}-n{i}"));
+            started.push(start_vchat(&o, &dir, &http).await?);
+        }
+        let ups: Vec<String> = started.iter().map(|p| p.target.addr.to_string()).collect();
+        let front = support::nginx::Nginx::start(&ups)
+            .ok_or("nginx not found (apt install nginx-light)")?;
+        let addr: std::net::SocketAddr = front
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let mut first = started.remove(0);
+        first.target = Arc::new(Target {
+            name: if nodes == 1 { "1 node" } else { "2 nodes" },
+            addr,
+            pid: first.target.pid,
+            others: started.iter().map(|p| p.target.pid).collect(),
+            api: support::api::Api {
+                http: http.clone(),
+                base: format!("http://{addr}/api/v2/"),
+            },
+        });
+        keep.extend(started);
+        fronts.push(front);
+        procs.push(Some(first));
+    }
+    // The nodes of the cluster see each other within a heartbeat.
+    wait_cluster(&http, &keep).await?;
+    let setup_secs = began.elapsed().as_secs_f64();
+    let notes = vec![
+        "both columns: PostgreSQL store (synchronous_commit on), nginx in front (round-robin); \
+         nginx's own CPU is not counted; server CPU is every node's"
+            .to_string(),
+        "2 nodes: Redis pub/sub between the nodes; about half the pairs have their two sockets \
+         on different nodes, and work on a call placed on the other node is forwarded to it"
+            .to_string(),
+    ];
+    let r = report(
+        &opts,
+        z,
+        procs,
+        ["1 node", "2 nodes"],
+        began,
+        setup_secs,
+        notes,
+    )
+    .await;
+    drop(fronts);
+    for mut p in keep {
+        let _ = p.child.start_kill();
+    }
+    r
+}
+
+/// Waits until a cluster node reports two live nodes.
+async fn wait_cluster(http: &reqwest::Client, nodes: &[Proc]) -> Result<(), String> {
+    for p in nodes {
+        let url = format!("http://{}/metrics", p.target.addr);
+        for _ in 0..200 {
+            let text = match http.get(&url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.lines().any(|l| l == "vchat_cluster_nodes 2") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
     Ok(())
 }

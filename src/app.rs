@@ -13,7 +13,7 @@ use crate::calls::timers::Timers;
 use crate::config::Config;
 use crate::ice::IceIssuer;
 use crate::media::Media;
-use crate::profile::Profiles;
+use crate::profile::cache::Profiles;
 use crate::push::Pusher;
 use crate::realtime::notify::Notifier;
 use crate::realtime::presence::Presence;
@@ -50,7 +50,7 @@ pub struct App {
     /// The address the server listens on (the bound one, when the config asked for port 0).
     pub addr: SocketAddr,
     /// Cluster mode: this node's link to the others.
-    pub cluster: Option<crate::cluster::Cluster>,
+    pub cluster: Option<crate::cluster::link::Cluster>,
     /// This node's id (generated when not configured).
     pub node_id: String,
 }

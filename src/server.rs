@@ -144,7 +144,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         .unwrap_or_else(|| format!("node-{}", crate::ids::random_hex(6)));
     let cluster = match &config.redis_url {
         Some(url) => Some(
-            crate::cluster::Cluster::connect(
+            crate::cluster::link::Cluster::connect(
                 url,
                 node_id.clone(),
                 &config.redis_prefix,
@@ -181,7 +181,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
 
     let pubsub = match (&config.redis_url, &cluster) {
         (Some(url), Some(_)) => {
-            let client = redis::Client::open(crate::cluster::resp3_url(url))
+            let client = redis::Client::open(crate::cluster::link::resp3_url(url))
                 .map_err(|e| format!("redis url: {e}"))?;
             crate::cluster::driver::Pubsub::Redis(
                 socketioxide_redis::drivers::redis::RedisDriver::new(&client)
@@ -266,8 +266,8 @@ pub async fn start(config: Config) -> Result<Server, String> {
     }
     crate::realtime::register(&io, app.clone()).await?;
     crate::calls::service::run_timers(app.clone(), fired);
-    crate::cluster::run(&app).await?;
-    crate::cluster::takeover::resume(&app).await;
+    crate::cluster::node::run(&app).await?;
+    crate::cluster::node::resume(&app).await;
     {
         // Providers report dead keys; forget them so nobody pushes to them again.
         let app = app.clone();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod nginx;
 pub mod procfs;
 pub mod server;
 pub mod sio;

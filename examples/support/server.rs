@@ -39,7 +39,20 @@ pub struct Target {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// More processes serving this target (the other nodes of a cluster, nginx): their CPU
+    /// counts too.
+    pub others: Vec<u32>,
     pub api: Api,
+}
+
+impl Target {
+    /// CPU seconds of every process serving this target.
+    pub fn cpu_secs(&self) -> f64 {
+        std::iter::once(self.pid)
+            .chain(self.others.iter().copied())
+            .map(|p| super::procfs::proc_cpu_secs(&p.to_string()))
+            .sum()
+    }
 }
 
 pub struct Proc {
@@ -173,6 +186,7 @@ pub async fn spawn_server(
         name,
         addr,
         pid,
+        others: Vec::new(),
         api,
     });
     Ok(Proc { child, target, log })

@@ -215,12 +215,12 @@ pub async fn create(
     app.calls
         .reserve(&who.user_id, &peer.id, &meet_id)
         .map_err(busy_error)?;
-    if let Err(hold) = crate::calls::route::hold_pair(app, &who.user_id, &peer.id, &meet_id).await {
+    if let Err(hold) = crate::calls::busy::hold_pair(app, &who.user_id, &peer.id, &meet_id).await {
         app.calls.release(&who.user_id, &meet_id);
         app.calls.release(&peer.id, &meet_id);
         return Err(match hold {
-            crate::calls::route::Hold::Busy(busy) => busy_error(busy),
-            crate::calls::route::Hold::Down(e) => ApiError::Unavailable(e),
+            crate::calls::busy::Hold::Busy(busy) => busy_error(busy),
+            crate::calls::busy::Hold::Down(e) => ApiError::Unavailable(e),
         });
     }
     let call = Call {
@@ -244,10 +244,10 @@ pub async fn create(
     if let Err(e) = app.store.insert_call(&record_of(&call), app.node()).await {
         app.calls.release(&who.user_id, &meet_id);
         app.calls.release(&peer.id, &meet_id);
-        crate::calls::route::unhold_pair(app, &call.caller, &call.callee, &meet_id).await;
+        crate::calls::busy::unhold_pair(app, &call.caller, &call.callee, &meet_id).await;
         return Err(e.into());
     }
-    crate::calls::route::confirm_pair(app, &call.caller, &call.callee).await;
+    crate::calls::busy::confirm_pair(app, &call.caller, &call.callee).await;
 
     let caller = UserData::from(&crate::store::UserRow {
         id: who.user_id.clone(),
@@ -380,7 +380,7 @@ async fn transition(
     let call = live.call.clone();
     if !call.status.is_live() {
         app.calls.remove(guard);
-        crate::calls::route::unhold_pair(app, &call.caller, &call.callee, &call.meet_id).await;
+        crate::calls::busy::unhold_pair(app, &call.caller, &call.callee, &call.meet_id).await;
         app.metrics.call_ended(call.status);
         app.limits
             .call_ended(&call.caller, &call.callee, call.accepted_at.is_some());

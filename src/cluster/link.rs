@@ -1,0 +1,428 @@
+//! This node's link to the others: Redis for heartbeats, presence hashes, busy marks, and the
+//! pub/sub bus requests and answers travel on. Knows nothing of calls or sockets; `node`
+//! runs the node on top of it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use tokio::sync::oneshot;
+
+use super::wire::{Msg, Reply, Request};
+
+/// How long a busy mark lives before its call is stored (see [`Cluster::hold`]).
+const HOLD_MS: u64 = 30_000;
+
+/// Why a request to another node got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error("node {0} did not answer")]
+    NoAnswer(String),
+    #[error("cluster bus: {0}")]
+    Bus(String),
+}
+
+pub struct Cluster {
+    pub node: String,
+    /// This run of the node (`<node>#<random>`): presence entries carry it, so the sockets of an
+    /// earlier run of a node restarted under the same id are never taken for this run's.
+    pub incarnation: String,
+    prefix: String,
+    pub(super) ttl: Duration,
+    pub(super) client: redis::Client,
+    conn: ConnectionManager,
+    /// Nodes whose heartbeat was there at the last look (this one always is), and the runs
+    /// those heartbeats named.
+    alive: RwLock<Alive>,
+    pub(super) pending: DashMap<u64, oneshot::Sender<Reply>>,
+    next: AtomicU64,
+    release: redis::Script,
+    /// Set on a graceful stop: the heartbeat must not come back.
+    pub(super) stopping: AtomicBool,
+}
+
+#[derive(Default)]
+struct Alive {
+    nodes: HashSet<String>,
+    runs: HashSet<String>,
+}
+
+/// The URL the Socket.IO adapter connects with: its driver needs RESP3 push messages.
+pub fn resp3_url(url: &str) -> String {
+    if url.contains("protocol=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}protocol=resp3")
+}
+
+impl Cluster {
+    /// Connects to Redis and announces this node.
+    pub async fn connect(
+        url: &str,
+        node: String,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<Cluster, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis url {url:?}: {e}"))?;
+        let conn = client
+            .get_connection_manager()
+            .await
+            .map_err(|e| format!("cannot reach Redis: {e}"))?;
+        let incarnation = format!("{node}#{}", crate::ids::random_hex(6));
+        let c = Cluster {
+            alive: RwLock::new(Alive {
+                nodes: HashSet::from([node.clone()]),
+                runs: HashSet::from([incarnation.clone()]),
+            }),
+            incarnation,
+            node,
+            prefix: prefix.to_string(),
+            ttl,
+            client,
+            conn,
+            pending: DashMap::new(),
+            next: AtomicU64::new(1),
+            // Frees a user only from this call: a newer call may hold them already.
+            stopping: AtomicBool::new(false),
+            release: redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            ),
+        };
+        // What an earlier run of this node left in presence is gone with it.
+        let mut conn = c.conn.clone();
+        conn.del::<_, ()>(c.presence_hash(&c.node))
+            .await
+            .map_err(|e| format!("cannot write to Redis: {e}"))?;
+        c.beat()
+            .await
+            .map_err(|e| format!("cannot write to Redis: {e}"))?;
+        Ok(c)
+    }
+
+    fn key(&self, parts: &str) -> String {
+        format!("{}:{parts}", self.prefix)
+    }
+    pub(super) fn bus_channel(&self, node: &str) -> String {
+        self.key(&format!("bus:{node}"))
+    }
+    pub(super) fn presence_channel(&self) -> String {
+        self.key("presence")
+    }
+    fn presence_hash(&self, node: &str) -> String {
+        self.key(&format!("pn:{node}"))
+    }
+    /// The prefix of socketioxide-redis's channels.
+    pub fn socketio_prefix(&self) -> String {
+        format!("{}-socket.io", self.prefix)
+    }
+
+    /// Renews this node's heartbeat and the expiry of its presence hash.
+    pub(super) async fn beat(&self) -> redis::RedisResult<()> {
+        let mut c = self.conn.clone();
+        let ms = self.ttl.as_millis() as u64;
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.key(&format!("node:{}", self.node)))
+            .arg(&self.incarnation)
+            .arg("PX")
+            .arg(ms)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.key("nodes"))
+            .arg(&self.node)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.presence_hash(&self.node))
+            .arg(ms * 3)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+    }
+
+    /// Reads which nodes are alive; returns those that were alive and are not any more.
+    pub(super) async fn look(&self) -> redis::RedisResult<Vec<String>> {
+        let mut c = self.conn.clone();
+        let nodes: Vec<String> = c.smembers(self.key("nodes")).await?;
+        let mut now = Alive {
+            nodes: HashSet::from([self.node.clone()]),
+            runs: HashSet::from([self.incarnation.clone()]),
+        };
+        if !nodes.is_empty() {
+            let keys: Vec<String> = nodes
+                .iter()
+                .map(|n| self.key(&format!("node:{n}")))
+                .collect();
+            // MGET of one key answers a bare value, not a list.
+            let beats: Vec<Option<String>> = if keys.len() == 1 {
+                vec![c.get(&keys[0]).await?]
+            } else {
+                c.mget(&keys).await?
+            };
+            for (n, b) in nodes.iter().zip(beats) {
+                if let Some(run) = b {
+                    now.nodes.insert(n.clone());
+                    now.runs.insert(run);
+                }
+            }
+        }
+        let mut alive = self.alive.write().expect("not poisoned");
+        let lost = alive.runs.difference(&now.runs).cloned().collect();
+        *alive = now;
+        Ok(lost)
+    }
+
+    /// Nodes in the node list whose heartbeat is gone (their calls want an owner).
+    pub async fn dead_nodes(&self) -> redis::RedisResult<Vec<String>> {
+        let mut c = self.conn.clone();
+        let nodes: Vec<String> = c.smembers(self.key("nodes")).await?;
+        let alive = self.alive.read().expect("not poisoned");
+        Ok(nodes
+            .into_iter()
+            .filter(|n| !alive.nodes.contains(n))
+            .collect())
+    }
+
+    /// Drops a dead node from the node list once nothing of it is left to take over.
+    pub async fn forget_node(&self, node: &str) -> redis::RedisResult<()> {
+        let mut c = self.conn.clone();
+        redis::pipe()
+            .cmd("SREM")
+            .arg(self.key("nodes"))
+            .arg(node)
+            .ignore()
+            .cmd("DEL")
+            .arg(self.presence_hash(node))
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await
+    }
+
+    /// Looks at the heartbeats now (a node did not answer: is it dead?).
+    pub async fn refresh(&self) {
+        if let Err(e) = self.look().await {
+            tracing::warn!(error = %e, "cannot read the node list");
+        }
+    }
+
+    pub fn is_alive(&self, node: &str) -> bool {
+        self.alive
+            .read()
+            .expect("not poisoned")
+            .nodes
+            .contains(node)
+    }
+
+    /// Whether a run of a node (a presence entry's origin) is the live one.
+    pub fn is_live_run(&self, run: &str) -> bool {
+        self.alive.read().expect("not poisoned").runs.contains(run)
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.alive.read().expect("not poisoned").nodes.len()
+    }
+
+    async fn publish(&self, channel: String, msg: &Msg) -> Result<(), AskError> {
+        let text = serde_json::to_string(msg).expect("bus messages serialize");
+        let mut c = self.conn.clone();
+        c.publish::<_, _, ()>(channel, text)
+            .await
+            .map_err(|e| AskError::Bus(e.to_string()))
+    }
+
+    /// A local socket joined presence: tell every node, and keep it in this node's hash for
+    /// nodes that start later.
+    pub async fn socket_up(&self, user: &str, device: &str, sid: &str) {
+        let mut c = self.conn.clone();
+        let r = redis::pipe()
+            .cmd("HSET")
+            .arg(self.presence_hash(&self.node))
+            .arg(sid)
+            .arg(format!("{user}\u{1f}{device}"))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.presence_hash(&self.node))
+            .arg(self.ttl.as_millis() as u64 * 3)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "presence not written to Redis");
+        }
+        let msg = Msg::Up {
+            node: self.incarnation.clone(),
+            user: user.into(),
+            device: device.into(),
+            sid: sid.into(),
+        };
+        if let Err(e) = self.publish(self.presence_channel(), &msg).await {
+            tracing::warn!(error = %e, "presence not published");
+        }
+    }
+
+    pub async fn socket_down(&self, user: &str, sid: &str) {
+        let mut c = self.conn.clone();
+        if let Err(e) = c
+            .hdel::<_, _, ()>(self.presence_hash(&self.node), sid)
+            .await
+        {
+            tracing::warn!(error = %e, "presence not removed from Redis");
+        }
+        let msg = Msg::Down {
+            node: self.incarnation.clone(),
+            user: user.into(),
+            sid: sid.into(),
+        };
+        if let Err(e) = self.publish(self.presence_channel(), &msg).await {
+            tracing::warn!(error = %e, "presence not published");
+        }
+    }
+
+    /// A user's name or picture changed here: other nodes' cached copies go stale.
+    pub async fn profile_changed(&self, user: &str) {
+        let msg = Msg::Profile {
+            node: self.incarnation.clone(),
+            user: user.into(),
+        };
+        if let Err(e) = self.publish(self.presence_channel(), &msg).await {
+            tracing::warn!(error = %e, "profile change not published");
+        }
+    }
+
+    /// Sends a request to `node` and waits for its answer.
+    pub async fn ask(&self, node: &str, req: Request) -> Result<Reply, AskError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(id, tx);
+        let msg = Msg::Ask {
+            id,
+            from: self.node.clone(),
+            req,
+        };
+        if let Err(e) = self.publish(self.bus_channel(node), &msg).await {
+            self.pending.remove(&id);
+            return Err(e);
+        }
+        match tokio::time::timeout(self.ttl, rx).await {
+            Ok(Ok(rep)) => Ok(rep),
+            _ => {
+                self.pending.remove(&id);
+                Err(AskError::NoAnswer(node.to_string()))
+            }
+        }
+    }
+
+    pub(super) async fn answer(&self, to: &str, id: u64, rep: Reply) {
+        if let Err(e) = self
+            .publish(self.bus_channel(to), &Msg::Answer { id, rep })
+            .await
+        {
+            tracing::warn!(error = %e, to, "answer not sent");
+        }
+    }
+
+    // ---- busy users ----
+
+    fn busy_key(&self, user: &str) -> String {
+        self.key(&format!("busy:{user}"))
+    }
+
+    /// Marks `user` busy with `meet_id` unless someone else holds them. Returns the holder.
+    /// The mark first lives [`HOLD_MS`]: long enough to store the call, short enough that a node
+    /// dying before it stored it frees its users soon; [`Cluster::confirm`] extends it.
+    pub async fn hold(&self, user: &str, meet_id: &str) -> redis::RedisResult<Option<String>> {
+        let mut c = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.busy_key(user))
+            .arg(meet_id)
+            .arg("NX")
+            .arg("PX")
+            .arg(HOLD_MS)
+            .query_async(&mut c)
+            .await?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        let holder: Option<String> = c.get(self.busy_key(user)).await?;
+        Ok(Some(holder.unwrap_or_default()))
+    }
+
+    /// The call is stored: its users' marks last as long as the call can (it frees them when
+    /// it ends; the expiry only cleans up after a cluster that lost the call's row).
+    pub async fn confirm(&self, users: [&str; 2], lifetime: Duration) {
+        let mut c = self.conn.clone();
+        let ms = lifetime.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for u in users {
+            pipe.cmd("PEXPIRE").arg(self.busy_key(u)).arg(ms).ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut c).await {
+            tracing::warn!(error = %e, "busy marks not extended");
+        }
+    }
+
+    pub async fn unhold(&self, user: &str, meet_id: &str) {
+        let mut c = self.conn.clone();
+        let r = self
+            .release
+            .key(self.busy_key(user))
+            .arg(meet_id)
+            .invoke_async::<i64>(&mut c)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, user, "busy mark not released");
+        }
+    }
+
+    pub async fn held_by(&self, user: &str) -> Option<String> {
+        let mut c = self.conn.clone();
+        c.get(self.busy_key(user)).await.ok().flatten()
+    }
+
+    /// Every live node's sockets, from their presence hashes: (run, sid, user, device).
+    pub(super) async fn snapshot(
+        &self,
+    ) -> redis::RedisResult<Vec<(String, String, String, String)>> {
+        let mut c = self.conn.clone();
+        let nodes: Vec<String> = c.smembers(self.key("nodes")).await?;
+        let mut out = Vec::new();
+        for node in nodes {
+            if node == self.node {
+                continue;
+            }
+            let run: Option<String> = c.get(self.key(&format!("node:{node}"))).await?;
+            let Some(run) = run else { continue };
+            let entries: Vec<(String, String)> = c.hgetall(self.presence_hash(&node)).await?;
+            for (sid, v) in entries {
+                if let Some((user, device)) = v.split_once('\u{1f}') {
+                    out.push((run.clone(), sid, user.to_string(), device.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Leaves the cluster on a graceful stop: the heartbeat goes at once, so live nodes take
+    /// this node's calls over without waiting for it to expire.
+    pub async fn leave(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let gone = Msg::Gone {
+            node: self.incarnation.clone(),
+        };
+        let _ = self.publish(self.presence_channel(), &gone).await;
+        let mut c = self.conn.clone();
+        let _ = redis::pipe()
+            .cmd("DEL")
+            .arg(self.key(&format!("node:{}", self.node)))
+            .ignore()
+            .cmd("DEL")
+            .arg(self.presence_hash(&self.node))
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await;
+    }
+}

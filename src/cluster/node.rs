@@ -1,0 +1,230 @@
+//! Runs this node in the cluster: the subscriber that keeps the presence replica and serves
+//! requests for the calls this node owns, the heartbeat, and the watch that purges dead nodes'
+//! sockets and takes their calls over.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use futures_util::StreamExt;
+
+use super::takeover;
+use super::wire::Msg;
+use crate::app::App;
+
+/// Starts the node's background work: the subscriber (presence replica, requests, answers),
+/// the heartbeat, and the watch for dead nodes.
+pub async fn run(app: &Arc<App>) -> Result<(), String> {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return Ok(());
+    };
+    let mut pubsub = cluster
+        .client
+        .get_async_pubsub()
+        .await
+        .map_err(|e| format!("cannot subscribe in Redis: {e}"))?;
+    pubsub
+        .subscribe(&[
+            cluster.presence_channel(),
+            cluster.bus_channel(&cluster.node),
+        ])
+        .await
+        .map_err(|e| format!("cannot subscribe in Redis: {e}"))?;
+    // Subscribed first, then the snapshot: a change made in between is both in the snapshot
+    // and in the stream, and applying it twice is harmless.
+    cluster.look().await.map_err(|e| e.to_string())?;
+    for (run, sid, user, device) in cluster.snapshot().await.map_err(|e| e.to_string())? {
+        if cluster.is_live_run(&run) {
+            if let Ok(sid) = sid.parse() {
+                app.presence.add_remote(&run, &user, &device, sid);
+            }
+        }
+    }
+    let weak = Arc::downgrade(app);
+    tokio::spawn(listen(weak.clone(), pubsub));
+    tokio::spawn(watch(weak));
+    Ok(())
+}
+
+async fn listen(app: Weak<App>, pubsub: redis::aio::PubSub) {
+    let mut stream = pubsub.into_on_message();
+    while let Some(m) = stream.next().await {
+        let Some(app) = app.upgrade() else { return };
+        let Ok(text) = m.get_payload::<String>() else {
+            continue;
+        };
+        let msg: Msg = match serde_json::from_str(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable cluster message");
+                continue;
+            }
+        };
+        on_message(&app, msg);
+    }
+    tracing::error!("the Redis subscription ended; this node no longer hears the cluster");
+}
+
+fn on_message(app: &Arc<App>, msg: Msg) {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    match msg {
+        Msg::Up {
+            node,
+            user,
+            device,
+            sid,
+        } => {
+            if node == cluster.incarnation {
+                return;
+            }
+            let Ok(sid) = sid.parse() else { return };
+            app.presence.add_remote(&node, &user, &device, sid);
+            // A party of a call owned here came back on another node: ring it or hand it what
+            // was kept, even if its node could not tell us (it asks too; both are idempotent).
+            if let Some(meet_id) = app.calls.call_of(&user) {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    crate::calls::service::device_back_here(
+                        &app,
+                        &user,
+                        &device,
+                        sid,
+                        Some(&meet_id),
+                    )
+                    .await;
+                });
+            }
+        }
+        Msg::Profile { node, user } => {
+            if node != cluster.incarnation {
+                app.profiles.forget(&user);
+            }
+        }
+        Msg::Gone { node } => {
+            // A node stopping gracefully: its sockets are gone now, not when its heartbeat
+            // would have lapsed.
+            let gone = app.presence.purge(|run| run == node);
+            let app = app.clone();
+            tokio::spawn(async move {
+                for (user, device) in gone {
+                    crate::calls::route::device_gone(&app, &user, &device).await;
+                }
+            });
+        }
+        Msg::Down { node, user, sid } => {
+            if node != cluster.incarnation {
+                if let Ok(sid) = sid.parse() {
+                    app.presence.remove(&user, sid);
+                }
+            }
+        }
+        Msg::Answer { id, rep } => {
+            if let Some((_, tx)) = cluster.pending.remove(&id) {
+                let _ = tx.send(rep);
+            }
+        }
+        Msg::Ask { id, from, req } => {
+            // Requests run concurrently; each asker waits for its answer before it asks again,
+            // so one socket's requests still run in the order it sent them.
+            let app = app.clone();
+            tokio::spawn(async move {
+                let rep = crate::calls::route::serve(&app, req).await;
+                if let Some(c) = app.cluster.as_ref() {
+                    c.answer(&from, id, rep).await;
+                }
+            });
+        }
+    }
+}
+
+/// Heartbeat, and the watch for nodes that stopped beating: their sockets leave presence (so
+/// their calls' parties get their grace) and their calls are taken over.
+async fn watch(app: Weak<App>) {
+    let period = {
+        let Some(app) = app.upgrade() else { return };
+        let Some(c) = app.cluster.as_ref() else {
+            return;
+        };
+        c.ttl / 3
+    };
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        let Some(c) = app.cluster.as_ref() else {
+            return;
+        };
+        if c.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = c.beat().await {
+            tracing::warn!(error = %e, "heartbeat not written");
+            continue;
+        }
+        let lost = match c.look().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the node list");
+                continue;
+            }
+        };
+        for node in &lost {
+            tracing::warn!(node, "node stopped beating; its sockets leave presence");
+        }
+        sweep(&app, &lost).await;
+    }
+}
+
+/// One round of the watch: sockets of dead nodes leave presence (their call devices get their
+/// grace), then dead nodes' calls are claimed, and a dead node with nothing left is forgotten.
+pub async fn sweep(app: &Arc<App>, lost: &[String]) {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    let gone = app.presence.purge(|run| !cluster.is_live_run(run));
+    if !lost.is_empty() || !gone.is_empty() {
+        tracing::info!(nodes = ?lost, devices = gone.len(), "sockets of dead nodes left presence");
+    }
+    let dead = match cluster.dead_nodes().await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list nodes");
+            return;
+        }
+    };
+    for node in &dead {
+        let calls = match app.store.live_calls_on(node).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list a dead node's calls");
+                continue;
+            }
+        };
+        for meet_id in &calls {
+            takeover::claim(app, meet_id, node).await;
+        }
+        if matches!(app.store.live_calls_on(node).await, Ok(c) if c.is_empty()) {
+            let _ = cluster.forget_node(node).await;
+        }
+    }
+    for (user, device) in gone {
+        crate::calls::route::device_gone(app, &user, &device).await;
+    }
+}
+
+/// At start: calls this node id owned in an earlier run (a restart with a fixed
+/// `VCHAT_NODE_ID`) are picked up again like a dead node's.
+pub async fn resume(app: &Arc<App>) {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    match app.store.live_calls_on(&cluster.node).await {
+        Ok(calls) => {
+            for meet_id in calls {
+                takeover::claim(app, &meet_id, &cluster.node).await;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list this node's earlier calls"),
+    }
+}
