@@ -184,7 +184,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
             let client = redis::Client::open(crate::cluster::link::resp3_url(url))
                 .map_err(|e| format!("redis url: {e}"))?;
             crate::cluster::driver::Pubsub::Redis(
-                socketioxide_redis::drivers::redis::RedisDriver::new(&client)
+                crate::cluster::driver::Resilient::connect(&client)
                     .await
                     .map_err(|e| format!("cannot reach Redis for Socket.IO: {e}"))?,
             )

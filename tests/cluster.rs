@@ -407,3 +407,87 @@ async fn a_rolling_restart_behind_nginx_keeps_a_live_call() {
     let h = api.get("call/history", &b).await.ok();
     assert_eq!(h[0]["callStatus"], "finished");
 }
+
+/// A node asked to join a cluster without what every node must share refuses to start and
+/// names what is missing.
+#[test]
+fn a_clustered_node_without_shared_settings_refuses_to_start() {
+    let redis = ("VCHAT_REDIS_URL", "redis://127.0.0.1:6379");
+    let e = refused_start(&[redis]);
+    for missing in [
+        "VCHAT_DATABASE_URL",
+        "VCHAT_JWT_SECRET",
+        "VCHAT_TURN_SECRET",
+    ] {
+        assert!(e.contains(missing), "{missing} not named in: {e}");
+    }
+    let e = refused_start(&[
+        redis,
+        ("VCHAT_DATABASE_URL", "postgres://postgres@127.0.0.1/x"),
+        ("VCHAT_JWT_SECRET", SECRET),
+    ]);
+    assert!(e.contains("VCHAT_TURN_SECRET"), "{e}");
+    assert!(!e.contains("VCHAT_JWT_SECRET"), "{e}");
+    let e = refused_start(&[
+        redis,
+        ("VCHAT_DATABASE_URL", "postgres://postgres@127.0.0.1/x"),
+        ("VCHAT_JWT_SECRET", SECRET),
+        ("VCHAT_TURN_SECRET", "t"),
+        ("VCHAT_NODE_ID", "bad id!"),
+    ]);
+    assert!(e.contains("node id"), "{e}");
+    let e = refused_start(&[("VCHAT_REDIS_URL", "http://127.0.0.1:6379")]);
+    assert!(e.contains("redis://"), "{e}");
+}
+
+/// Redis restarts empty (it keeps nothing on disk) under two running nodes: they subscribe
+/// again, rebuild their heartbeats and presence, and calls and chat across them work after.
+#[tokio::test]
+async fn the_cluster_recovers_when_redis_restarts_empty() {
+    let Some(mut c) = TestCluster::start_own_redis("cluster: redis restart", 2, &[]) else {
+        return;
+    };
+    let (api0, api1) = (c.node(0).api(), c.node(1).api());
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    api1.touch(&b).await;
+    let room = api0.peer_room(&a, "bob").await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let mut alice = d0.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    c.settle(&[1, 1]).await;
+
+    c.redis().restart_empty();
+    // Both nodes see each other and each other's sockets again, and both Socket.IO adapters
+    // have subscribed again (Redis counts the subscribers of the adapters' request channel).
+    c.settle(&[1, 1]).await;
+    c.wait_adapters(2).await;
+
+    let meet = create_call(&api0, &a, &room).await;
+    bob.expect("v1OnNewCall").await;
+    api1.post(
+        &format!("call/accept/{meet}"),
+        &b,
+        json!({"payload": "answer"}),
+    )
+    .await
+    .ok();
+    alice.expect("v1OnCallAccepted").await;
+    bob.emit("v1IceCandidate", &cand(&meet, 1)).await;
+    assert_eq!(alice.expect("v1OnIceCandidate").await, cand(&meet, 1));
+    let sent = api1
+        .post(
+            &format!("channel/{room}/message/"),
+            &b,
+            json!({"content": "still here", "localId": "l-1", "messageType": "text"}),
+        )
+        .await
+        .ok();
+    assert_eq!(alice.expect("v1OnNewMessage").await, sent);
+    api0.post(&format!("call/end/{meet}"), &a, json!({}))
+        .await
+        .ok();
+    bob.expect("v1OnCallEnded").await;
+}

@@ -51,6 +51,22 @@ struct Alive {
     runs: HashSet<String>,
 }
 
+/// Runs a Redis operation, and once more if the connection had dropped: the connection
+/// manager reconnects behind a dead socket, but the first command after a Redis restart or a
+/// network cut meets it.
+async fn retried<T, F>(op: impl Fn() -> F) -> redis::RedisResult<T>
+where
+    F: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    match op().await {
+        Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            op().await
+        }
+        r => r,
+    }
+}
+
 /// The URL the Socket.IO adapter connects with: its driver needs RESP3 push messages.
 pub fn resp3_url(url: &str) -> String {
     if url.contains("protocol=") {
@@ -122,16 +138,18 @@ impl Cluster {
     }
 
     /// Renews this node's heartbeat and the expiry of its presence hash.
-    pub(super) async fn beat(&self) -> redis::RedisResult<()> {
+    /// Returns whether the heartbeat had lapsed (the cluster took this node for dead: its
+    /// calls may have been taken over and its sockets dropped from other nodes' presence).
+    pub(super) async fn beat(&self) -> redis::RedisResult<bool> {
         let mut c = self.conn.clone();
         let ms = self.ttl.as_millis() as u64;
-        redis::pipe()
+        let (previous,): (Option<String>,) = redis::pipe()
             .cmd("SET")
             .arg(self.key(&format!("node:{}", self.node)))
             .arg(&self.incarnation)
             .arg("PX")
             .arg(ms)
-            .ignore()
+            .arg("GET")
             .cmd("SADD")
             .arg(self.key("nodes"))
             .arg(&self.node)
@@ -140,8 +158,9 @@ impl Cluster {
             .arg(self.presence_hash(&self.node))
             .arg(ms * 3)
             .ignore()
-            .query_async::<()>(&mut c)
-            .await
+            .query_async(&mut c)
+            .await?;
+        Ok(previous.as_deref() != Some(self.incarnation.as_str()))
     }
 
     /// Reads which nodes are alive; returns those that were alive and are not any more.
@@ -228,15 +247,32 @@ impl Cluster {
 
     async fn publish(&self, channel: String, msg: &Msg) -> Result<(), AskError> {
         let text = serde_json::to_string(msg).expect("bus messages serialize");
-        let mut c = self.conn.clone();
-        c.publish::<_, _, ()>(channel, text)
-            .await
-            .map_err(|e| AskError::Bus(e.to_string()))
+        retried(|| {
+            let mut c = self.conn.clone();
+            let (channel, text) = (channel.clone(), text.clone());
+            async move { c.publish::<_, _, ()>(channel, text).await }
+        })
+        .await
+        .map_err(|e| AskError::Bus(e.to_string()))
     }
 
     /// A local socket joined presence: tell every node, and keep it in this node's hash for
     /// nodes that start later.
     pub async fn socket_up(&self, user: &str, device: &str, sid: &str) {
+        self.remember_socket(user, device, sid).await;
+        let msg = Msg::Up {
+            node: self.incarnation.clone(),
+            user: user.into(),
+            device: device.into(),
+            sid: sid.into(),
+        };
+        if let Err(e) = self.publish(self.presence_channel(), &msg).await {
+            tracing::warn!(error = %e, "presence not published");
+        }
+    }
+
+    /// Writes a local socket into this node's presence hash (read by nodes that start later).
+    pub async fn remember_socket(&self, user: &str, device: &str, sid: &str) {
         let mut c = self.conn.clone();
         let r = redis::pipe()
             .cmd("HSET")
@@ -252,15 +288,6 @@ impl Cluster {
             .await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "presence not written to Redis");
-        }
-        let msg = Msg::Up {
-            node: self.incarnation.clone(),
-            user: user.into(),
-            device: device.into(),
-            sid: sid.into(),
-        };
-        if let Err(e) = self.publish(self.presence_channel(), &msg).await {
-            tracing::warn!(error = %e, "presence not published");
         }
     }
 
@@ -335,6 +362,10 @@ impl Cluster {
     /// The mark first lives [`HOLD_MS`]: long enough to store the call, short enough that a node
     /// dying before it stored it frees its users soon; [`Cluster::confirm`] extends it.
     pub async fn hold(&self, user: &str, meet_id: &str) -> redis::RedisResult<Option<String>> {
+        retried(|| self.hold_once(user, meet_id)).await
+    }
+
+    async fn hold_once(&self, user: &str, meet_id: &str) -> redis::RedisResult<Option<String>> {
         let mut c = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(self.busy_key(user))
@@ -366,21 +397,27 @@ impl Cluster {
     }
 
     pub async fn unhold(&self, user: &str, meet_id: &str) {
-        let mut c = self.conn.clone();
-        let r = self
-            .release
-            .key(self.busy_key(user))
-            .arg(meet_id)
-            .invoke_async::<i64>(&mut c)
-            .await;
+        let r = retried(|| {
+            let mut c = self.conn.clone();
+            let mut inv = self.release.key(self.busy_key(user));
+            inv.arg(meet_id);
+            async move { inv.invoke_async::<i64>(&mut c).await }
+        })
+        .await;
         if let Err(e) = r {
             tracing::warn!(error = %e, user, "busy mark not released");
         }
     }
 
     pub async fn held_by(&self, user: &str) -> Option<String> {
-        let mut c = self.conn.clone();
-        c.get(self.busy_key(user)).await.ok().flatten()
+        retried(|| {
+            let mut c = self.conn.clone();
+            let key = self.busy_key(user);
+            async move { c.get::<_, Option<String>>(key).await }
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Every live node's sockets, from their presence hashes: (run, sid, user, device).

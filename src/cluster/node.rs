@@ -14,9 +14,22 @@ use crate::app::App;
 /// Starts the node's background work: the subscriber (presence replica, requests, answers),
 /// the heartbeat, and the watch for dead nodes.
 pub async fn run(app: &Arc<App>) -> Result<(), String> {
-    let Some(cluster) = app.cluster.as_ref() else {
+    if app.cluster.is_none() {
         return Ok(());
-    };
+    }
+    let pubsub = subscribe(app).await?;
+    let weak = Arc::downgrade(app);
+    tokio::spawn(listen(weak.clone(), pubsub));
+    tokio::spawn(watch(weak));
+    Ok(())
+}
+
+/// Subscribes to this node's channels, then reads who is where. Subscribed first, then the
+/// snapshot: a change made in between is both in the snapshot and in the stream, and applying
+/// it twice is harmless. This node's own sockets are written back to its presence hash (Redis
+/// may have restarted empty).
+async fn subscribe(app: &Arc<App>) -> Result<redis::aio::PubSub, String> {
+    let cluster = app.cluster.as_ref().expect("cluster mode");
     let mut pubsub = cluster
         .client
         .get_async_pubsub()
@@ -29,39 +42,68 @@ pub async fn run(app: &Arc<App>) -> Result<(), String> {
         ])
         .await
         .map_err(|e| format!("cannot subscribe in Redis: {e}"))?;
-    // Subscribed first, then the snapshot: a change made in between is both in the snapshot
-    // and in the stream, and applying it twice is harmless.
     cluster.look().await.map_err(|e| e.to_string())?;
-    for (run, sid, user, device) in cluster.snapshot().await.map_err(|e| e.to_string())? {
+    let snapshot = cluster.snapshot().await.map_err(|e| e.to_string())?;
+    // What we knew of other nodes may have changed unheard while we were not subscribed.
+    let before = app.presence.purge(|_| true);
+    for (run, sid, user, device) in snapshot {
         if cluster.is_live_run(&run) {
             if let Ok(sid) = sid.parse() {
                 app.presence.add_remote(&run, &user, &device, sid);
             }
         }
     }
-    let weak = Arc::downgrade(app);
-    tokio::spawn(listen(weak.clone(), pubsub));
-    tokio::spawn(watch(weak));
-    Ok(())
+    // Ours, to nodes listening now (published) and to nodes that start later (the hash).
+    for (user, device, sid) in app.presence.local_sockets() {
+        cluster.socket_up(&user, &device, sid.as_str()).await;
+    }
+    // Devices that left while we were not listening: their calls' owners hear it now.
+    let app2 = app.clone();
+    tokio::spawn(async move {
+        for (user, device) in before {
+            if !app2.presence.device_online(&user, &device) {
+                crate::calls::route::device_gone(&app2, &user, &device).await;
+            }
+        }
+    });
+    Ok(pubsub)
 }
 
-async fn listen(app: Weak<App>, pubsub: redis::aio::PubSub) {
-    let mut stream = pubsub.into_on_message();
-    while let Some(m) = stream.next().await {
-        let Some(app) = app.upgrade() else { return };
-        let Ok(text) = m.get_payload::<String>() else {
-            continue;
-        };
-        let msg: Msg = match serde_json::from_str(&text) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable cluster message");
-                continue;
+/// Reads the cluster's messages in order; when the subscription breaks (Redis restarted, a
+/// network cut), subscribes again.
+async fn listen(app: Weak<App>, first: redis::aio::PubSub) {
+    let mut pubsub = Some(first);
+    loop {
+        if let Some(p) = pubsub.take() {
+            let mut stream = p.into_on_message();
+            while let Some(m) = stream.next().await {
+                let Some(app) = app.upgrade() else { return };
+                let Ok(text) = m.get_payload::<String>() else {
+                    continue;
+                };
+                match serde_json::from_str::<Msg>(&text) {
+                    Ok(msg) => on_message(&app, msg),
+                    Err(e) => tracing::warn!(error = %e, "unreadable cluster message"),
+                }
             }
-        };
-        on_message(&app, msg);
+            tracing::error!("the Redis subscription ended; subscribing again");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let Some(a) = app.upgrade() else { return };
+        if a.cluster
+            .as_ref()
+            .is_some_and(|c| c.stopping.load(Ordering::SeqCst))
+        {
+            return;
+        }
+        match subscribe(&a).await {
+            Ok(p) => {
+                tracing::warn!("subscribed to the cluster again");
+                pubsub = Some(p);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe yet"),
+        }
     }
-    tracing::error!("the Redis subscription ended; this node no longer hears the cluster");
 }
 
 fn on_message(app: &Arc<App>, msg: Msg) {
@@ -158,9 +200,18 @@ async fn watch(app: Weak<App>) {
         if c.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = c.beat().await {
-            tracing::warn!(error = %e, "heartbeat not written");
-            continue;
+        match c.beat().await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::error!(
+                    "this node's heartbeat had lapsed (stalled, or cut off from Redis); rejoining"
+                );
+                rejoin(&app).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat not written");
+                continue;
+            }
         }
         let lost = match c.look().await {
             Ok(l) => l,
@@ -173,6 +224,34 @@ async fn watch(app: Weak<App>) {
             tracing::warn!(node, "node stopped beating; its sockets leave presence");
         }
         sweep(&app, &lost).await;
+    }
+}
+
+/// This node was taken for dead and is back: calls another node took over meanwhile are no
+/// longer ours (their timers go, their parties stay busy), and our sockets are announced again
+/// to nodes that dropped them.
+async fn rejoin(app: &Arc<App>) {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    for meet_id in app.calls.meet_ids() {
+        let ours = match app.store.call_node(&meet_id).await {
+            Ok(Some((_, node))) => node == cluster.node,
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        if !ours {
+            if let Some(mut g) = app.calls.lock(&meet_id).await {
+                tracing::warn!(
+                    meet_id,
+                    "call taken over while we were away; dropping our copy"
+                );
+                app.calls.forget(&mut g);
+            }
+        }
+    }
+    for (user, device, sid) in app.presence.local_sockets() {
+        cluster.socket_up(&user, &device, sid.as_str()).await;
     }
 }
 

@@ -58,6 +58,7 @@ impl Presence {
         for mut entry in self.users.iter_mut() {
             let before: Vec<String> = entry.iter().map(|c| c.device.clone()).collect();
             entry.retain(|c| !c.node.as_deref().is_some_and(&dead));
+            // (Sockets of this node have no `node` and are never purged.)
             for device in before {
                 if !entry.iter().any(|c| c.device == device)
                     && !gone.iter().any(|(u, d)| u == entry.key() && *d == device)
@@ -145,6 +146,17 @@ impl Presence {
             .iter()
             .filter(|c| c.iter().any(|c| c.node.is_none()))
             .count()
+    }
+
+    /// This node's sockets: (user, device, sid).
+    pub fn local_sockets(&self) -> Vec<(String, String, Sid)> {
+        let mut out = Vec::new();
+        for e in self.users.iter() {
+            for c in e.iter().filter(|c| c.node.is_none()) {
+                out.push((e.key().clone(), c.device.clone(), c.sid));
+            }
+        }
+        out
     }
 
     /// Users with a socket anywhere (cluster mode: as this node's replica has them).

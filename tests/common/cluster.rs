@@ -48,6 +48,45 @@ pub struct TestRedis {
 }
 
 impl TestRedis {
+    /// A `redis-server` of our own on a free port (to stop and start under a cluster).
+    pub fn own() -> Option<TestRedis> {
+        let port = free_port();
+        let mut r = TestRedis {
+            url: format!("redis://127.0.0.1:{port}"),
+            child: None,
+        };
+        r.start_own().then_some(r)
+    }
+
+    fn start_own(&mut self) -> bool {
+        let addr = self.url.trim_start_matches("redis://").to_string();
+        let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+        let Ok(child) = Command::new("redis-server")
+            .args(["--port", &port, "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = Some(child);
+        for _ in 0..100 {
+            if redis_answers(&addr) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Kills our own Redis and starts it again, empty, on the same port.
+    pub fn restart_empty(&mut self) {
+        let mut old = self.child.take().expect("our own redis-server");
+        let _ = old.kill();
+        let _ = old.wait();
+        assert!(self.start_own(), "redis-server did not come back");
+    }
+
     pub fn get() -> Option<TestRedis> {
         let url = std::env::var("VCHAT_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -123,6 +162,28 @@ impl TestCluster {
             );
             return None;
         };
+        Self::start_on(what, redis, n, extra)
+    }
+
+    /// On a Redis of our own, which the test may restart ([`TestCluster::redis`]).
+    pub fn start_own_redis(what: &str, n: usize, extra: &[(&str, &str)]) -> Option<TestCluster> {
+        let Some(redis) = TestRedis::own() else {
+            must_run(what, "no redis-server to start");
+            return None;
+        };
+        Self::start_on(what, redis, n, extra)
+    }
+
+    pub fn redis(&mut self) -> &mut TestRedis {
+        &mut self._redis
+    }
+
+    fn start_on(
+        what: &str,
+        redis: TestRedis,
+        n: usize,
+        extra: &[(&str, &str)],
+    ) -> Option<TestCluster> {
         let admin = postgres_admin_url();
         let reachable = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
@@ -150,7 +211,7 @@ impl TestCluster {
                 "VCHAT_TURN_SECRET".into(),
                 "cluster-test-turn-secret".into(),
             ),
-            ("VCHAT_NODE_TTL_MS".into(), "1500".into()),
+            ("VCHAT_NODE_TTL_MS".into(), "2000".into()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut c = TestCluster {
@@ -235,6 +296,30 @@ impl TestCluster {
 }
 
 impl TestCluster {
+    /// Waits until `n` Socket.IO adapters listen on the cluster's request channel.
+    pub async fn wait_adapters(&self, n: usize) {
+        let client = redis::Client::open(self._redis.url.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let chan = format!("{}-socket.io-request#/#", self.prefix);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, subs): (String, usize) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&chan)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            if subs == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{subs} adapters on {chan}, not {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until every running node sees every live node and `total` sockets in all (its
     /// own and the others'), wherever the load balancer put them.
     pub async fn settle_total(&self, total: usize) {
@@ -330,7 +415,7 @@ impl Spread {
             ("VCHAT_REDIS_URL", redis.url.as_str()),
             ("VCHAT_REDIS_PREFIX", prefix.as_str()),
             ("VCHAT_TURN_SECRET", "spread-test-turn-secret"),
-            ("VCHAT_NODE_TTL_MS", "1500"),
+            ("VCHAT_NODE_TTL_MS", "2000"),
         ] {
             if !env.iter().any(|(key, _)| key == k) {
                 env.push((k.into(), v.into()));
