@@ -424,6 +424,8 @@ async fn closed_sockets_leave_nothing_behind() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing in {m}"))
     };
+    // (At once when alone; in a cluster, once every node's presence has every socket.)
+    server.wait_metric("vchat_sockets", |v| v == 20.0).await;
     let m = server.metrics().await;
     assert_eq!(gauge(&m, "vchat_sockets"), 20);
     assert_eq!(gauge(&m, "vchat_online_users"), 5);
