@@ -84,7 +84,7 @@ impl Nginx {
         let main = format!(
             "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\n\
              error_log {d}/error.log warn;\n{user}\
-             events {{ worker_connections 4096; }}\n\
+             worker_rlimit_nofile 65536;\nevents {{ worker_connections 16384; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
                include {d}/vchat.conf;\n}}\n",
