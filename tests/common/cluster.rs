@@ -344,6 +344,24 @@ impl TestCluster {
     }
 }
 
+/// Deletes a test cluster's keys from a shared Redis (heartbeats and presence would expire by
+/// themselves; the node list and busy marks would not).
+fn drop_redis_keys(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut con) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut con)
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
+    }
+}
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
         self.nginx.take();
@@ -353,18 +371,7 @@ impl Drop for TestCluster {
             }
         }
         drop_postgres_database(&self.db_url);
-        // The cluster's keys in the shared Redis (heartbeats and presence expire by themselves).
-        if let Ok(client) = redis::Client::open(self._redis.url.as_str()) {
-            if let Ok(mut con) = client.get_connection() {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}:*", self.prefix))
-                    .query(&mut con)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
-                }
-            }
-        }
+        drop_redis_keys(&self._redis.url, &self.prefix);
     }
 }
 
@@ -520,17 +527,7 @@ impl Drop for Spread {
     fn drop(&mut self) {
         self.nginx.take();
         self.peers.clear();
-        if let Ok(client) = redis::Client::open(self.redis.url.as_str()) {
-            if let Ok(mut con) = client.get_connection() {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}:*", self.prefix))
-                    .query(&mut con)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut con);
-                }
-            }
-        }
+        drop_redis_keys(&self.redis.url, &self.prefix);
     }
 }
 
