@@ -106,6 +106,20 @@ impl App {
             });
         }
         let c = self.verifier.verify(token).await?;
+        let texts = [
+            Some(&c.sub),
+            c.name.as_ref(),
+            c.identifier.as_ref(),
+            c.img.as_ref(),
+            c.picture.as_ref(),
+            c.did.as_ref(),
+        ];
+        if texts.into_iter().flatten().any(|t| t.contains('\0')) {
+            return Err(AuthError::Invalid(format!(
+                "claims: {}",
+                crate::wire::nul::REFUSED
+            )));
+        }
         let name = c.name.clone().unwrap_or_else(|| c.sub.clone());
         let identifier = c.identifier.clone().unwrap_or_else(|| c.sub.clone());
         let img = c.img.clone().or(c.picture.clone()).unwrap_or_default();

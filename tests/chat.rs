@@ -1039,3 +1039,99 @@ async fn the_room_list_has_the_shape_the_sdk_parses() {
     assert_ne!(first["docs"][0]["rId"], second["docs"][0]["rId"]);
     t.api.get("channel/?page=0", &t.a).await.err(400);
 }
+
+/// PostgreSQL text cannot hold U+0000: the server refuses it wherever a client can put it, with
+/// the same clear error on both stores, and stays healthy (this suite also runs on PostgreSQL).
+#[tokio::test]
+async fn nul_characters_are_refused_with_a_clear_error_everywhere() {
+    let server = TestServer::start();
+    let t = trio(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &t.a).await;
+    let mut b = d.connect("b", &t.b).await;
+    // JSON bodies: in the content, in an attachment, in a key.
+    for body in [
+        text("n1", "a\u{0}b"),
+        json!({"localId": "n2", "messageType": "custom", "content": "x",
+               "attachment": {"data": {"k": "\u{0}"}}}),
+        json!({"localId": "n3", "messageType": "text", "content": "x", "\u{0}": 1}),
+    ] {
+        let r = send(&t.api, &t.a, &t.room, body.clone()).await;
+        assert!(r.err(400).contains("NUL"), "{body}: {}", r.body);
+    }
+    // An escaped backslash before `u0000` is text, not a NUL.
+    let ok = send(&t.api, &t.a, &t.room, text("n4", "a\\u0000b"))
+        .await
+        .ok();
+    assert_eq!(ok["c"], "a\\u0000b");
+    assert_eq!(b.expect("v1OnNewMessage").await["lId"], "n4");
+    // Multipart text fields and file names.
+    let form = reqwest::multipart::Form::new()
+        .text("content", "a\u{0}")
+        .text("localId", "n5")
+        .text("messageType", "text");
+    let r = t
+        .api
+        .multipart(
+            "POST",
+            &format!("channel/{}/message/", t.room),
+            Some(&t.a),
+            form,
+        )
+        .await;
+    assert!(r.err(400).contains("NUL"), "{}", r.body);
+    // Ids in the URL path and query.
+    for path in [
+        "channel/a%00b".to_string(),
+        format!("channel/{}/message/x%00/delete/all", t.room),
+        "profile/users?search=%00".to_string(),
+        "call/accept/%00".to_string(),
+    ] {
+        let method = if path.starts_with("call/") {
+            "POST"
+        } else if path.contains("delete") {
+            "DELETE"
+        } else {
+            "GET"
+        };
+        let r = t.api.call(method, &path, Some(&t.a), None).await;
+        assert!(r.err(400).contains("NUL"), "{method} {path}: {}", r.body);
+    }
+    // Socket payloads, as a JSON string and as an object.
+    a.emit("v1DeliverChatRoom", &json!({"roomId": "a\u{0}"}))
+        .await;
+    assert!(a.expect("v1OnException").await["error"]
+        .as_str()
+        .unwrap()
+        .contains("NUL"));
+    a.emit_raw(
+        "v1RoomStatusChange",
+        json!([{"roomId": "\u{0}", "status": "typing"}]),
+    )
+    .await;
+    assert!(a.expect("v1OnException").await["error"]
+        .as_str()
+        .unwrap()
+        .contains("NUL"));
+    // Token claims.
+    let bad = token("nul\u{0}user", Some("x"));
+    let r = t.api.get("call/active", &bad).await;
+    assert!(r.err(450).contains("NUL"), "{}", r.body);
+    // Nothing was stored or sent, and the server still serves.
+    b.assert_none("v1OnNewMessage").await;
+    let after = send(&t.api, &t.a, &t.room, text("n6", "fine")).await.ok();
+    assert_eq!(after["c"], "fine");
+    assert_eq!(b.expect("v1OnNewMessage").await["lId"], "n6");
+    let list = t
+        .api
+        .get(&format!("channel/{}/message", t.room), &t.b)
+        .await
+        .ok();
+    let ids: Vec<&str> = list["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["lId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["n6", "n4"], "{list}");
+}

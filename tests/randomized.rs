@@ -250,6 +250,25 @@ enum Body {
     Form(Vec<(String, String)>),
 }
 
+fn body_has_nul(body: &Body) -> bool {
+    fn in_value(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(in_value),
+            Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || in_value(v)),
+            _ => false,
+        }
+    }
+    match body {
+        Body::None => false,
+        Body::Json(v) => in_value(v),
+        Body::Text(t) => t.contains('\0'),
+        Body::Form(fields) => fields
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0')),
+    }
+}
+
 /// An ICE candidate we sent: (its meetId, the sending user, the (user, device)s it reached).
 type IceSent = (String, usize, HashSet<(usize, String)>);
 
@@ -1779,6 +1798,8 @@ impl Chaos {
                 "text",
             ),
         };
+        // NUL (U+0000) is refused in every string a client sends (PostgreSQL text cannot hold it).
+        let valid = valid && !body_has_nul(&body);
         let r = self.req("POST", format!("channel/{room_id}/message/"), client, body);
         let res = self.rest(r).await;
         let member = self.rooms[room].members.contains(&user);

@@ -137,6 +137,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
+    if crate::wire::nul::in_json(text) {
+        return Err(ApiError::bad(format!(
+            "invalid JSON body: {}",
+            crate::wire::nul::REFUSED
+        )));
+    }
     serde_json::from_slice(text).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
@@ -185,6 +191,12 @@ impl Form {
         };
         while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
             let name = field.name().unwrap_or_default().to_string();
+            if name.contains('\0') || field.file_name().is_some_and(|f| f.contains('\0')) {
+                return Err(ApiError::bad(format!(
+                    "a part's name: {}",
+                    crate::wire::nul::REFUSED
+                )));
+            }
             if let Some(file_name) = field.file_name().map(str::to_string) {
                 if out.files.len() >= MAX_FILES {
                     return Err(ApiError::bad(format!(
@@ -217,6 +229,12 @@ impl Form {
             }
             let text = String::from_utf8(buf)
                 .map_err(|_| ApiError::bad(format!("field {name:?} is not UTF-8 text")))?;
+            if text.contains('\0') {
+                return Err(ApiError::bad(format!(
+                    "field {name:?}: {}",
+                    crate::wire::nul::REFUSED
+                )));
+            }
             out.fields.insert(name, Value::String(text));
         }
         Ok(out)

@@ -94,7 +94,8 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .route("/user-ban/{identifier}/un-ban", post(bans::unban))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(uploads)
-        .layer(middleware::from_fn(run_to_completion));
+        .layer(middleware::from_fn(run_to_completion))
+        .layer(middleware::from_fn(refuse_nul_in_url));
 
     let mut router = Router::new()
         .merge(web::routes())
@@ -152,6 +153,15 @@ async fn run_to_completion(req: Request, next: Next) -> Response {
         Ok(response) => response,
         Err(e) => ApiError::Internal(format!("request failed: {e}")).into_response(),
     }
+}
+
+/// Ids and names in paths and queries end up in store lookups (see `wire::nul`).
+async fn refuse_nul_in_url(req: Request, next: Next) -> Response {
+    let url = req.uri().path_and_query().map_or("", |pq| pq.as_str());
+    if crate::wire::nul::in_url(url) {
+        return ApiError::bad(format!("the URL: {}", crate::wire::nul::REFUSED)).into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

@@ -9,6 +9,9 @@ pub fn decode<T: DeserializeOwned>(event: &str, payload: &Value) -> Result<T, St
     use serde_json::error::Category;
     match payload {
         // One pass from the text straight into `T` (this is every V Chat client's payload).
+        Value::String(s) if super::nul::in_json(s.as_bytes()) => {
+            Err(format!("{event}: {}", super::nul::REFUSED))
+        }
         Value::String(s) => serde_json::from_str::<T>(s).map_err(|e| {
             // A shape error can hide a syntax error further on: say which one it is.
             let syntax = serde_json::from_str::<serde::de::IgnoredAny>(s).err();
@@ -19,6 +22,7 @@ pub fn decode<T: DeserializeOwned>(event: &str, payload: &Value) -> Result<T, St
             }
         }),
         Value::Null => Err(format!("{event}: payload is missing")),
+        other if super::nul::in_value(other) => Err(format!("{event}: {}", super::nul::REFUSED)),
         other => T::deserialize(other).map_err(|e| format!("{event}: invalid payload ({e})")),
     }
 }
@@ -57,5 +61,13 @@ mod tests {
         assert!(decode::<P>("e", &Value::Null)
             .unwrap_err()
             .contains("missing"));
+        assert!(
+            decode::<P>("e", &Value::String(r#"{"roomId":"a\u0000"}"#.into()))
+                .unwrap_err()
+                .contains("NUL")
+        );
+        assert!(decode::<P>("e", &serde_json::json!({"roomId": "a\u{0}"}))
+            .unwrap_err()
+            .contains("NUL"));
     }
 }

@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod envelope;
 pub mod events;
+pub mod nul;
 pub mod shapes;
 
 pub use decode::decode;
