@@ -225,7 +225,10 @@ pub async fn start(config: Config) -> Result<Server, String> {
 
     let presence = Arc::new(Presence::default());
     let outbox = Arc::new(Outboxes::default());
-    let (timers, fired) = crate::calls::timers::Timers::new();
+    let ledger = cluster.as_ref().map(|c| {
+        crate::cluster::graces::GraceLedger::start(c) as Arc<dyn crate::calls::timers::Ledger>
+    });
+    let (timers, fired) = crate::calls::timers::Timers::new(ledger);
     let window = Duration::from_secs(config.signin_failure_window_secs);
     let limits = crate::limits::Limits::new(&config)?;
     let app = Arc::new(App {

@@ -344,6 +344,79 @@ async fn a_killed_nodes_calls_are_taken_over_by_a_live_node() {
     assert_eq!(c.node(1).metric("vchat_busy_users").await, 0.0);
 }
 
+/// Timers are the cluster's, not a process's: a grace armed by a call's owner is stored, and
+/// the node that takes the call over after the owner is killed keeps that grace's deadline
+/// (it does not start it again); the call ends when it passes, and nothing is left in Redis.
+#[tokio::test]
+async fn a_grace_keeps_its_stored_deadline_when_its_call_changes_node() {
+    let Some(mut c) = TestCluster::start(
+        "cluster: stored grace",
+        2,
+        &[("VCHAT_RECONNECT_GRACE_MS", "6000")],
+    ) else {
+        return;
+    };
+    let (api0, api1) = (c.node(0).api(), c.node(1).api());
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    api1.touch(&b).await;
+    let room = api1.peer_room(&a, "bob").await;
+    let d1 = Driver::new(c.node(1)).await;
+    let alice = d1.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    c.settle(&[0, 2]).await;
+
+    // Run by node 0, both parties on node 1.
+    let meet = create_call(&api0, &a, &room).await;
+    bob.expect("v1OnNewCall").await;
+    api0.post(
+        &format!("call/accept/{meet}"),
+        &b,
+        json!({"payload": "answer"}),
+    )
+    .await
+    .ok();
+    assert_eq!(node_of_call(&c, &meet).await, "n0");
+    let key = format!("due:{meet}");
+    assert!(c.wait_hash(&key, |_| true).await.is_empty());
+
+    // alice's phone drops: node 0 gives her the reconnect grace and stores its deadline.
+    alice.close().await;
+    let before = c.wait_hash(&key, |h| h.len() == 1).await;
+    let (field, due) = before.iter().next().unwrap();
+    assert!(field.starts_with("caller:"), "{before:?}");
+    let due = *due;
+
+    c.kill(0);
+    c.node(1)
+        .wait_metric("vchat_calls_taken_over_total", |v| v == 1.0)
+        .await;
+    assert_eq!(node_of_call(&c, &meet).await, "n1");
+    // Node 1 re-armed alice's grace at the stored deadline, under its own timer id.
+    let after = c
+        .wait_hash(&key, |h| h.len() == 1 && !h.contains_key(field.as_str()))
+        .await;
+    let (field1, due1) = after.iter().next().unwrap();
+    assert!(field1.starts_with("caller:"), "{after:?}");
+    assert_eq!(*due1, due, "the grace kept its deadline");
+
+    // alice never comes back: the call ends, not before the stored deadline.
+    assert_eq!(bob.expect("v1OnCallEnded").await["meetId"], meet.as_str());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(now >= due, "ended {} ms before its deadline", due - now);
+    let h = api1.get("call/history", &b).await.ok();
+    assert_eq!(h[0]["callStatus"], "finished");
+    c.wait_hash(&key, |h| h.is_empty()).await;
+    c.node(1)
+        .wait_metric("vchat_live_calls", |v| v == 0.0)
+        .await;
+}
+
 /// Behind nginx (the shipped config, round-robin): every node is restarted in turn (SIGTERM,
 /// then started again on its address) while a call is live; both clients reconnect through
 /// nginx each time, landing wherever nginx sends them; the call survives every restart.

@@ -48,7 +48,7 @@ impl Status {
 }
 
 /// Who acts, relative to this call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
     Caller,
     Callee,

@@ -4,6 +4,7 @@
 //! machine decided them, so a caller never hears a callee's candidate before the answer. Chat
 //! notes about the call are posted after the lock is released.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::machine::{self, Action, Actor, Call, CallNote, Effect, Role, Status, UNBOUND};
 use super::registry::{Busy, LiveCall, SlotGuard};
-use super::timers::{Fired, TimerKind};
+use super::timers::{now_unix_ms, Fired, TimerKind};
 use crate::app::App;
 use crate::auth::Identity;
 use crate::ice::IceServer;
@@ -104,7 +105,8 @@ pub fn call_of_record(r: &crate::store::CallRecord) -> Option<Call> {
 /// Arms a taken-over call's deadline where its first owner would have had it: the ring
 /// timeout from when it was placed, the max duration from when it was answered. Parties that
 /// are nowhere get their grace from now.
-pub(crate) fn arm_restored(app: &App, live: &mut LiveCall) {
+/// `graces`: the grace deadlines (Unix ms) the call's last owner had armed, by role.
+pub(crate) fn arm_restored(app: &App, live: &mut LiveCall, graces: &HashMap<Role, u64>) {
     let now = Utc::now();
     let (from, span, action) = match live.call.status {
         Status::Ring => (
@@ -125,6 +127,12 @@ pub(crate) fn arm_restored(app: &App, live: &mut LiveCall) {
         span.saturating_sub(passed),
         action,
     ));
+    // A party still gone keeps the grace it had; one that was on the dead node gets a whole one.
+    for (&role, &due) in graces {
+        if !party_here(app, &live.call, role) {
+            arm_grace_until(app, live, role, due);
+        }
+    }
     ensure_graces(app, live);
 }
 
@@ -512,19 +520,23 @@ pub async fn relay_ice_here(
 /// Starts a party's grace: its call events are kept for its device, and if the device is not
 /// back in time the call is canceled (ringing caller) or finished.
 fn arm_grace(app: &App, live: &mut LiveCall, role: Role, grace: Duration) {
+    let due = now_unix_ms().saturating_add(grace.as_millis() as u64);
+    arm_grace_until(app, live, role, due);
+}
+
+fn arm_grace_until(app: &App, live: &mut LiveCall, role: Role, due_unix_ms: u64) {
     if live.grace_mut(role).is_some() {
         return;
     }
     let user = live.call.user_of(role).to_string();
     if let Some(device) = live.call.device_of(role).filter(|d| *d != UNBOUND) {
-        app.notify
-            .outbox
-            .open(&user, device, Instant::now() + grace);
+        let left = Duration::from_millis(due_unix_ms.saturating_sub(now_unix_ms()));
+        app.notify.outbox.open(&user, device, Instant::now() + left);
     }
-    let timer = app.timers.arm(
+    let timer = app.timers.arm_at(
         &live.call.meet_id,
         TimerKind::Grace(role),
-        grace,
+        due_unix_ms,
         Action::DeviceLost { role },
     );
     *live.grace_mut(role) = Some(timer);

@@ -4,9 +4,16 @@
 //! service). A fired command counts only if the call still holds that timer (checked under the
 //! call's lock), so cancelling, which is dropping the `Timer`, wins even against a deadline that
 //! passed a moment earlier.
+//!
+//! Two implementations behind the one door: in-process alone, and in a cluster also *stored*:
+//! every grace deadline is written to a [`Ledger`] (Redis) while armed, so the node that takes a
+//! call over after its owner died keeps the grace's original deadline instead of starting it
+//! again. Ring timeouts and max durations need no ledger: they follow from the call's stored
+//! times (`created_at`, `accepted_at`), written by the same compare-and-swap as its status.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -22,17 +29,51 @@ pub enum TimerKind {
     Grace(Role),
 }
 
-/// An armed deadline. Dropping it cancels it.
-#[derive(Debug)]
+/// Where armed grace deadlines are written down while they are armed (see the module doc).
+/// Calls must not block: implementations queue the write.
+pub trait Ledger: Send + Sync {
+    fn record(&self, meet_id: &str, role: Role, id: u64, due_unix_ms: u64);
+    fn erase(&self, meet_id: &str, role: Role, id: u64);
+}
+
+/// An armed deadline. Dropping it cancels it (and erases it from the ledger).
 pub struct Timer {
     pub id: u64,
+    /// When it fires, in Unix milliseconds.
+    pub due_unix_ms: u64,
     abort: AbortHandle,
+    recorded: Option<Recorded>,
+}
+
+struct Recorded {
+    ledger: Arc<dyn Ledger>,
+    meet_id: String,
+    role: Role,
+}
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer")
+            .field("id", &self.id)
+            .field("due_unix_ms", &self.due_unix_ms)
+            .field("recorded", &self.recorded.is_some())
+            .finish()
+    }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
         self.abort.abort();
+        if let Some(r) = &self.recorded {
+            r.ledger.erase(&r.meet_id, r.role, self.id);
+        }
     }
+}
+
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A deadline that passed: the service applies `action` if the call still holds timer `id`.
@@ -47,22 +88,51 @@ pub struct Fired {
 pub struct Timers {
     tx: mpsc::UnboundedSender<Fired>,
     next: AtomicU64,
+    /// Cluster mode: grace deadlines are stored here too.
+    ledger: Option<Arc<dyn Ledger>>,
 }
 
 impl Timers {
-    pub fn new() -> (Timers, mpsc::UnboundedReceiver<Fired>) {
+    pub fn new(ledger: Option<Arc<dyn Ledger>>) -> (Timers, mpsc::UnboundedReceiver<Fired>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Timers {
                 tx,
                 next: AtomicU64::new(1),
+                ledger,
             },
             rx,
         )
     }
 
+    /// Arms a deadline `after` from now.
     pub fn arm(&self, meet_id: &str, kind: TimerKind, after: Duration, action: Action) -> Timer {
+        let due = now_unix_ms().saturating_add(after.as_millis() as u64);
+        self.arm_at(meet_id, kind, due, action)
+    }
+
+    /// Arms a deadline at `due_unix_ms` (one already passed fires at once): a deadline taken
+    /// over from another node keeps its time.
+    pub fn arm_at(
+        &self,
+        meet_id: &str,
+        kind: TimerKind,
+        due_unix_ms: u64,
+        action: Action,
+    ) -> Timer {
+        let after = Duration::from_millis(due_unix_ms.saturating_sub(now_unix_ms()));
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let recorded = match (kind, &self.ledger) {
+            (TimerKind::Grace(role), Some(ledger)) => {
+                ledger.record(meet_id, role, id, due_unix_ms);
+                Some(Recorded {
+                    ledger: ledger.clone(),
+                    meet_id: meet_id.to_string(),
+                    role,
+                })
+            }
+            _ => None,
+        };
         let tx = self.tx.clone();
         let meet_id = meet_id.to_string();
         let task = tokio::spawn(async move {
@@ -76,7 +146,9 @@ impl Timers {
         });
         Timer {
             id,
+            due_unix_ms,
             abort: task.abort_handle(),
+            recorded,
         }
     }
 }

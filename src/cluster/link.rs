@@ -120,8 +120,11 @@ impl Cluster {
         Ok(c)
     }
 
-    fn key(&self, parts: &str) -> String {
+    pub(super) fn key(&self, parts: &str) -> String {
         format!("{}:{parts}", self.prefix)
+    }
+    pub(super) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
     }
     pub(super) fn bus_channel(&self, node: &str) -> String {
         self.key(&format!("bus:{node}"))

@@ -10,9 +10,11 @@
 //! - Calls: each live call is owned by one node (the `node` column), which holds its lock, its
 //!   timers and its kept events. Requests about a call go to its owner ([`wire::Request`]); a
 //!   call whose owner is dead is claimed by a live node with a compare-and-swap in the store
-//!   ([`takeover`]), and its deadlines are rebuilt from the stored times.
+//!   ([`takeover`]): its ring timeout or max duration follows from the call's stored times,
+//!   and its graces keep the deadlines their last owner stored ([`graces`]).
 
 pub mod driver;
+pub mod graces;
 pub mod link;
 pub mod node;
 pub mod takeover;

@@ -1,7 +1,7 @@
 //! Calls whose node died. A live node claims each one with a compare-and-swap on the call's
 //! row (owner and revision), so exactly one node takes it; the winner rebuilds it from the
-//! store, re-arms its deadline from the stored times and gives every party that is nowhere its
-//! grace. The parties' clients reconnect (through the load balancer) to any node; their
+//! store, re-arms its deadline from the stored times, keeps each grace its last owner stored,
+//! and gives every other party that is nowhere a whole grace. The parties' clients reconnect (through the load balancer) to any node; their
 //! requests find the new owner in the store.
 
 use std::sync::Arc;
@@ -56,8 +56,9 @@ pub async fn claim(app: &Arc<App>, meet_id: &str, dead: &str) -> bool {
     }
     app.calls.mark_busy(&caller_id, meet_id);
     app.calls.mark_busy(&callee_id, meet_id);
+    let graces = super::graces::take(cluster, meet_id).await;
     let live = guard.as_mut().expect("just inserted");
-    arm_restored(app, live);
+    arm_restored(app, live, &graces);
     app.metrics.inc(|m| &m.calls_taken_over);
     tracing::warn!(
         meet_id,

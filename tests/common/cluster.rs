@@ -320,6 +320,33 @@ impl TestCluster {
         }
     }
 
+    /// Waits until the cluster's Redis hash `{prefix}:{name}` satisfies `ok`, and returns it.
+    pub async fn wait_hash(
+        &self,
+        name: &str,
+        ok: impl Fn(&std::collections::HashMap<String, u64>) -> bool,
+    ) -> std::collections::HashMap<String, u64> {
+        let client = redis::Client::open(self._redis.url.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let key = format!("{}:{name}", self.prefix);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let h: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            if ok(&h) {
+                return h;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{key} is still {h:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until every running node sees every live node and `total` sockets in all (its
     /// own and the others'), wherever the load balancer put them.
     pub async fn settle_total(&self, total: usize) {
