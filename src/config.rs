@@ -102,6 +102,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Largest profile image accepted, bytes.
     pub max_image_bytes: u64,
+    /// Largest file of a media message (image, file, video, voice), bytes; checked while the
+    /// upload streams to disk.
+    pub max_upload_bytes: u64,
 
     // ---- push ----
     /// Which provider device push keys belong to: `fcm` or `onesignal`.
@@ -204,6 +207,7 @@ impl Default for Config {
             signin_failure_window_secs: 15 * 60,
             public_url: None,
             max_image_bytes: 5 * 1024 * 1024,
+            max_upload_bytes: 100 * 1024 * 1024,
             push_provider: None,
             fcm_service_account: None,
             fcm_endpoint: None,
@@ -560,6 +564,9 @@ pub struct ServeArgs {
     /// Largest profile image accepted, bytes [default: 5242880]
     #[arg(long, env = "VCHAT_MAX_IMAGE_BYTES")]
     pub max_image_bytes: Option<u64>,
+    /// Largest file of a media message, bytes [default: 104857600]
+    #[arg(long, env = "VCHAT_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
     /// Provider of device push keys: fcm or onesignal [default: none]
     #[arg(long, env = "VCHAT_PUSH_PROVIDER")]
     pub push_provider: Option<String>,
@@ -692,7 +699,8 @@ impl ServeArgs {
             signin_max_failures_per_identifier,
             signin_max_failures_per_address,
             signin_failure_window_secs,
-            max_image_bytes
+            max_image_bytes,
+            max_upload_bytes
         );
         macro_rules! overlay_opt {
             ($($field:ident),*) => {$(

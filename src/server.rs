@@ -246,7 +246,11 @@ pub async fn start(config: Config) -> Result<Server, String> {
         signin_by_identifier: Lockout::new(config.signin_max_failures_per_identifier, window),
         signin_by_address: Lockout::new(config.signin_max_failures_per_address, window),
         profiles: Default::default(),
-        media: crate::media::Media::new(&config.data_dir),
+        media: {
+            let media = crate::media::Media::new(&config.data_dir);
+            media.sweep_incoming();
+            media
+        },
         push,
         limits,
         config,

@@ -135,7 +135,7 @@ async fn multipart_sends_types_replies_and_validation() {
     let m: Value = r.json().await.unwrap();
     assert_eq!(m["data"]["c"], "from multipart");
 
-    // a file part is refused clearly until uploads exist
+    // a file that is not what its message type says is refused (tests/media.rs has the rest)
     let form = reqwest::multipart::Form::new()
         .text("localId", "mp-2")
         .text("messageType", "image")
@@ -153,6 +153,8 @@ async fn multipart_sends_types_replies_and_validation() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let m: Value = r.json().await.unwrap();
+    assert!(m["data"].as_str().unwrap().contains("not an image"), "{m}");
 
     // custom and location carry their attachment; reply nests the message
     let custom = send(
@@ -185,7 +187,7 @@ async fn multipart_sends_types_replies_and_validation() {
         ),
         (
             json!({"localId": "v2", "messageType": "image"}),
-            "file uploads",
+            "multipart part named file",
         ),
         (
             json!({"localId": "v3", "messageType": "allDeleted", "content": "x"}),

@@ -109,8 +109,191 @@ fn custom(v: Option<Value>) -> Result<Value, ApiError> {
     Ok(Value::Object(out))
 }
 
+/// The types whose message carries uploaded files.
+pub fn is_media(kind: &str) -> bool {
+    matches!(kind, "image" | "file" | "video" | "voice")
+}
+
+/// Longest file name kept in `msgAtt.name`.
+const MAX_NAME_CHARS: usize = 255;
+/// Longest duration a voice note or video may claim: a day, in ms.
+const MAX_DURATION_MS: u64 = 24 * 3600 * 1000;
+
+/// What a media message's client attachment may tell the server (the rest of that map is the
+/// sender's local file: paths, bytes, its own idea of the size and type, all dropped).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MediaClaims {
+    pub name: Option<String>,
+    /// Voice (required) and video (optional), in ms.
+    pub duration: Option<u64>,
+}
+
+/// Checks a media message's client attachment (before any file is kept).
+pub fn media_claims(kind: &str, given: Option<Value>) -> Result<MediaClaims, ApiError> {
+    let m = match given {
+        None => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(bad(format!("{kind} attachment must be an object"))),
+    };
+    let name = match m.get("name") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => file_name(s),
+        Some(_) => return Err(bad(format!("{kind} attachment: name must be a string"))),
+    };
+    let duration = match m.get("duration") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f.round() as u64)
+        }) {
+            Some(ms) if ms <= MAX_DURATION_MS => Some(ms),
+            _ => {
+                return Err(bad(format!(
+                    "{kind} attachment: duration must be a number of milliseconds (0 to {MAX_DURATION_MS})"
+                )))
+            }
+        },
+    };
+    if kind == "voice" && duration.is_none() {
+        return Err(bad(
+            "voice attachment: duration (int, milliseconds) is required",
+        ));
+    }
+    Ok(MediaClaims {
+        name,
+        duration: if matches!(kind, "voice" | "video") {
+            duration
+        } else {
+            None
+        },
+    })
+}
+
+/// A file name as shown to receivers: its last path component, without control characters, at
+/// most [`MAX_NAME_CHARS`]; `None` when nothing is left.
+pub fn file_name(given: &str) -> Option<String> {
+    let last = given.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = last
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_CHARS)
+        .collect();
+    let clean = clean.trim().to_string();
+    (!clean.is_empty() && clean != "." && clean != "..").then_some(clean)
+}
+
+/// A file the server stored, as a `msgAtt` file map describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFile {
+    /// Absolute URL.
+    pub url: String,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Images: width and height in pixels.
+    pub dims: Option<(usize, usize)>,
+}
+
+impl StoredFile {
+    fn map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("url".into(), self.url.clone().into());
+        m.insert("mimeType".into(), self.mime.clone().into());
+        m.insert("fileSize".into(), self.size.into());
+        m.insert("fileHash".into(), self.sha256.clone().into());
+        if let Some((w, h)) = self.dims {
+            m.insert("width".into(), w.into());
+            m.insert("height".into(), h.into());
+        }
+        m
+    }
+}
+
+/// The `msgAtt` of a media message, built by the server from what it stored.
+pub fn media(
+    kind: &str,
+    claims: &MediaClaims,
+    file: &StoredFile,
+    thumb: Option<&StoredFile>,
+) -> Value {
+    let mut m = file.map();
+    if let Some(d) = claims.duration {
+        m.insert("duration".into(), d.into());
+    }
+    if let (Some(t), "video") = (thumb, kind) {
+        m.insert("thumbImage".into(), Value::Object(t.map()));
+    }
+    Value::Object(m)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn media_claims_keep_only_name_and_duration() {
+        let c = media_claims(
+            "voice",
+            Some(
+                json!({"name": "/data/user/0/rec.m4a", "filePath": "/data/x", "bytes": [1, 2],
+                        "duration": 1234, "fileSize": 99, "mimeType": "text/html"}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            MediaClaims {
+                name: Some("rec.m4a".into()),
+                duration: Some(1234)
+            }
+        );
+        assert!(media_claims("voice", Some(json!({"name": "a"}))).is_err());
+        assert!(media_claims("voice", Some(json!({"duration": -1}))).is_err());
+        assert!(media_claims("voice", Some(json!({"duration": "5"}))).is_err());
+        assert!(media_claims("image", Some(json!([1]))).is_err());
+        assert_eq!(media_claims("image", None).unwrap(), MediaClaims::default());
+        assert_eq!(
+            media_claims("image", Some(json!({"duration": 5})))
+                .unwrap()
+                .duration,
+            None
+        );
+        assert_eq!(file_name("C:\\pics\\a.png").as_deref(), Some("a.png"));
+        assert_eq!(file_name("../.."), None);
+        assert_eq!(file_name("a\u{7}b"), Some("ab".into()));
+    }
+
+    #[test]
+    fn media_maps_carry_server_facts_only() {
+        let f = StoredFile {
+            url: "http://h/media/m/ab.mp4".into(),
+            name: "clip.mp4".into(),
+            mime: "video/mp4".into(),
+            size: 10,
+            sha256: "ab".into(),
+            dims: None,
+        };
+        let t = StoredFile {
+            dims: Some((4, 3)),
+            mime: "image/png".into(),
+            ..f.clone()
+        };
+        let v = media(
+            "video",
+            &MediaClaims {
+                name: None,
+                duration: Some(9),
+            },
+            &f,
+            Some(&t),
+        );
+        assert_eq!(v["url"], "http://h/media/m/ab.mp4");
+        assert_eq!(v["duration"], 9);
+        assert_eq!(v["thumbImage"]["width"], 4);
+        assert!(v.get("filePath").is_none());
+    }
+
     use super::*;
     use serde_json::json;
 

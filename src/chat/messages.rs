@@ -35,9 +35,9 @@ pub struct SendMessage {
     /// `msgAtt` for location / custom / info / call messages: an object, or its JSON text.
     #[serde(default)]
     pub attachment: Option<Value>,
-    /// Set by the HTTP layer when a multipart body carried a file part.
+    /// The form's file parts (image, file, video, voice messages), on disk until kept.
     #[serde(skip)]
-    pub has_file: bool,
+    pub files: Vec<crate::media::Upload>,
 }
 
 fn truthy(v: &Option<Value>) -> Result<bool, ApiError> {
@@ -121,26 +121,24 @@ fn as_user(who: &Identity) -> UserRow {
     }
 }
 
+/// `base`: the public base URL the files of a media message are served under.
 pub async fn send(
     app: &App,
     who: &Identity,
     room_id: &str,
-    body: SendMessage,
+    mut body: SendMessage,
+    base: &str,
 ) -> Result<MessageOut, ApiError> {
     let room = super::member_room(app, room_id, &who.user_id).await?;
     app.limits
         .check_message(&who.user_id)
         .map_err(ApiError::TooManyRequests)?;
     let kind = body.message_type.clone().unwrap_or_else(|| "text".into());
-    if matches!(kind.as_str(), "image" | "file" | "video" | "voice") {
+    let media = super::attachments::is_media(&kind);
+    if !media && !body.files.is_empty() {
         return Err(ApiError::bad(format!(
-            "{kind} messages need file uploads, which this server does not accept yet"
+            "{kind} messages carry no file (image, file, video and voice messages do)"
         )));
-    }
-    if body.has_file {
-        return Err(ApiError::bad(
-            "file uploads are not accepted yet; send text, custom or location messages",
-        ));
     }
     let local_id = body.local_id.clone().unwrap_or_default();
     if local_id.trim().is_empty() || local_id.len() > MAX_LOCAL_ID {
@@ -158,7 +156,12 @@ pub async fn send(
         )));
     }
     let is_encrypted = truthy(&body.is_encrypted)?;
-    let attachment = super::attachments::check(&kind, attachment_of(&body.attachment)?)?;
+    let given = attachment_of(&body.attachment)?;
+    let (mut attachment, claims) = if media {
+        (None, Some(super::attachments::media_claims(&kind, given)?))
+    } else {
+        (super::attachments::check(&kind, given)?, None)
+    };
     if room.kind() == RoomKind::Single {
         if let Some(peer) = app.store.single_peer(room_id, &who.user_id).await? {
             if app.store.is_blocked(&who.user_id, &peer.id).await? {
@@ -196,9 +199,31 @@ pub async fn send(
                         "forwardLocalId {l:?} names no message in your rooms"
                     ))
                 })?;
+            // A forwarded media message shows the original's files, never what the forwarder
+            // claims (the SDK resends local paths for some types).
+            if media {
+                if m.kind != kind {
+                    return Err(ApiError::bad(format!(
+                        "forwardLocalId {l:?} names a {} message, not {kind}",
+                        m.kind
+                    )));
+                }
+                if !body.files.is_empty() {
+                    return Err(ApiError::bad("a forward carries no file"));
+                }
+                attachment = m
+                    .attachment
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str(a).ok());
+            }
             Some(m.id)
         }
     };
+    if let (Some(claims), None) = (&claims, &forward_id) {
+        // Last, once everything else is known good: only now are files kept.
+        let files = std::mem::take(&mut body.files);
+        attachment = Some(super::media::store(app, &kind, claims, files, base).await?);
+    }
     let msg = NewMessage {
         is_encrypted,
         attachment: attachment.map(|a| a.to_string()),

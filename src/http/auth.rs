@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 
-use super::extract::{ClientAddr, Form, Me, PublicBase};
+use super::extract::{ClientAddr, Files, Form, Me, PublicBase};
 use crate::app::App;
 use crate::wire::envelope::{ok, ApiResult};
 
@@ -14,7 +14,7 @@ pub async fn connect(
     PublicBase(base): PublicBase,
     req: Request,
 ) -> ApiResult {
-    let form = Form::read(req, &app, app.config.max_image_bytes).await?;
+    let form = Form::read(req, &app, Files::InMemory(app.config.max_image_bytes)).await?;
     Ok(ok(
         crate::account::connect(&app, &form, client, &base).await?
     ))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use serde::Deserialize;
 
-use super::extract::{Form, Me, Params};
+use super::extract::{Files, Form, Me, Params, PublicBase};
 use crate::app::{App, MAX_BODY_BYTES};
 use crate::chat::messages::{self, SendMessage};
 use crate::chat::rooms::{self, NewGroup, NewMembers};
@@ -38,9 +38,9 @@ pub async fn peer_room(
     Ok(ok(rooms::peer_room(&app, &who, &identifier).await?))
 }
 
-/// Forms of these routes carry no files yet (group images, media messages come later).
+/// Forms of these routes carry no files yet (group images come later).
 async fn form(req: Request, app: &Arc<App>) -> Result<Form, crate::wire::ApiError> {
-    Form::read(req, app, MAX_BODY_BYTES as u64).await
+    Form::read(req, app, Files::InMemory(MAX_BODY_BYTES as u64)).await
 }
 
 pub async fn create_group(State(app): State<Arc<App>>, Me(who): Me, req: Request) -> ApiResult {
@@ -76,16 +76,19 @@ pub async fn leave(
     Ok(ok("Done"))
 }
 
+/// Text, location and custom messages as JSON or multipart; image, file, video and voice
+/// messages as multipart with their files, which stream to disk as they arrive.
 pub async fn send(
     State(app): State<Arc<App>>,
     Me(who): Me,
     Path(room): Path<String>,
+    PublicBase(base): PublicBase,
     req: Request,
 ) -> ApiResult {
-    let f = form(req, &app).await?;
+    let f = Form::read(req, &app, Files::Spooled(app.config.max_upload_bytes)).await?;
     let mut body: SendMessage = f.parse()?;
-    body.has_file = !f.files.is_empty();
-    Ok(ok(messages::send(&app, &who, &room, body).await?))
+    body.files = f.uploads;
+    Ok(ok(messages::send(&app, &who, &room, body, &base).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -154,10 +154,22 @@ pub struct FilePart {
 }
 
 /// A form as V Chat clients send it: JSON, or multipart with text fields (strings) and file
-/// parts. Files are read up to `max_file_bytes` each; past that, 413.
+/// parts. Files are read up to their limit each; past that, 413.
 pub struct Form {
     pub fields: Map<String, Value>,
+    /// File parts read into memory ([`Files::InMemory`]).
     pub files: Vec<FilePart>,
+    /// File parts streamed to disk ([`Files::Spooled`]), in the order they came.
+    pub uploads: Vec<crate::media::Upload>,
+}
+
+/// Where a form's file parts go, and the largest each may be.
+#[derive(Clone, Copy)]
+pub enum Files {
+    /// Small files (profile pictures): read whole.
+    InMemory(u64),
+    /// Media messages: streamed to disk as they arrive, never whole in memory.
+    Spooled(u64),
 }
 
 /// Text fields longer than this are refused (names, ids, JSON lists).
@@ -166,17 +178,26 @@ const MAX_FIELD_BYTES: usize = 64 * 1024;
 const MAX_FILES: usize = 4;
 
 impl Form {
-    pub async fn read(req: Request, app: &Arc<App>, max_file_bytes: u64) -> Result<Form, ApiError> {
+    pub async fn read(req: Request, app: &Arc<App>, files: Files) -> Result<Form, ApiError> {
         let multipart = req
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("multipart/form-data"));
         if !multipart {
-            let Body(fields) = Body::<Map<String, Value>>::from_request(req, app).await?;
+            // A route that takes large uploads still takes JSON of the usual size only.
+            let bytes = axum::body::to_bytes(req.into_body(), crate::app::MAX_BODY_BYTES)
+                .await
+                .map_err(|_| {
+                    ApiError::PayloadTooLarge(format!(
+                        "request body too large (limit {} bytes)",
+                        crate::app::MAX_BODY_BYTES
+                    ))
+                })?;
             return Ok(Form {
-                fields,
+                fields: parse_json(&bytes)?,
                 files: Vec::new(),
+                uploads: Vec::new(),
             });
         }
         let mut form = Multipart::from_request(req, app)
@@ -185,10 +206,12 @@ impl Form {
         let mut out = Form {
             fields: Map::new(),
             files: Vec::new(),
+            uploads: Vec::new(),
         };
         let too_large = |what: &str, limit: u64| {
             ApiError::PayloadTooLarge(format!("{what} is too large (limit {limit} bytes)"))
         };
+        let mut text_bytes = 0;
         while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
             let name = field.name().unwrap_or_default().to_string();
             if name.contains('\0') || field.file_name().is_some_and(|f| f.contains('\0')) {
@@ -198,23 +221,46 @@ impl Form {
                 )));
             }
             if let Some(file_name) = field.file_name().map(str::to_string) {
-                if out.files.len() >= MAX_FILES {
+                if out.files.len() + out.uploads.len() >= MAX_FILES {
                     return Err(ApiError::bad(format!(
                         "at most {MAX_FILES} files per request"
                     )));
                 }
-                let mut buf = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    if (buf.len() + chunk.len()) as u64 > max_file_bytes {
-                        return Err(too_large("the file", max_file_bytes));
+                match files {
+                    Files::InMemory(limit) => {
+                        let mut buf = Vec::new();
+                        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                            if (buf.len() + chunk.len()) as u64 > limit {
+                                return Err(too_large("the file", limit));
+                            }
+                            buf.extend_from_slice(&chunk);
+                        }
+                        out.files.push(FilePart {
+                            field: name,
+                            file_name: Some(file_name),
+                            bytes: buf.into(),
+                        });
                     }
-                    buf.extend_from_slice(&chunk);
+                    Files::Spooled(limit) => {
+                        use crate::media::SpoolError;
+                        let spool_error = |e: SpoolError| match e {
+                            SpoolError::TooLarge(limit) => too_large("the file", limit),
+                            SpoolError::Io(e) => {
+                                tracing::error!(error = %e, "cannot spool an upload");
+                                ApiError::Internal("cannot store the file".into())
+                            }
+                        };
+                        let mut spool = app
+                            .media
+                            .spool(name, Some(file_name), limit)
+                            .await
+                            .map_err(spool_error)?;
+                        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                            spool.write(&chunk).await.map_err(spool_error)?;
+                        }
+                        out.uploads.push(spool.finish().await.map_err(spool_error)?);
+                    }
                 }
-                out.files.push(FilePart {
-                    field: name,
-                    file_name: Some(file_name),
-                    bytes: buf.into(),
-                });
                 continue;
             }
             let mut buf = Vec::new();
@@ -226,6 +272,13 @@ impl Form {
                     ));
                 }
                 buf.extend_from_slice(&chunk);
+            }
+            text_bytes += buf.len();
+            if text_bytes > crate::app::MAX_BODY_BYTES {
+                return Err(too_large(
+                    "the form's text",
+                    crate::app::MAX_BODY_BYTES as u64,
+                ));
             }
             let text = String::from_utf8(buf)
                 .map_err(|_| ApiError::bad(format!("field {name:?} is not UTF-8 text")))?;

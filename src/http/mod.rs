@@ -30,6 +30,12 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .route("/auth/connect", post(auth::connect))
         .route("/profile/image", patch(profile::image))
         .layer(upload_limit);
+    // Media messages: up to two files (a video and its thumbnail), streamed to disk.
+    let message_limit = DefaultBodyLimit::max(
+        (app.config.max_upload_bytes as usize)
+            .saturating_mul(2)
+            .saturating_add(1024 * 1024),
+    );
     let api = Router::new()
         // sign-in and profile
         .route("/auth/logout", post(auth::logout))
@@ -74,11 +80,15 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .route("/channel/{room_id}/group/leave", post(channels::leave))
         .route(
             "/channel/{room_id}/message",
-            post(channels::send).get(channels::messages),
+            post(channels::send)
+                .layer(message_limit)
+                .get(channels::messages),
         )
         .route(
             "/channel/{room_id}/message/",
-            post(channels::send).get(channels::messages),
+            post(channels::send)
+                .layer(message_limit)
+                .get(channels::messages),
         )
         .route(
             "/channel/{room_id}/message/{message_id}/delete/all",

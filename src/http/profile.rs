@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use serde::Deserialize;
 
-use super::extract::{Body, Form, Me, Params, PublicBase};
+use super::extract::{Body, Files, Form, Me, Params, PublicBase};
 use crate::app::App;
 use crate::profile;
 use crate::wire::envelope::{ok, ApiResult};
@@ -17,7 +17,7 @@ pub async fn image(
     PublicBase(base): PublicBase,
     req: Request,
 ) -> ApiResult {
-    let form = Form::read(req, &app, app.config.max_image_bytes).await?;
+    let form = Form::read(req, &app, Files::InMemory(app.config.max_image_bytes)).await?;
     let file = form
         .file("file")
         .ok_or_else(|| ApiError::bad("a file part named \"file\" is required"))?;

@@ -177,6 +177,11 @@ impl TestServer {
         Self::spawn(dir, Vec::new())
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown code runs, like a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

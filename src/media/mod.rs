@@ -1,8 +1,13 @@
-//! Files users upload (profile pictures for now): checked by content, stored under the data dir
-//! with server-made names (never a client-chosen path), and served at absolute URLs under the
-//! public base URL, which is how V Chat clients load them.
+//! Files users upload (profile pictures, media messages): checked by content, stored under the
+//! data dir with server-made names (never a client-chosen path), and served at absolute URLs
+//! under the public base URL, which is how V Chat clients load them.
+
+pub mod sniff;
+pub mod spool;
 
 use std::path::{Path, PathBuf};
+
+pub use spool::{Spool, SpoolError, Upload};
 
 use crate::wire::ApiError;
 
@@ -14,52 +19,11 @@ pub struct Media {
 /// URL path prefix of stored files.
 pub const URL_PREFIX: &str = "/media";
 
-/// An image we accept, by its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageInfo {
-    pub ext: &'static str,
-    pub mime: &'static str,
-    pub width: usize,
-    pub height: usize,
-}
+pub use sniff::ImageInfo;
 
 /// What the bytes are, if they are an image clients can show (PNG, JPEG, GIF, WebP).
 pub fn sniff_image(bytes: &[u8]) -> Option<ImageInfo> {
-    use imagesize::ImageType;
-    let (ext, mime) = match imagesize::image_type(bytes).ok()? {
-        ImageType::Png => ("png", "image/png"),
-        ImageType::Jpeg => ("jpg", "image/jpeg"),
-        ImageType::Gif => ("gif", "image/gif"),
-        ImageType::Webp => ("webp", "image/webp"),
-        _ => return None,
-    };
-    let size = imagesize::blob_size(bytes).ok()?;
-    if size.width == 0 || size.height == 0 || !complete(ext, bytes) {
-        return None;
-    }
-    Some(ImageInfo {
-        ext,
-        mime,
-        width: size.width,
-        height: size.height,
-    })
-}
-
-/// Whether the file ends as its format says a whole file ends (a header glued to other content,
-/// or a file cut short, is refused).
-fn complete(ext: &str, b: &[u8]) -> bool {
-    match ext {
-        "png" => b.ends_with(b"\0\0\0\0IEND\xaeB`\x82"),
-        "jpg" => {
-            let tail = &b[b.len().saturating_sub(1024)..];
-            tail.windows(2).any(|w| w == [0xff, 0xd9])
-        }
-        "gif" => b.last() == Some(&0x3b),
-        "webp" => {
-            b.len() >= 12 && u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize + 8 == b.len()
-        }
-        _ => false,
-    }
+    sniff::image(bytes)
 }
 
 impl Media {
@@ -71,6 +35,48 @@ impl Media {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    fn incoming(&self) -> PathBuf {
+        self.root.join(".incoming")
+    }
+
+    /// Deletes what uploads cut off by a kill left behind (call at start, before serving).
+    pub fn sweep_incoming(&self) {
+        let dir = self.incoming();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Starts receiving a file part of at most `limit` bytes.
+    pub async fn spool(
+        &self,
+        field: String,
+        file_name: Option<String>,
+        limit: u64,
+    ) -> Result<Spool, SpoolError> {
+        Spool::create(self.incoming(), field, file_name, limit).await
+    }
+
+    /// Serves a received file: moves it under `folder` with a name made of its hash and `ext`,
+    /// and returns its URL path. The same content uploaded twice is one file.
+    pub async fn keep(&self, mut up: Upload, folder: &str, ext: &str) -> Result<String, ApiError> {
+        let dir = self.root.join(folder);
+        let name = format!("{}.{ext}", up.sha256);
+        let from = up.path.take().expect("an upload not kept yet");
+        let moved = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::rename(&from, dir.join(&name)).await
+        };
+        if let Err(e) = moved.await {
+            let _ = tokio::fs::remove_file(&from).await;
+            tracing::error!(error = %e, "cannot store an upload");
+            return Err(ApiError::Internal("cannot store the file".into()));
+        }
+        Ok(format!("{URL_PREFIX}/{folder}/{name}"))
     }
 
     /// Stores an image (refusing anything that is not one) and returns its URL path
