@@ -105,6 +105,8 @@ pub struct Config {
     /// Largest file of a media message (image, file, video, voice), bytes; checked while the
     /// upload streams to disk.
     pub max_upload_bytes: u64,
+    /// Most members a group may have.
+    pub max_group_members: u64,
 
     // ---- push ----
     /// Which provider device push keys belong to: `fcm` or `onesignal`.
@@ -208,6 +210,7 @@ impl Default for Config {
             public_url: None,
             max_image_bytes: 5 * 1024 * 1024,
             max_upload_bytes: 100 * 1024 * 1024,
+            max_group_members: 1024,
             push_provider: None,
             fcm_service_account: None,
             fcm_endpoint: None,
@@ -567,6 +570,9 @@ pub struct ServeArgs {
     /// Largest file of a media message, bytes [default: 104857600]
     #[arg(long, env = "VCHAT_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// Most members a group may have [default: 1024]
+    #[arg(long, env = "VCHAT_MAX_GROUP_MEMBERS")]
+    pub max_group_members: Option<u64>,
     /// Provider of device push keys: fcm or onesignal [default: none]
     #[arg(long, env = "VCHAT_PUSH_PROVIDER")]
     pub push_provider: Option<String>,
@@ -700,7 +706,8 @@ impl ServeArgs {
             signin_max_failures_per_address,
             signin_failure_window_secs,
             max_image_bytes,
-            max_upload_bytes
+            max_upload_bytes,
+            max_group_members
         );
         macro_rules! overlay_opt {
             ($($field:ident),*) => {$(

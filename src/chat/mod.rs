@@ -3,6 +3,7 @@
 
 pub mod attachments;
 pub mod bans;
+pub mod groups;
 pub mod media;
 pub mod messages;
 pub mod receipts;

@@ -7,11 +7,14 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::auth::Identity;
 use crate::store::{RoomKind, RoomRow, UserRow};
+
+use super::groups::admin_group;
 use crate::wire::events;
 use crate::wire::shapes::{Kicked, RoomOut};
 use crate::wire::ApiError;
 
-const MAX_GROUP_MEMBERS: usize = 512;
+/// Most users named in one request.
+const MAX_NAMED: usize = 1024;
 
 async fn out(app: &App, room: RoomRow, me: &str) -> Result<RoomOut, ApiError> {
     Ok(RoomOut::from(&app.store.room_summary(room, me).await?))
@@ -81,10 +84,8 @@ async fn resolve(app: &App, ids: Option<Identifiers>) -> Result<Vec<UserRow>, Ap
     if ids.is_empty() {
         return Err(ApiError::bad("identifiers must name at least one user"));
     }
-    if ids.len() > MAX_GROUP_MEMBERS {
-        return Err(ApiError::bad(format!(
-            "at most {MAX_GROUP_MEMBERS} members at once"
-        )));
+    if ids.len() > MAX_NAMED {
+        return Err(ApiError::bad(format!("at most {MAX_NAMED} users at once")));
     }
     let mut users = Vec::with_capacity(ids.len());
     for id in ids {
@@ -93,18 +94,46 @@ async fn resolve(app: &App, ids: Option<Identifiers>) -> Result<Vec<UserRow>, Ap
     Ok(users)
 }
 
-/// `POST channel/group`.
-pub async fn create_group(app: &App, who: &Identity, body: NewGroup) -> Result<RoomOut, ApiError> {
+/// More members than a group may have.
+fn over_cap(app: &App, count: usize) -> Option<ApiError> {
+    let cap = app.config.max_group_members;
+    (count as u64 > cap).then(|| {
+        ApiError::bad(format!(
+            "a group has at most {cap} members (VCHAT_MAX_GROUP_MEMBERS)"
+        ))
+    })
+}
+
+/// `POST channel/group` (multipart: `identifiers`, `groupName`, optional image `file`).
+pub async fn create_group(
+    app: &App,
+    who: &Identity,
+    body: NewGroup,
+    image: Option<&[u8]>,
+    base: &str,
+) -> Result<RoomOut, ApiError> {
     let name = body.group_name.unwrap_or_default();
     if name.trim().is_empty() || name.chars().count() > 100 {
         return Err(ApiError::bad("groupName is required (1 to 100 characters)"));
     }
     let members = resolve(app, body.identifiers).await?;
     let ids: Vec<String> = members.iter().map(|u| u.id.clone()).collect();
-    let room = app
+    let count = ids.iter().filter(|i| **i != who.user_id).count() + 1;
+    if let Some(e) = over_cap(app, count) {
+        return Err(e);
+    }
+    let img = match image {
+        Some(bytes) => format!("{base}{}", app.media.save_image("groups", bytes).await?),
+        None => String::new(),
+    };
+    let mut room = app
         .store
         .create_group(&who.user_id, name.trim(), &ids)
         .await?;
+    if !img.is_empty() {
+        app.store.set_room_text(&room.id, "img", &img).await?;
+        room.img = img;
+    }
     app.notify.join_room(&who.user_id, &room.id);
     for id in &ids {
         app.notify.join_room(id, &room.id);
@@ -122,23 +151,6 @@ pub async fn create_group(app: &App, who: &Identity, body: NewGroup) -> Result<R
     out(app, room, &who.user_id).await
 }
 
-async fn admin_group(app: &App, who: &Identity, room_id: &str) -> Result<RoomRow, ApiError> {
-    let room = super::member_room(app, room_id, &who.user_id).await?;
-    if room.kind() != RoomKind::Group {
-        return Err(ApiError::bad("this is not a group room"));
-    }
-    if app
-        .store
-        .member_role(room_id, &who.user_id)
-        .await?
-        .as_deref()
-        != Some("admin")
-    {
-        return Err(ApiError::forbidden("only group admins can do this"));
-    }
-    Ok(room)
-}
-
 /// `POST channel/{roomId}/group/members`.
 pub async fn add_members(
     app: &App,
@@ -149,6 +161,10 @@ pub async fn add_members(
     admin_group(app, who, room_id).await?;
     let users = resolve(app, body.identifiers).await?;
     let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+    let have = app.store.member_count(room_id).await? as usize;
+    if let Some(e) = over_cap(app, have + ids.len()) {
+        return Err(e);
+    }
     let added = app.store.add_members(room_id, &ids).await?;
     for u in users.iter().filter(|u| added.contains(&u.id)) {
         app.notify.join_room(&u.id, room_id);

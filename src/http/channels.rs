@@ -43,9 +43,18 @@ async fn form(req: Request, app: &Arc<App>) -> Result<Form, crate::wire::ApiErro
     Form::read(req, app, Files::InMemory(MAX_BODY_BYTES as u64)).await
 }
 
-pub async fn create_group(State(app): State<Arc<App>>, Me(who): Me, req: Request) -> ApiResult {
-    let body: NewGroup = form(req, &app).await?.parse()?;
-    Ok(ok(rooms::create_group(&app, &who, body).await?))
+pub async fn create_group(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    PublicBase(base): PublicBase,
+    req: Request,
+) -> ApiResult {
+    let f = Form::read(req, &app, Files::InMemory(app.config.max_image_bytes)).await?;
+    let body: NewGroup = f.parse()?;
+    let image = f.file("file").map(|p| p.bytes.as_ref());
+    Ok(ok(
+        rooms::create_group(&app, &who, body, image, &base).await?
+    ))
 }
 
 pub async fn add_members(

@@ -7,6 +7,7 @@ mod bans;
 mod calls;
 mod channels;
 pub mod extract;
+mod groups;
 mod ops;
 mod profile;
 mod web;
@@ -29,6 +30,8 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
     let uploads = Router::new()
         .route("/auth/connect", post(auth::connect))
         .route("/profile/image", patch(profile::image))
+        .route("/channel/group", post(channels::create_group))
+        .route("/channel/{room_id}/group/image", patch(groups::image))
         .layer(upload_limit);
     // Media messages: up to two files (a video and its thumbnail), streamed to disk.
     let message_limit = DefaultBodyLimit::max(
@@ -67,17 +70,39 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .route("/channel", get(channels::list))
         .route("/channel/", get(channels::list))
         .route("/channel/peer-room/{identifier}", post(channels::peer_room))
-        .route("/channel/group", post(channels::create_group))
         .route("/channel/{room_id}", get(channels::get))
-        .route(
-            "/channel/{room_id}/group/members",
-            post(channels::add_members),
-        )
         .route(
             "/channel/{room_id}/group/members/{identifier}",
             delete(channels::kick),
         )
         .route("/channel/{room_id}/group/leave", post(channels::leave))
+        .route("/channel/{room_id}/group/title", patch(groups::title))
+        .route(
+            "/channel/{room_id}/group/description",
+            patch(groups::description),
+        )
+        .route(
+            "/channel/{room_id}/group/extra-data",
+            patch(groups::extra_data),
+        )
+        .route("/channel/{room_id}/group/my-info", get(groups::my_info))
+        .route("/channel/{room_id}/group/my-status", get(groups::my_status))
+        .route(
+            "/channel/{room_id}/group/members",
+            get(groups::members).post(channels::add_members),
+        )
+        .route(
+            "/channel/{room_id}/group/members/{identifier}/{role}",
+            patch(groups::set_role),
+        )
+        .route(
+            "/channel/{room_id}/group/available-users-to-add",
+            get(groups::available),
+        )
+        .route(
+            "/channel/{room_id}/group/message/{message_id}/status/{kind}",
+            get(groups::message_status),
+        )
         .route(
             "/channel/{room_id}/message",
             post(channels::send)

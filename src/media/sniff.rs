@@ -124,7 +124,10 @@ mod tests {
         assert_eq!(voice(&webm).map(|t| t.mime), Some("audio/webm"));
         assert!(video(b"just text").is_none());
         assert!(voice(b"just text").is_none());
-        assert_eq!(any(b"<html><script>x</script>").mime, "application/octet-stream");
+        assert_eq!(
+            any(b"<html><script>x</script>").mime,
+            "application/octet-stream"
+        );
         assert_eq!(any(b"<?xml version=\"1.0\"?><svg/>").ext, "bin");
         assert_eq!(any(b"%PDF-1.4 x").mime, "application/pdf");
     }

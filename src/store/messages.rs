@@ -230,11 +230,14 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            sqlx::query(&sql("UPDATE room_members SET delivered_seq =
-                COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = $1), 0)
-             WHERE room_id = $1 AND user_id = $2"))
+            sqlx::query(&sql(
+                "UPDATE room_members SET delivered_seq = x.top, delivered_at = $3
+             FROM (SELECT COALESCE(MAX(seq), 0) AS top FROM messages WHERE room_id = $1) AS x
+             WHERE room_id = $1 AND user_id = $2 AND delivered_seq < x.top",
+            ))
             .bind(room)
             .bind(reader)
+            .bind(&now)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -259,13 +262,14 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
             sqlx::query(&sql(
-                "UPDATE room_members AS rm SET delivered_seq = x.top
+                "UPDATE room_members AS rm SET delivered_seq = x.top, delivered_at = $2
              FROM (SELECT room_id, MAX(seq) AS top FROM messages
                    WHERE room_id IN (SELECT room_id FROM room_members WHERE user_id = $1)
                    GROUP BY room_id) AS x
              WHERE rm.user_id = $1 AND rm.room_id = x.room_id AND rm.delivered_seq < x.top",
             ))
             .bind(reader)
+            .bind(&now)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -293,12 +297,16 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            sqlx::query(&sql("UPDATE room_members SET
-                seen_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = $1), 0),
-                delivered_seq = COALESCE((SELECT MAX(seq) FROM messages WHERE room_id = $1), 0)
-             WHERE room_id = $1 AND user_id = $2"))
+            sqlx::query(&sql(
+                "UPDATE room_members SET seen_seq = x.top, seen_at = $3,
+                delivered_at = CASE WHEN delivered_seq < x.top THEN $3 ELSE delivered_at END,
+                delivered_seq = x.top
+             FROM (SELECT COALESCE(MAX(seq), 0) AS top FROM messages WHERE room_id = $1) AS x
+             WHERE room_id = $1 AND user_id = $2 AND seen_seq < x.top",
+            ))
             .bind(room)
             .bind(reader)
+            .bind(&now)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -32,6 +32,7 @@ macro_rules! db {
 mod bans;
 mod calls;
 mod devices;
+mod groups;
 mod messages;
 mod rooms;
 mod users;
@@ -46,6 +47,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use calls::{CallRecord, HistoryRow};
 pub use devices::{NewSession, PushDevice};
+pub use groups::{GroupDetails, MemberRow, ReceiptRow};
 pub use messages::{Inserted, MessageRow, NewMessage};
 pub use rooms::{RoomKind, RoomRow, RoomSummary};
 pub use users::{ClaimedProfile, UserRow};
