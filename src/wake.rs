@@ -100,9 +100,17 @@ pub async fn new_message(app: &App, m: &MessageRow) {
         }
         _ => return,
     };
+    // Members who muted the room get no push for it.
+    let muted = match app.store.muted_members(&m.room_id).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read who muted the room");
+            Vec::new()
+        }
+    };
     let asleep: Vec<String> = members
         .into_iter()
-        .filter(|u| *u != m.sender_id && app.presence.sockets(u).is_empty())
+        .filter(|u| *u != m.sender_id && app.presence.sockets(u).is_empty() && !muted.contains(u))
         .collect();
     let title = match room.kind() {
         RoomKind::Single => m.sender_name.clone(),

@@ -304,3 +304,37 @@ async fn the_webhook_gets_every_push_signed() {
     assert_eq!(body["body"], "standup?");
     assert_eq!(body["data"]["fromVChat"], "1");
 }
+
+/// A member who muted a room gets no push for it; after un-muting, pushes come again.
+#[tokio::test]
+async fn a_muted_room_wakes_nobody() {
+    let (hook, mut seen) = provider(Arc::new(|_: &Seen| (200, json!({})))).await;
+    let server = TestServer::start_with(&[("VCHAT_PUSH_WEBHOOK_URL", &format!("{hook}/push"))]);
+    let api = server.api();
+    let (a, b) = (token("alice", Some("a1")), token("bob", None));
+    api.post("profile/push", &b, json!({"pushKey": "k-1"}))
+        .await
+        .ok();
+    let room = api.peer_room(&a, "bob").await;
+    let muted = api
+        .patch(
+            &format!("channel/{room}/notification"),
+            &b,
+            json!({"isMuted": true}),
+        )
+        .await
+        .ok();
+    assert_eq!(muted, json!(true));
+    send(&api, &a, &room, "m1", "muted?").await;
+    api.patch(
+        &format!("channel/{room}/notification/un-mute"),
+        &b,
+        json!({}),
+    )
+    .await
+    .ok();
+    send(&api, &a, &room, "m2", "back").await;
+    // Pushes leave in order: had the first been pushed, it would come first.
+    let req = next(&mut seen).await;
+    assert_eq!(req.json()["body"], "back");
+}

@@ -8,6 +8,7 @@ pub mod media;
 pub mod messages;
 pub mod receipts;
 pub mod rooms;
+pub mod settings;
 
 use crate::app::App;
 use crate::store::RoomRow;

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::auth::Identity;
-use crate::store::{RoomKind, RoomRow, UserRow};
+use crate::store::{RoomFilter, RoomKind, RoomRow, UserRow};
 
 use super::groups::admin_group;
 use crate::wire::events;
@@ -258,26 +258,46 @@ pub async fn leave(app: &App, who: &Identity, room_id: &str) -> Result<(), ApiEr
     Ok(())
 }
 
-/// `GET channel/`.
-/// `GET channel/?limit&page`: newest activity first, `{docs, page, limit, nextPage}` as the SDK
-/// parses it (page and limit are required ints; nextPage is null on the last page).
-pub async fn list(
-    app: &App,
-    who: &Identity,
-    limit: Option<i64>,
-    page: Option<i64>,
-) -> Result<Value, ApiError> {
-    let limit = limit.unwrap_or(100);
+/// `GET channel/?limit&page&title&roomType&mutedOnly&archiveOnly&deletedOnly`: newest activity
+/// first, `{docs, page, limit, nextPage}` as the SDK parses it (page and limit are required ints;
+/// nextPage is null on the last page).
+pub async fn list(app: &App, who: &Identity, q: ListQuery) -> Result<Value, ApiError> {
+    let limit = q.limit.unwrap_or(100);
     if !(1..=700).contains(&limit) {
         return Err(ApiError::bad("limit must be between 1 and 700"));
     }
-    let page = page.unwrap_or(1);
+    let page = q.page.unwrap_or(1);
     if !(1..=100_000).contains(&page) {
         return Err(ApiError::bad("page must be between 1 and 100000"));
     }
+    let kind = match q.room_type.as_deref().unwrap_or("") {
+        "" => None,
+        "s" => Some("s"),
+        "g" => Some("g"),
+        // Broadcast and other room types do not exist here (yet): nothing matches.
+        "b" | "o" => {
+            return Ok(json!({"docs": [], "page": page, "limit": limit, "nextPage": Value::Null}))
+        }
+        other => {
+            return Err(ApiError::bad(format!(
+                "roomType must be s, g, b or o, not {other:?}"
+            )))
+        }
+    };
+    let title = q.title.unwrap_or_default();
+    if title.chars().count() > 100 {
+        return Err(ApiError::bad("title filter is too long"));
+    }
+    let filter = RoomFilter {
+        title,
+        kind,
+        muted_only: q.muted_only.unwrap_or(false),
+        archived_only: q.archive_only.unwrap_or(false),
+        deleted_only: q.deleted_only.unwrap_or(false),
+    };
     let mut rooms = app
         .store
-        .rooms_of(&who.user_id, limit + 1, (page - 1) * limit)
+        .rooms_of(&who.user_id, &filter, limit + 1, (page - 1) * limit)
         .await?;
     let more = rooms.len() as i64 > limit;
     rooms.truncate(limit as usize);
@@ -288,6 +308,19 @@ pub async fn list(
         "limit": limit,
         "nextPage": if more { Value::from(page + 1) } else { Value::Null },
     }))
+}
+
+/// The room list's query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    pub limit: Option<i64>,
+    pub page: Option<i64>,
+    pub title: Option<String>,
+    pub room_type: Option<String>,
+    pub muted_only: Option<bool>,
+    pub archive_only: Option<bool>,
+    pub deleted_only: Option<bool>,
 }
 
 /// `GET channel/{roomId}`.

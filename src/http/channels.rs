@@ -5,25 +5,120 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use serde::Deserialize;
 
-use super::extract::{Files, Form, Me, Params, PublicBase};
+use super::extract::{Body, Files, Form, Me, Params, PublicBase};
 use crate::app::{App, MAX_BODY_BYTES};
 use crate::chat::messages::{self, SendMessage};
 use crate::chat::rooms::{self, NewGroup, NewMembers};
+use crate::chat::settings;
+use crate::store::Flag;
 use crate::wire::envelope::{ok, ApiResult};
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    limit: Option<i64>,
-    page: Option<i64>,
-}
 
 pub async fn list(
     State(app): State<Arc<App>>,
     Me(who): Me,
-    Params(q): Params<ListQuery>,
+    Params(q): Params<rooms::ListQuery>,
 ) -> ApiResult {
-    Ok(ok(rooms::list(&app, &who, q.limit, q.page).await?))
+    Ok(ok(rooms::list(&app, &who, q).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Muting {
+    is_muted: Option<bool>,
+}
+
+/// `PATCH {roomId}/notification {isMuted}` (SDK 2.x): answers the new value.
+pub async fn notification(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path(room): Path<String>,
+    Body(b): Body<Muting>,
+) -> ApiResult {
+    let on = b
+        .is_muted
+        .ok_or_else(|| crate::wire::ApiError::bad("isMuted (true or false) is required"))?;
+    Ok(ok(
+        settings::set_flag(&app, &who, &room, Flag::Muted, on).await?
+    ))
+}
+
+/// `PATCH {roomId}/notification/mute|un-mute`, `archive|un-archive`, `one-seen/on|off`.
+pub async fn flag(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path((room, what)): Path<(String, String)>,
+) -> ApiResult {
+    let (flag, on) = match what.as_str() {
+        "mute" => (Flag::Muted, true),
+        "un-mute" => (Flag::Muted, false),
+        "archive" => (Flag::Archived, true),
+        "un-archive" => (Flag::Archived, false),
+        "on" => (Flag::OneSeen, true),
+        "off" => (Flag::OneSeen, false),
+        _ => return Err(crate::wire::ApiError::not_found("no such route")),
+    };
+    Ok(ok(settings::set_flag(&app, &who, &room, flag, on).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NickName {
+    name: Option<String>,
+}
+
+pub async fn nick_name(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path(room): Path<String>,
+    Body(b): Body<NickName>,
+) -> ApiResult {
+    settings::set_nick_name(&app, &who, &room, b.name.as_deref()).await?;
+    Ok(ok("Done"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Translate {
+    trans_to: Option<String>,
+}
+
+pub async fn translate(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path(room): Path<String>,
+    Body(b): Body<Translate>,
+) -> ApiResult {
+    let lang = b
+        .trans_to
+        .ok_or_else(|| crate::wire::ApiError::bad("transTo is required"))?;
+    settings::set_translation(&app, &who, &room, Some(&lang)).await?;
+    Ok(ok("Done"))
+}
+
+pub async fn translate_stop(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path(room): Path<String>,
+) -> ApiResult {
+    settings::set_translation(&app, &who, &room, None).await?;
+    Ok(ok("Done"))
+}
+
+pub async fn delete_room(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path(room): Path<String>,
+) -> ApiResult {
+    settings::delete_for_me(&app, &who, &room).await?;
+    Ok(ok("Done"))
+}
+
+pub async fn unread_count(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path(room): Path<String>,
+) -> ApiResult {
+    Ok(ok(settings::unread_count(&app, &who, &room).await?))
 }
 
 pub async fn get(State(app): State<Arc<App>>, Me(who): Me, Path(room): Path<String>) -> ApiResult {

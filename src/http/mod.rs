@@ -70,7 +70,30 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .route("/channel", get(channels::list))
         .route("/channel/", get(channels::list))
         .route("/channel/peer-room/{identifier}", post(channels::peer_room))
-        .route("/channel/{room_id}", get(channels::get))
+        .route(
+            "/channel/{room_id}",
+            get(channels::get).delete(channels::delete_room),
+        )
+        .route(
+            "/channel/{room_id}/notification",
+            patch(channels::notification),
+        )
+        .route(
+            "/channel/{room_id}/notification/{what}",
+            patch(channels::flag),
+        )
+        .route("/channel/{room_id}/{what}", patch(channels::flag))
+        .route("/channel/{room_id}/one-seen/{what}", patch(channels::flag))
+        .route("/channel/{room_id}/nick-name", patch(channels::nick_name))
+        .route("/channel/{room_id}/translate", patch(channels::translate))
+        .route(
+            "/channel/{room_id}/translate/stop",
+            patch(channels::translate_stop),
+        )
+        .route(
+            "/channel/{room_id}/un-read-count",
+            get(channels::unread_count),
+        )
         .route(
             "/channel/{room_id}/group/members/{identifier}",
             delete(channels::kick),

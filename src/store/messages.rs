@@ -161,6 +161,8 @@ impl Store {
             "SELECT {COLUMNS} FROM messages m
              WHERE m.room_id = $1
                AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.message_id = m.id AND h.user_id = $2)
+               AND m.seq > COALESCE((SELECT cleared_seq FROM room_members c
+                                     WHERE c.room_id = $1 AND c.user_id = $2), 0)
                AND ($3 IS NULL OR m.seq < (SELECT seq FROM messages WHERE id = $3))
              ORDER BY m.seq DESC LIMIT $4"
         )))

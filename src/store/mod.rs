@@ -35,6 +35,7 @@ mod devices;
 mod groups;
 mod messages;
 mod rooms;
+mod settings;
 mod users;
 
 use std::path::Path;
@@ -49,7 +50,8 @@ pub use calls::{CallRecord, HistoryRow};
 pub use devices::{NewSession, PushDevice};
 pub use groups::{GroupDetails, MemberRow, ReceiptRow};
 pub use messages::{Inserted, MessageRow, NewMessage};
-pub use rooms::{RoomKind, RoomRow, RoomSummary};
+pub use rooms::{RoomFilter, RoomKind, RoomRow, RoomSummary};
+pub use settings::{Flag, MemberSettings};
 pub use users::{ClaimedProfile, UserRow};
 
 /// The SQL dialects: statements are written with PostgreSQL's `$N` placeholders, which SQLite

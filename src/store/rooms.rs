@@ -44,6 +44,23 @@ pub struct RoomSummary {
     pub peer: Option<super::UserRow>,
     pub unread: i64,
     pub last_message: Option<super::MessageRow>,
+    /// The member's own settings of the room.
+    pub settings: super::MemberSettings,
+    /// Deleted for this member, and nothing newer since.
+    pub deleted: bool,
+}
+
+/// Which of a member's rooms a list shows (`GET channel/?title&roomType&…Only`).
+#[derive(Debug, Clone, Default)]
+pub struct RoomFilter {
+    /// Part of the title (a single room's: the peer's name, or the member's nickname for it).
+    pub title: String,
+    /// `s` or `g`.
+    pub kind: Option<&'static str>,
+    pub muted_only: bool,
+    pub archived_only: bool,
+    /// Only rooms deleted for the member; without it, those are left out.
+    pub deleted_only: bool,
 }
 
 fn pair_key(a: &str, b: &str) -> String {
@@ -289,44 +306,74 @@ impl Store {
         } else {
             None
         };
-        let unread: i64 = db!(self, |pool, sql| sqlx::query_scalar(&sql(
-            "SELECT COUNT(*) FROM messages m JOIN room_members rm
-               ON rm.room_id = m.room_id AND rm.user_id = $2
-             WHERE m.room_id = $1 AND m.sender_id <> $2 AND m.seq > rm.seen_seq"
-        ))
-        .bind(&room.id)
-        .bind(me)
-        .fetch_one(pool)
-        .await)?;
+        let unread = self.unread_count(&room.id, me).await?;
         let last_message = self.last_message(&room.id, me).await?;
+        let settings = self.member_settings(&room.id, me).await?;
         Ok(RoomSummary {
+            deleted: settings.cleared_seq > 0 && last_message.is_none(),
             room,
             peer,
             unread,
             last_message,
+            settings,
         })
     }
 
-    /// A user's rooms, most recently active first.
+    /// A user's rooms that pass `filter`, most recently active first.
     pub async fn rooms_of(
         &self,
         me: &str,
+        filter: &RoomFilter,
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<Vec<RoomSummary>> {
-        let rooms: Vec<RoomRow> = db!(self, |pool, sql| sqlx::query_as(&sql(
+        let mut conditions = String::new();
+        if let Some(kind) = filter.kind {
+            conditions.push_str(&format!(" AND r.kind = '{kind}'"));
+        }
+        if filter.muted_only {
+            conditions.push_str(" AND m.muted = TRUE");
+        }
+        if filter.archived_only {
+            conditions.push_str(" AND m.archived = TRUE");
+        }
+        let deleted = "(m.cleared_seq > 0 AND COALESCE((SELECT MAX(seq) FROM messages x
+                         WHERE x.room_id = r.id), 0) <= m.cleared_seq)";
+        if filter.deleted_only {
+            conditions.push_str(&format!(" AND {deleted}"));
+        } else {
+            conditions.push_str(&format!(" AND NOT {deleted}"));
+        }
+        let query = format!(
             "SELECT r.id, r.kind, r.title, r.img, r.created_by, r.created_at
              FROM room_members m JOIN rooms r ON r.id = m.room_id
-             WHERE m.user_id = $1
+             WHERE m.user_id = $1 {conditions}
+               AND ($4 = '' OR lower(r.title) LIKE lower($5) ESCAPE '\\'
+                    OR lower(COALESCE(m.nick_name, '')) LIKE lower($5) ESCAPE '\\'
+                    OR (r.kind = 's' AND EXISTS (
+                        SELECT 1 FROM room_members pm JOIN users u ON u.id = pm.user_id
+                        WHERE pm.room_id = r.id AND pm.user_id <> $1
+                          AND lower(u.full_name) LIKE lower($5) ESCAPE '\\')))
              ORDER BY COALESCE((SELECT MAX(seq) FROM messages x WHERE x.room_id = r.id), 0) DESC,
                       r.created_at DESC, r.id
              LIMIT $2 OFFSET $3"
-        ))
-        .bind(me)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(pool)
-        .await)?;
+        );
+        let title = filter.title.trim().to_string();
+        let pattern = format!(
+            "%{}%",
+            title
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rooms: Vec<RoomRow> = db!(self, |pool, sql| sqlx::query_as(&sql(&query))
+            .bind(me)
+            .bind(limit)
+            .bind(offset)
+            .bind(&title)
+            .bind(&pattern)
+            .fetch_all(pool)
+            .await)?;
         let mut out = Vec::with_capacity(rooms.len());
         for r in rooms {
             out.push(self.room_summary(r, me).await?);

@@ -256,8 +256,15 @@ pub struct RoomOut {
     pub peer_id: Option<String>,
     #[serde(rename = "pIdentifier")]
     pub peer_identifier: Option<String>,
+    /// The member's translation language (`translate {transTo}`).
     #[serde(rename = "tTo")]
-    pub typing_to: Option<String>,
+    pub trans_to: Option<String>,
+    /// The member's own name for the room (it is also the title they see).
+    #[serde(rename = "nickName")]
+    pub nick_name: Option<String>,
+    /// The member's view-once mode for the room.
+    #[serde(rename = "isOneSeen")]
+    pub is_one_seen: bool,
     #[serde(rename = "lastMessage")]
     pub last_message: Option<MessageOut>,
     #[serde(rename = "createdAt")]
@@ -271,9 +278,11 @@ impl From<&RoomSummary> for RoomOut {
             id: s.room.id.clone(),
             room_id: s.room.id.clone(),
             kind: s.room.kind().code(),
-            // A single room is titled and pictured by the peer, as the client shows it.
-            t: match (&s.peer, single) {
-                (Some(p), true) => p.full_name.clone(),
+            // A single room is titled and pictured by the peer, as the client shows it, unless
+            // the member gave it a nickname.
+            t: match (&s.settings.nick_name, &s.peer, single) {
+                (Some(nick), _, _) => nick.clone(),
+                (None, Some(p), true) => p.full_name.clone(),
                 _ => s.room.title.clone(),
             },
             img: match (&s.peer, single) {
@@ -281,12 +290,14 @@ impl From<&RoomSummary> for RoomOut {
                 _ => s.room.img.clone(),
             },
             unread: s.unread,
-            is_archived: false,
-            is_muted: false,
-            is_deleted: false,
+            is_archived: s.settings.archived,
+            is_muted: s.settings.muted,
+            is_deleted: s.deleted,
             peer_id: s.peer.as_ref().map(|p| p.id.clone()),
             peer_identifier: s.peer.as_ref().map(|p| p.identifier.clone()),
-            typing_to: None,
+            trans_to: s.settings.trans_to.clone(),
+            nick_name: s.settings.nick_name.clone(),
+            is_one_seen: s.settings.one_seen,
             last_message: s.last_message.as_ref().map(MessageOut::from),
             created_at: s.room.created_at.clone(),
         }
