@@ -1082,13 +1082,17 @@ async fn nul_characters_are_refused_with_a_clear_error_everywhere() {
         )
         .await;
     assert!(r.err(400).contains("NUL"), "{}", r.body);
-    // Ids in the URL path and query.
+    // Ids in the URL path and query (behind nginx, nginx refuses `%00` itself, in HTML).
+    let direct = common::cluster::spread_nodes() == 1;
     for path in [
         "channel/a%00b".to_string(),
         format!("channel/{}/message/x%00/delete/all", t.room),
         "profile/users?search=%00".to_string(),
         "call/accept/%00".to_string(),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| direct)
+    {
         let method = if path.starts_with("call/") {
             "POST"
         } else if path.contains("delete") {
@@ -1136,4 +1140,142 @@ async fn nul_characters_are_refused_with_a_clear_error_everywhere() {
         .map(|m| m["lId"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["n6", "n4"], "{list}");
+}
+
+/// The SDK's message search and filters (`text`, `filter=media|links|file|voice|all`) and stars:
+/// each member's own, per room and across rooms, `isStared` for the viewer only.
+#[tokio::test]
+async fn search_filters_and_stars() {
+    let server = TestServer::start();
+    let t = trio(&server).await;
+    let room = &t.room;
+    for (l, c) in [
+        ("t1", "see https://example.com/x"),
+        ("t2", "Lunch at noon?"),
+        ("t3", "100% sure_thing"),
+    ] {
+        send(&t.api, &t.a, room, text(l, c)).await.ok();
+    }
+    let form = reqwest::multipart::Form::new()
+        .text("localId", "i1")
+        .text("messageType", "image")
+        .text("content", "📷")
+        .part("file", file_part(png(2, 2), "a.png", "image/png"));
+    t.api
+        .multipart(
+            "POST",
+            &format!("channel/{room}/message/"),
+            Some(&t.a),
+            form,
+        )
+        .await
+        .ok();
+    let lids = |v: &Value| -> Vec<String> {
+        v["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["lId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let get = |q: &str| {
+        let (api, path, tok) = (&t.api, format!("channel/{room}/message/?{q}"), t.b.clone());
+        async move { api.get(&path, &tok).await }
+    };
+    assert_eq!(lids(&get("text=LUNCH").await.ok()), ["t2"]);
+    assert_eq!(lids(&get("text=%25").await.ok()), ["t3"], "% is literal");
+    assert_eq!(lids(&get("text=_").await.ok()), ["t3"], "_ is literal");
+    assert_eq!(lids(&get("filter=links").await.ok()), ["t1"]);
+    assert_eq!(lids(&get("filter=media").await.ok()), ["i1"]);
+    assert!(lids(&get("filter=voice").await.ok()).is_empty());
+    assert_eq!(lids(&get("filter=all&limit=2").await.ok()), ["i1", "t3"]);
+    assert!(get("filter=photos").await.err(400).contains("filter"));
+
+    // Stars are bob's own.
+    let page = get("").await.ok();
+    let id_of = |l: &str| {
+        page["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["lId"] == l)
+            .unwrap()["_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (t1, t2) = (id_of("t1"), id_of("t2"));
+    for id in [&t1, &t2] {
+        t.api
+            .post(
+                &format!("channel/{room}/message/{id}/star"),
+                &t.b,
+                json!({}),
+            )
+            .await
+            .ok();
+    }
+    t.api
+        .post(
+            &format!("channel/{room}/message/{t1}/star"),
+            &t.b,
+            json!({}),
+        )
+        .await
+        .ok();
+    let mine = t
+        .api
+        .get(&format!("channel/{room}/message/stars"), &t.b)
+        .await
+        .ok();
+    assert_eq!(lids(&mine), ["t2", "t1"], "newest star first, once each");
+    assert!(mine["docs"][0]["isStared"].as_bool().unwrap());
+    let everywhere = t.api.get("channel/messages/stars", &t.b).await.ok();
+    assert_eq!(lids(&everywhere), ["t2", "t1"]);
+    let alices = t.api.get("channel/messages/stars", &t.a).await.ok();
+    assert!(lids(&alices).is_empty());
+    let seen_by_a = t
+        .api
+        .get(&format!("channel/{room}/message/?text=lunch"), &t.a)
+        .await
+        .ok();
+    assert_eq!(seen_by_a["docs"][0]["isStared"], false);
+    assert_eq!(get("text=lunch").await.ok()["docs"][0]["isStared"], true);
+
+    t.api
+        .post(
+            &format!("channel/{room}/message/{t2}/un-star"),
+            &t.b,
+            json!({}),
+        )
+        .await
+        .ok();
+    let mine = t
+        .api
+        .get(&format!("channel/{room}/message/stars"), &t.b)
+        .await
+        .ok();
+    assert_eq!(lids(&mine), ["t1"]);
+    // A message deleted for everyone leaves the stars; strangers cannot star.
+    t.api
+        .delete(&format!("channel/{room}/message/{t1}/delete/all"), &t.a)
+        .await
+        .ok();
+    assert!(lids(&t.api.get("channel/messages/stars", &t.b).await.ok()).is_empty());
+    t.api
+        .post(
+            &format!("channel/{room}/message/{t2}/star"),
+            &t.c,
+            json!({}),
+        )
+        .await
+        .err(403);
+    t.api
+        .post(
+            &format!("channel/{room}/message/nope/star"),
+            &t.b,
+            json!({}),
+        )
+        .await
+        .err(404);
 }

@@ -7,7 +7,9 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::calls::machine::{Call, CallNote};
 use crate::ids::iso;
-use crate::store::{Inserted, MessageRow, NewMessage, RoomKind, UserRow};
+use crate::store::{
+    Inserted, MessageFilter, MessageRow, MessageSearch, NewMessage, RoomKind, UserRow,
+};
 use crate::wire::events;
 use crate::wire::shapes::MessageOut;
 use crate::wire::ApiError;
@@ -242,12 +244,16 @@ pub async fn send(
     Ok(MessageOut::from(&row))
 }
 
+/// `GET channel/{roomId}/message/?limit&lastId&text&filter`: a page as `who` sees it, newest
+/// first, with `isStared` for `who`.
 pub async fn page(
     app: &App,
     who: &Identity,
     room_id: &str,
     limit: Option<i64>,
     last_id: Option<&str>,
+    text: Option<&str>,
+    filter: Option<&str>,
 ) -> Result<Value, ApiError> {
     super::member_room(app, room_id, &who.user_id).await?;
     let limit = limit.unwrap_or(30);
@@ -265,17 +271,107 @@ pub async fn page(
             }
         }
     }
-    let rows = app
+    let filter = match filter.unwrap_or("all") {
+        "all" | "" => MessageFilter::All,
+        "media" => MessageFilter::Media,
+        "links" => MessageFilter::Links,
+        "file" => MessageFilter::File,
+        "voice" => MessageFilter::Voice,
+        other => {
+            return Err(ApiError::bad(format!(
+                "filter must be media, links, file, voice or all, not {other:?}"
+            )))
+        }
+    };
+    let text = text.unwrap_or_default();
+    if text.chars().count() > 200 {
+        return Err(ApiError::bad("text filter is longer than 200 characters"));
+    }
+    let search = MessageSearch {
+        text: text.to_string(),
+        filter,
+    };
+    let mut rows = app
         .store
-        .messages_page(room_id, &who.user_id, limit + 1, last_id)
+        .messages_page(room_id, &who.user_id, limit + 1, last_id, &search)
         .await?;
     let has_more = rows.len() as i64 > limit;
-    let docs: Vec<MessageOut> = rows
-        .iter()
-        .take(limit as usize)
-        .map(MessageOut::from)
-        .collect();
+    rows.truncate(limit as usize);
+    let docs = for_viewer(app, who, &rows).await?;
     Ok(json!({ "docs": docs, "limit": limit, "hasNextPage": has_more }))
+}
+
+/// Messages as `who` sees them: with their own stars.
+async fn for_viewer(
+    app: &App,
+    who: &Identity,
+    rows: &[MessageRow],
+) -> Result<Vec<MessageOut>, ApiError> {
+    let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
+    let starred = app.store.starred_among(&who.user_id, &ids).await?;
+    Ok(rows
+        .iter()
+        .map(|m| {
+            let mut out = MessageOut::from(m);
+            out.is_stared = starred.contains(&m.id);
+            out
+        })
+        .collect())
+}
+
+/// `POST channel/{roomId}/message/{id}/star|un-star`: `who`'s own mark.
+pub async fn star(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    message_id: &str,
+    on: bool,
+) -> Result<(), ApiError> {
+    let m = room_message(app, who, room_id, message_id).await?;
+    if on {
+        if m.deleted_at.is_some() {
+            return Err(ApiError::bad(
+                "a message deleted for everyone cannot be starred",
+            ));
+        }
+        app.store.star(&m, &who.user_id).await?;
+    } else {
+        app.store.unstar(&m.id, &who.user_id).await?;
+    }
+    Ok(())
+}
+
+/// `GET channel/{roomId}/message/stars` (`room`) and `GET channel/messages/stars` (every room):
+/// `who`'s starred messages, newest star first.
+pub async fn stars(
+    app: &App,
+    who: &Identity,
+    room_id: Option<&str>,
+    limit: Option<i64>,
+    page: Option<i64>,
+) -> Result<Value, ApiError> {
+    if let Some(r) = room_id {
+        super::member_room(app, r, &who.user_id).await?;
+    }
+    let (limit, page) = (limit.unwrap_or(30), page.unwrap_or(1));
+    if !(1..=100).contains(&limit) || !(1..=100_000).contains(&page) {
+        return Err(ApiError::bad(
+            "limit must be between 1 and 100, page between 1 and 100000",
+        ));
+    }
+    let mut rows = app
+        .store
+        .starred(&who.user_id, room_id, limit + 1, (page - 1) * limit)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let docs = for_viewer(app, who, &rows).await?;
+    Ok(json!({
+        "docs": docs,
+        "page": page,
+        "limit": limit,
+        "nextPage": if more { Value::from(page + 1) } else { Value::Null },
+    }))
 }
 
 async fn room_message(

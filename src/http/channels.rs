@@ -200,6 +200,9 @@ pub async fn send(
 pub struct PageQuery {
     limit: Option<i64>,
     last_id: Option<String>,
+    text: Option<String>,
+    filter: Option<String>,
+    page: Option<i64>,
 }
 
 pub async fn messages(
@@ -214,8 +217,48 @@ pub async fn messages(
         &room,
         q.limit,
         q.last_id.as_deref(),
+        q.text.as_deref(),
+        q.filter.as_deref(),
     )
     .await?))
+}
+
+pub async fn star(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path((room, message, what)): Path<(String, String, String)>,
+) -> ApiResult {
+    let on = match what.as_str() {
+        "star" => true,
+        "un-star" => false,
+        _ => return Err(crate::wire::ApiError::not_found("no such route")),
+    };
+    messages::star(&app, &who, &room, &message, on).await?;
+    Ok(ok("Done"))
+}
+
+pub async fn room_stars(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path(room): Path<String>,
+    Params(q): Params<PageQuery>,
+) -> ApiResult {
+    Ok(ok(messages::stars(
+        &app,
+        &who,
+        Some(&room),
+        q.limit,
+        q.page,
+    )
+    .await?))
+}
+
+pub async fn all_stars(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Params(q): Params<PageQuery>,
+) -> ApiResult {
+    Ok(ok(messages::stars(&app, &who, None, q.limit, q.page).await?))
 }
 
 pub async fn delete_all(

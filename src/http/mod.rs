@@ -139,6 +139,15 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
                 .get(channels::messages),
         )
         .route(
+            "/channel/{room_id}/message/stars",
+            get(channels::room_stars),
+        )
+        .route("/channel/messages/stars", get(channels::all_stars))
+        .route(
+            "/channel/{room_id}/message/{message_id}/{what}",
+            post(channels::star),
+        )
+        .route(
             "/channel/{room_id}/message/{message_id}/delete/all",
             delete(channels::delete_all),
         )

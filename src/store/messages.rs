@@ -39,6 +39,37 @@ pub enum Inserted {
     LocalIdTaken,
 }
 
+/// What `GET channel/{roomId}/message/?text&filter` narrows a page to.
+#[derive(Debug, Clone, Default)]
+pub struct MessageSearch {
+    /// Part of the content (any case); empty: no text condition.
+    pub text: String,
+    pub filter: MessageFilter,
+}
+
+/// The SDK's `VMessagesFilter`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MessageFilter {
+    #[default]
+    All,
+    /// Images and videos.
+    Media,
+    /// Text messages with a web link.
+    Links,
+    File,
+    Voice,
+}
+
+/// `%text%` for LIKE, with the pattern characters escaped.
+pub(super) fn like_pattern(text: &str) -> String {
+    format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// `plm`: the platform the sender sent it from.
@@ -149,35 +180,58 @@ impl Store {
 
     /// Newest first; `before` (a message id) pages to older messages. Hides what the viewer
     /// deleted for themselves.
+    /// A page of a room as `viewer` sees it (not hidden by them, not deleted by them), newest
+    /// first, before message `before`; `search` narrows it.
     pub async fn messages_page(
         &self,
         room: &str,
         viewer: &str,
         limit: i64,
         before: Option<&str>,
+        search: &MessageSearch,
     ) -> sqlx::Result<Vec<MessageRow>> {
-        db!(self, |pool, sql| {
-            sqlx::query_as(&sql(&format!(
+        let mut narrow = String::new();
+        match search.filter {
+            MessageFilter::All => {}
+            MessageFilter::Media => narrow.push_str(" AND m.kind IN ('image', 'video')"),
+            MessageFilter::File => narrow.push_str(" AND m.kind = 'file'"),
+            MessageFilter::Voice => narrow.push_str(" AND m.kind = 'voice'"),
+            MessageFilter::Links => narrow.push_str(
+                " AND m.kind = 'text' AND (lower(m.content) LIKE '%http://%'
+                   OR lower(m.content) LIKE '%https://%')",
+            ),
+        }
+        if search.filter != MessageFilter::All || !search.text.is_empty() {
+            narrow.push_str(" AND m.deleted_at IS NULL");
+        }
+        let query = format!(
             "SELECT {COLUMNS} FROM messages m
              WHERE m.room_id = $1
                AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.message_id = m.id AND h.user_id = $2)
                AND m.seq > COALESCE((SELECT cleared_seq FROM room_members c
                                      WHERE c.room_id = $1 AND c.user_id = $2), 0)
                AND ($3 IS NULL OR m.seq < (SELECT seq FROM messages WHERE id = $3))
+               AND ($5 = '' OR lower(m.content) LIKE lower($6) ESCAPE '\\'){narrow}
              ORDER BY m.seq DESC LIMIT $4"
-        )))
-        .bind(room)
-        .bind(viewer)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
+        );
+        let text = search.text.trim().to_string();
+        let pattern = like_pattern(&text);
+        db!(self, |pool, sql| {
+            sqlx::query_as(&sql(&query))
+                .bind(room)
+                .bind(viewer)
+                .bind(before)
+                .bind(limit)
+                .bind(&text)
+                .bind(&pattern)
+                .fetch_all(pool)
+                .await
         })
     }
 
     pub async fn last_message(&self, room: &str, viewer: &str) -> sqlx::Result<Option<MessageRow>> {
         Ok(self
-            .messages_page(room, viewer, 1, None)
+            .messages_page(room, viewer, 1, None, &MessageSearch::default())
             .await?
             .into_iter()
             .next())

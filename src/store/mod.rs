@@ -36,6 +36,7 @@ mod groups;
 mod messages;
 mod rooms;
 mod settings;
+mod stars;
 mod users;
 
 use std::path::Path;
@@ -49,7 +50,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use calls::{CallRecord, HistoryRow};
 pub use devices::{NewSession, PushDevice};
 pub use groups::{GroupDetails, MemberRow, ReceiptRow};
-pub use messages::{Inserted, MessageRow, NewMessage};
+pub use messages::{Inserted, MessageFilter, MessageRow, MessageSearch, NewMessage};
 pub use rooms::{RoomFilter, RoomKind, RoomRow, RoomSummary};
 pub use settings::{Flag, MemberSettings};
 pub use users::{ClaimedProfile, UserRow};
