@@ -114,7 +114,7 @@ pub async fn new_message(app: &App, m: &MessageRow) {
         .collect();
     let title = match room.kind() {
         RoomKind::Single => m.sender_name.clone(),
-        RoomKind::Group => room.title.clone(),
+        RoomKind::Group | RoomKind::Broadcast => room.title.clone(),
     };
     let mut data = BTreeMap::new();
     data.insert("fromVChat".to_string(), "1".to_string());
@@ -190,6 +190,7 @@ mod tests {
             delivered_at: None,
             seen_at: None,
             deleted_at: None,
+            parent_broadcast_id: None,
         }
     }
 

@@ -54,7 +54,7 @@ pub async fn admin_group(app: &App, who: &Identity, room_id: &str) -> Result<Roo
     Ok(room)
 }
 
-fn page_args(limit: Option<i64>, page: Option<i64>) -> Result<(i64, i64), ApiError> {
+pub(super) fn page_args(limit: Option<i64>, page: Option<i64>) -> Result<(i64, i64), ApiError> {
     let (limit, page) = (limit.unwrap_or(30), page.unwrap_or(1));
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad("limit must be between 1 and 100"));
@@ -66,7 +66,7 @@ fn page_args(limit: Option<i64>, page: Option<i64>) -> Result<(i64, i64), ApiErr
 }
 
 /// `{docs, page, limit, nextPage}` from one extra row fetched past the page.
-fn paged<T: Serialize>(mut docs: Vec<T>, limit: i64, page: i64) -> Value {
+pub(super) fn paged<T: Serialize>(mut docs: Vec<T>, limit: i64, page: i64) -> Value {
     let more = docs.len() as i64 > limit;
     docs.truncate(limit as usize);
     json!({

@@ -67,7 +67,7 @@ fn attachment_of(v: &Option<Value>) -> Result<Option<Value>, ApiError> {
 
 /// Commits a message, then announces it to the room and wakes members who are asleep, if it
 /// is new (a retry announces nothing).
-async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), ApiError> {
+pub(super) async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), ApiError> {
     match app.store.insert_message(msg).await? {
         Inserted::Created(row) => {
             app.metrics.inc(|m| &m.messages_sent);
@@ -111,6 +111,7 @@ fn message_by(
         attachment: None,
         reply_to: None,
         forward_id: None,
+        parent_broadcast_id: None,
     }
 }
 
@@ -240,6 +241,11 @@ pub async fn send(
         return Err(ApiError::bad(
             "localId was already used for a message in another room",
         ));
+    }
+    if room.kind() == RoomKind::Broadcast {
+        // On a retry too: copies are idempotent (one localId per recipient), so a fan-out cut
+        // short by an error is completed by the client's resend.
+        super::broadcasts::fan_out(app, &row, &msg).await?;
     }
     Ok(MessageOut::from(&row))
 }

@@ -3,6 +3,7 @@
 
 pub mod attachments;
 pub mod bans;
+pub mod broadcasts;
 pub mod groups;
 pub mod media;
 pub mod messages;

@@ -274,8 +274,9 @@ pub async fn list(app: &App, who: &Identity, q: ListQuery) -> Result<Value, ApiE
         "" => None,
         "s" => Some("s"),
         "g" => Some("g"),
-        // Broadcast and other room types do not exist here (yet): nothing matches.
-        "b" | "o" => {
+        "b" => Some("b"),
+        // V Chat's "o" rooms do not exist here: nothing matches.
+        "o" => {
             return Ok(json!({"docs": [], "page": page, "limit": limit, "nextPage": Value::Null}))
         }
         other => {

@@ -4,6 +4,7 @@
 mod admit;
 mod auth;
 mod bans;
+mod broadcasts;
 mod calls;
 mod channels;
 pub mod extract;
@@ -31,6 +32,11 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .route("/auth/connect", post(auth::connect))
         .route("/profile/image", patch(profile::image))
         .route("/channel/group", post(channels::create_group))
+        .route("/channel/broadcast", post(broadcasts::create))
+        .route(
+            "/channel/{room_id}/broadcast/image",
+            patch(broadcasts::image),
+        )
         .route("/channel/{room_id}/group/image", patch(groups::image))
         .layer(upload_limit);
     // Media messages: up to two files (a video and its thumbnail), streamed to disk.
@@ -99,6 +105,30 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
             delete(channels::kick),
         )
         .route("/channel/{room_id}/group/leave", post(channels::leave))
+        .route(
+            "/channel/{room_id}/broadcast/title",
+            patch(broadcasts::title),
+        )
+        .route(
+            "/channel/{room_id}/broadcast/members",
+            get(broadcasts::members).post(broadcasts::add),
+        )
+        .route(
+            "/channel/{room_id}/broadcast/members/{identifier}",
+            delete(broadcasts::kick),
+        )
+        .route(
+            "/channel/{room_id}/broadcast/my-info",
+            get(broadcasts::my_info),
+        )
+        .route(
+            "/channel/{room_id}/broadcast/available-users-to-add",
+            get(broadcasts::available),
+        )
+        .route(
+            "/channel/{room_id}/broadcast/message/{message_id}/status/{kind}",
+            get(broadcasts::message_status),
+        )
         .route("/channel/{room_id}/group/title", patch(groups::title))
         .route(
             "/channel/{room_id}/group/description",

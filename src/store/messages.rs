@@ -3,7 +3,7 @@ use crate::ids::{new_id, now_iso};
 
 const COLUMNS: &str = "seq, id, room_id, sender_id, sender_name, sender_identifier, sender_img,
     platform, local_id, kind, content, is_encrypted, attachment, reply_to, forward_id,
-    created_at, updated_at, delivered_at, seen_at, deleted_at";
+    created_at, updated_at, delivered_at, seen_at, deleted_at, parent_broadcast_id";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MessageRow {
@@ -27,6 +27,8 @@ pub struct MessageRow {
     pub delivered_at: Option<String>,
     pub seen_at: Option<String>,
     pub deleted_at: Option<String>,
+    /// A copy of a broadcast message: the broadcast message's id.
+    pub parent_broadcast_id: Option<String>,
 }
 
 /// What committing a message did.
@@ -86,6 +88,8 @@ pub struct NewMessage {
     pub attachment: Option<String>,
     pub reply_to: Option<String>,
     pub forward_id: Option<String>,
+    /// A copy of a broadcast message: the broadcast message's id.
+    pub parent_broadcast_id: Option<String>,
 }
 
 impl Store {
@@ -95,29 +99,33 @@ impl Store {
     pub async fn insert_message(&self, m: &NewMessage) -> sqlx::Result<Inserted> {
         let now = now_iso();
         let created = db!(self, |pool, sql| {
-            sqlx::query(&sql("INSERT INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
+            sqlx::query(&sql(
+                "INSERT INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
                 sender_img, local_id, kind, content, is_encrypted, attachment, reply_to,
-                forward_id, created_at, updated_at, platform)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING"))
-        .bind(new_id())
-        .bind(&m.room_id)
-        .bind(&m.sender_id)
-        .bind(&m.sender_name)
-        .bind(&m.sender_identifier)
-        .bind(&m.sender_img)
-        .bind(&m.local_id)
-        .bind(&m.kind)
-        .bind(&m.content)
-        .bind(m.is_encrypted)
-        .bind(&m.attachment)
-        .bind(&m.reply_to)
-        .bind(&m.forward_id)
-        .bind(&now)
-        .bind(&now)
-        .bind(&m.platform)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())
+                forward_id, created_at, updated_at, platform, parent_broadcast_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT DO NOTHING",
+            ))
+            .bind(new_id())
+            .bind(&m.room_id)
+            .bind(&m.sender_id)
+            .bind(&m.sender_name)
+            .bind(&m.sender_identifier)
+            .bind(&m.sender_img)
+            .bind(&m.local_id)
+            .bind(&m.kind)
+            .bind(&m.content)
+            .bind(m.is_encrypted)
+            .bind(&m.attachment)
+            .bind(&m.reply_to)
+            .bind(&m.forward_id)
+            .bind(&now)
+            .bind(&now)
+            .bind(&m.platform)
+            .bind(&m.parent_broadcast_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
         })? == 1;
         let row: Option<MessageRow> = db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
             "SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND local_id = $2"

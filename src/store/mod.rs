@@ -30,12 +30,14 @@ macro_rules! db {
 }
 
 mod bans;
+mod broadcasts;
 mod calls;
 mod devices;
-mod groups;
+pub(crate) mod groups;
 mod messages;
 mod rooms;
 mod settings;
+mod sqlite_schema;
 mod stars;
 mod users;
 
@@ -131,6 +133,7 @@ impl Store {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        sqlite_schema::allow_broadcast_rooms(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
         })

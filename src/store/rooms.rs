@@ -5,6 +5,8 @@ use crate::ids::{new_id, now_iso};
 pub enum RoomKind {
     Single,
     Group,
+    /// Its owner's messages are copied to each recipient's single room with the owner.
+    Broadcast,
 }
 
 impl RoomKind {
@@ -12,6 +14,7 @@ impl RoomKind {
         match self {
             RoomKind::Single => "s",
             RoomKind::Group => "g",
+            RoomKind::Broadcast => "b",
         }
     }
 }
@@ -28,10 +31,10 @@ pub struct RoomRow {
 
 impl RoomRow {
     pub fn kind(&self) -> RoomKind {
-        if self.kind == "s" {
-            RoomKind::Single
-        } else {
-            RoomKind::Group
+        match self.kind.as_str() {
+            "s" => RoomKind::Single,
+            "b" => RoomKind::Broadcast,
+            _ => RoomKind::Group,
         }
     }
 }

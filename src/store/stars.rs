@@ -7,7 +7,8 @@ use crate::ids::now_iso;
 
 const COLUMNS: &str = "m.seq, m.id, m.room_id, m.sender_id, m.sender_name, m.sender_identifier,
     m.sender_img, m.platform, m.local_id, m.kind, m.content, m.is_encrypted, m.attachment,
-    m.reply_to, m.forward_id, m.created_at, m.updated_at, m.delivered_at, m.seen_at, m.deleted_at";
+    m.reply_to, m.forward_id, m.created_at, m.updated_at, m.delivered_at, m.seen_at, m.deleted_at,
+    m.parent_broadcast_id";
 
 impl Store {
     /// Stars a message for `user` (again: no change).

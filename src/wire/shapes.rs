@@ -219,7 +219,7 @@ impl From<&MessageRow> for MessageOut {
             delivered_at: m.delivered_at.clone(),
             forward_id: m.forward_id.clone(),
             deleted_at: m.deleted_at.clone(),
-            parent_broadcast_id: None,
+            parent_broadcast_id: m.parent_broadcast_id.clone(),
             deleted_for: vec![],
             stars: vec![],
             is_stared: false,
