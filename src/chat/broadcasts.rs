@@ -12,7 +12,7 @@ use crate::store::{MessageRow, NewMessage, RoomKind, RoomRow};
 use crate::wire::shapes::{RoomOut, UserData};
 use crate::wire::ApiError;
 
-use super::groups::{page_args, paged};
+use super::paging::{page_args, paged};
 use super::rooms::Identifiers;
 
 #[derive(Debug, Deserialize)]
@@ -167,7 +167,7 @@ pub async fn add(
     let added = app.store.add_recipients(room_id, &new).await?;
     for id in &added {
         if let Some(u) = app.store.user(id).await? {
-            super::messages::post_info(
+            super::post::post_info(
                 app,
                 room_id,
                 who,
@@ -304,7 +304,7 @@ pub async fn fan_out(
             forward_id: None,
             ..template.clone()
         };
-        super::messages::commit(app, &copy).await?;
+        super::post::commit(app, &copy).await?;
     }
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! Only admins change settings and members; only the creator (`superAdmin`) demotes admins.
 //! Every change posts its `info` message (protocol §5.1) to the room.
 
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
@@ -11,6 +10,8 @@ use crate::auth::Identity;
 use crate::store::{RoomKind, RoomRow};
 use crate::wire::shapes::UserData;
 use crate::wire::ApiError;
+
+use super::paging::{page_args, paged};
 
 /// Longest group title and description.
 const MAX_TITLE_CHARS: usize = 100;
@@ -54,29 +55,6 @@ pub async fn admin_group(app: &App, who: &Identity, room_id: &str) -> Result<Roo
     Ok(room)
 }
 
-pub(super) fn page_args(limit: Option<i64>, page: Option<i64>) -> Result<(i64, i64), ApiError> {
-    let (limit, page) = (limit.unwrap_or(30), page.unwrap_or(1));
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad("limit must be between 1 and 100"));
-    }
-    if !(1..=100_000).contains(&page) {
-        return Err(ApiError::bad("page must be between 1 and 100000"));
-    }
-    Ok((limit, page))
-}
-
-/// `{docs, page, limit, nextPage}` from one extra row fetched past the page.
-pub(super) fn paged<T: Serialize>(mut docs: Vec<T>, limit: i64, page: i64) -> Value {
-    let more = docs.len() as i64 > limit;
-    docs.truncate(limit as usize);
-    json!({
-        "docs": docs,
-        "page": page,
-        "limit": limit,
-        "nextPage": if more { Value::from(page + 1) } else { Value::Null },
-    })
-}
-
 /// `PATCH {roomId}/group/title {title}`.
 pub async fn set_title(
     app: &App,
@@ -92,7 +70,7 @@ pub async fn set_title(
         )));
     }
     app.store.set_room_text(room_id, "title", title).await?;
-    super::messages::post_info(
+    super::post::post_info(
         app,
         room_id,
         who,
@@ -115,7 +93,7 @@ pub async fn set_image(
     admin_group(app, who, room_id).await?;
     let url = format!("{base}{}", app.media.save_image("groups", bytes).await?);
     app.store.set_room_text(room_id, "img", &url).await?;
-    super::messages::post_info(
+    super::post::post_info(
         app,
         room_id,
         who,
@@ -276,7 +254,7 @@ pub async fn set_role(
     if !app.store.set_member_role(room_id, &target.id, role).await? {
         return Err(ApiError::bad(format!("that user is already {role}")));
     }
-    super::messages::post_info(
+    super::post::post_info(
         app,
         room_id,
         who,

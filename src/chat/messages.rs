@@ -7,12 +7,12 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::calls::machine::{Call, CallNote};
 use crate::ids::iso;
-use crate::store::{
-    Inserted, MessageFilter, MessageRow, MessageSearch, NewMessage, RoomKind, UserRow,
-};
+use crate::store::{MessageFilter, MessageRow, MessageSearch, NewMessage, RoomKind};
 use crate::wire::events;
 use crate::wire::shapes::MessageOut;
 use crate::wire::ApiError;
+
+use super::post::{as_user, commit, message_by};
 
 /// Longest text a message may carry.
 pub const MAX_CONTENT_CHARS: usize = 32 * 1024;
@@ -62,65 +62,6 @@ fn attachment_of(v: &Option<Value>) -> Result<Option<Value>, ApiError> {
         },
         Some(v @ Value::Object(_)) => Ok(Some(v.clone())),
         Some(_) => Err(ApiError::bad("attachment must be a JSON object")),
-    }
-}
-
-/// Commits a message, then announces it to the room and wakes members who are asleep, if it
-/// is new (a retry announces nothing).
-pub(super) async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), ApiError> {
-    match app.store.insert_message(msg).await? {
-        Inserted::Created(row) => {
-            app.metrics.inc(|m| &m.messages_sent);
-            app.notify
-                .to_room(
-                    &row.room_id,
-                    events::ON_NEW_MESSAGE,
-                    &MessageOut::from(&row),
-                )
-                .await;
-            crate::wake::new_message(app, &row).await;
-            Ok((row, true))
-        }
-        Inserted::Existing(row) => Ok((row, false)),
-        Inserted::LocalIdTaken => Err(ApiError::bad(format!(
-            "localId {:?} is already used by another message in this room",
-            msg.local_id
-        ))),
-    }
-}
-
-/// A message from `sender` with no extras; callers fill in what differs.
-fn message_by(
-    sender: &UserRow,
-    room_id: &str,
-    local_id: String,
-    kind: &str,
-    content: String,
-) -> NewMessage {
-    NewMessage {
-        platform: "other".into(),
-        room_id: room_id.into(),
-        sender_id: sender.id.clone(),
-        sender_name: sender.full_name.clone(),
-        sender_identifier: sender.identifier.clone(),
-        sender_img: sender.img.clone(),
-        local_id,
-        kind: kind.into(),
-        content,
-        is_encrypted: false,
-        attachment: None,
-        reply_to: None,
-        forward_id: None,
-        parent_broadcast_id: None,
-    }
-}
-
-fn as_user(who: &Identity) -> UserRow {
-    UserRow {
-        id: who.user_id.clone(),
-        full_name: who.name.clone(),
-        identifier: who.identifier.clone(),
-        img: who.img.clone(),
     }
 }
 
@@ -428,38 +369,6 @@ pub async fn delete_for_me(
 ) -> Result<(), ApiError> {
     room_message(app, who, room_id, message_id).await?;
     app.store.hide_message(message_id, &who.user_id).await?;
-    Ok(())
-}
-
-/// Posts a group `info` message (`msgAtt.action`: kick, leave, addGroupMember, createGroup).
-pub async fn post_info(
-    app: &App,
-    room_id: &str,
-    admin: &Identity,
-    action: &str,
-    target_id: &str,
-    target_name: &str,
-    content: String,
-) -> Result<(), ApiError> {
-    let msg = NewMessage {
-        attachment: Some(
-            json!({
-                "action": action,
-                "targetName": target_name,
-                "adminName": admin.name,
-                "targetId": target_id,
-            })
-            .to_string(),
-        ),
-        ..message_by(
-            &as_user(admin),
-            room_id,
-            crate::ids::new_id(),
-            "info",
-            content,
-        )
-    };
-    commit(app, &msg).await?;
     Ok(())
 }
 

@@ -7,6 +7,8 @@ pub mod broadcasts;
 pub mod groups;
 pub mod media;
 pub mod messages;
+pub mod paging;
+pub mod post;
 pub mod receipts;
 pub mod rooms;
 pub mod settings;

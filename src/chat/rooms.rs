@@ -138,7 +138,7 @@ pub async fn create_group(
     for id in &ids {
         app.notify.join_room(id, &room.id);
     }
-    super::messages::post_info(
+    super::post::post_info(
         app,
         &room.id,
         who,
@@ -168,7 +168,7 @@ pub async fn add_members(
     let added = app.store.add_members(room_id, &ids).await?;
     for u in users.iter().filter(|u| added.contains(&u.id)) {
         app.notify.join_room(&u.id, room_id);
-        super::messages::post_info(
+        super::post::post_info(
             app,
             room_id,
             who,
@@ -210,7 +210,7 @@ pub async fn kick(
         )
         .await;
     app.notify.leave_room(&target.id, room_id);
-    super::messages::post_info(
+    super::post::post_info(
         app,
         room_id,
         who,
@@ -230,7 +230,7 @@ pub async fn leave(app: &App, who: &Identity, room_id: &str) -> Result<(), ApiEr
     }
     app.store.remove_member(room_id, &who.user_id).await?;
     app.notify.leave_room(&who.user_id, room_id);
-    super::messages::post_info(
+    super::post::post_info(
         app,
         room_id,
         who,
@@ -243,7 +243,7 @@ pub async fn leave(app: &App, who: &Identity, room_id: &str) -> Result<(), ApiEr
     // The last admin leaving must not orphan the group.
     if let Some(new_admin) = app.store.ensure_admin(room_id).await? {
         if let Some(u) = app.store.user(&new_admin).await? {
-            super::messages::post_info(
+            super::post::post_info(
                 app,
                 room_id,
                 who,
