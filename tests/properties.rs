@@ -746,6 +746,12 @@ proptest! {
         peers in prop::collection::vec((any::<String>(), prop::option::of(arb_json())), 0..6),
         junk in arb_json(),
     ) {
+        // NUL is refused in every client string (see wire::nul); valid payloads have none.
+        let nul = vchat_signal::wire::nul::in_value;
+        prop_assume!(!room.contains('\0') && !status.contains('\0') && !nul(&junk));
+        prop_assume!(peers
+            .iter()
+            .all(|(p, e)| !p.contains('\0') && !e.as_ref().is_some_and(nul)));
         let with_junk = |mut o: Map<String, Value>| {
             o.insert("zzUnknown".into(), junk.clone());
             Value::Object(o)
