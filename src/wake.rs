@@ -191,6 +191,7 @@ mod tests {
             seen_at: None,
             deleted_at: None,
             parent_broadcast_id: None,
+            is_one_seen: false,
         }
     }
 

@@ -1279,3 +1279,109 @@ async fn search_filters_and_stars() {
         .await
         .err(404);
 }
+
+/// View-once messages: the flag from the form or, when absent, from the sender's room setting;
+/// receivers mark them opened (`isOneSeenByMe` is theirs alone).
+#[tokio::test]
+async fn view_once_messages() {
+    let server = TestServer::start();
+    let t = trio(&server).await;
+    let room = &t.room;
+    let d = Driver::new(&server).await;
+    let mut b = d.connect("b", &t.b).await;
+    let form = reqwest::multipart::Form::new()
+        .text("content", "only once")
+        .text("localId", "o1")
+        .text("messageType", "text")
+        .text("isOneSeen", "true");
+    let sent = t
+        .api
+        .multipart(
+            "POST",
+            &format!("channel/{room}/message/"),
+            Some(&t.a),
+            form,
+        )
+        .await
+        .ok();
+    assert_eq!(sent["isOneSeen"], true);
+    let got = b.expect("v1OnNewMessage").await;
+    assert_eq!(
+        (&got["isOneSeen"], &got["isOneSeenByMe"]),
+        (&json!(true), &json!(false))
+    );
+    let id = sent["_id"].as_str().unwrap();
+
+    t.api
+        .patch(
+            &format!("channel/{room}/message/{id}/one-seen"),
+            &t.a,
+            json!({}),
+        )
+        .await
+        .err(400);
+    t.api
+        .patch(
+            &format!("channel/{room}/message/{id}/one-seen"),
+            &t.c,
+            json!({}),
+        )
+        .await
+        .err(403);
+    t.api
+        .patch(
+            &format!("channel/{room}/message/{id}/one-seen"),
+            &t.b,
+            json!({}),
+        )
+        .await
+        .ok();
+    let bobs = t
+        .api
+        .get(&format!("channel/{room}/message/"), &t.b)
+        .await
+        .ok();
+    assert_eq!(bobs["docs"][0]["isOneSeenByMe"], true);
+    let alices = t
+        .api
+        .get(&format!("channel/{room}/message/"), &t.a)
+        .await
+        .ok();
+    assert_eq!(alices["docs"][0]["isOneSeenByMe"], false);
+
+    // The sender's room setting decides when the form does not say.
+    t.api
+        .patch(&format!("channel/{room}/one-seen/on"), &t.a, json!({}))
+        .await
+        .ok();
+    let m = send(&t.api, &t.a, room, text("o2", "by setting"))
+        .await
+        .ok();
+    assert_eq!(m["isOneSeen"], true);
+    let m = send(
+        &t.api,
+        &t.a,
+        room,
+        json!({"localId": "o3", "content": "said no", "isOneSeen": "false"}),
+    )
+    .await
+    .ok();
+    assert_eq!(m["isOneSeen"], false);
+    let plain = m["_id"].as_str().unwrap();
+    t.api
+        .patch(
+            &format!("channel/{room}/message/{plain}/one-seen"),
+            &t.b,
+            json!({}),
+        )
+        .await
+        .err(400);
+    let r = send(
+        &t.api,
+        &t.a,
+        room,
+        json!({"localId": "o4", "content": "x", "isOneSeen": "maybe"}),
+    )
+    .await;
+    assert!(r.err(400).contains("isOneSeen"), "{}", r.body);
+}

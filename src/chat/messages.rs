@@ -30,6 +30,9 @@ pub struct SendMessage {
     pub message_type: Option<String>,
     #[serde(default)]
     pub is_encrypted: Option<Value>,
+    /// View-once; when absent, the sender's own view-once setting for the room.
+    #[serde(default)]
+    pub is_one_seen: Option<Value>,
     #[serde(default)]
     pub reply_to_local_id: Option<String>,
     #[serde(default)]
@@ -43,12 +46,18 @@ pub struct SendMessage {
 }
 
 fn truthy(v: &Option<Value>) -> Result<bool, ApiError> {
+    flag("isEncrypted", v).map(|f| f.unwrap_or(false))
+}
+
+/// A `"true"|"false"` (or boolean) form field; `None` when absent.
+fn flag(name: &str, v: &Option<Value>) -> Result<Option<bool>, ApiError> {
     match v {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) if s == "true" => Ok(true),
-        Some(Value::String(s)) if s == "false" || s.is_empty() => Ok(false),
-        _ => Err(ApiError::bad("isEncrypted must be true or false")),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s == "true" => Ok(Some(true)),
+        Some(Value::String(s)) if s == "false" => Ok(Some(false)),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        _ => Err(ApiError::bad(format!("{name} must be true or false"))),
     }
 }
 
@@ -100,6 +109,15 @@ pub async fn send(
         )));
     }
     let is_encrypted = truthy(&body.is_encrypted)?;
+    let is_one_seen = match flag("isOneSeen", &body.is_one_seen)? {
+        Some(f) => f,
+        None => {
+            app.store
+                .member_settings(room_id, &who.user_id)
+                .await?
+                .one_seen
+        }
+    };
     let given = attachment_of(&body.attachment)?;
     let (mut attachment, claims) = if media {
         (None, Some(super::attachments::media_claims(&kind, given)?))
@@ -170,6 +188,7 @@ pub async fn send(
     }
     let msg = NewMessage {
         is_encrypted,
+        is_one_seen,
         attachment: attachment.map(|a| a.to_string()),
         reply_to,
         forward_id,
@@ -256,14 +275,38 @@ async fn for_viewer(
 ) -> Result<Vec<MessageOut>, ApiError> {
     let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
     let starred = app.store.starred_among(&who.user_id, &ids).await?;
+    let opened = app.store.one_seen_among(&who.user_id, &ids).await?;
     Ok(rows
         .iter()
         .map(|m| {
             let mut out = MessageOut::from(m);
             out.is_stared = starred.contains(&m.id);
+            out.is_one_seen_by_me = opened.contains(&m.id);
             out
         })
         .collect())
+}
+
+/// `PATCH channel/{roomId}/message/{id}/one-seen`: a receiver opened a view-once message. The
+/// server keeps who did (`isOneSeenByMe` in their pages); the client stops showing it. Its
+/// content is not withheld from later pages: the files are plain URLs the receiver had anyway.
+pub async fn one_seen(
+    app: &App,
+    who: &Identity,
+    room_id: &str,
+    message_id: &str,
+) -> Result<(), ApiError> {
+    let m = room_message(app, who, room_id, message_id).await?;
+    if !m.is_one_seen {
+        return Err(ApiError::bad("this is not a view-once message"));
+    }
+    if m.sender_id == who.user_id {
+        return Err(ApiError::bad(
+            "a view-once message is opened by its receivers",
+        ));
+    }
+    app.store.mark_one_seen(&m.id, &who.user_id).await?;
+    Ok(())
 }
 
 /// `POST channel/{roomId}/message/{id}/star|un-star`: `who`'s own mark.

@@ -58,6 +58,7 @@ pub fn message_by(
         reply_to: None,
         forward_id: None,
         parent_broadcast_id: None,
+        is_one_seen: false,
     }
 }
 

@@ -237,6 +237,15 @@ pub async fn star(
     Ok(ok("Done"))
 }
 
+pub async fn one_seen(
+    State(app): State<Arc<App>>,
+    Me(who): Me,
+    Path((room, message)): Path<(String, String)>,
+) -> ApiResult {
+    messages::one_seen(&app, &who, &room, &message).await?;
+    Ok(ok("Done"))
+}
+
 pub async fn room_stars(
     State(app): State<Arc<App>>,
     Me(who): Me,

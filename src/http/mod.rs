@@ -174,6 +174,10 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         )
         .route("/channel/messages/stars", get(channels::all_stars))
         .route(
+            "/channel/{room_id}/message/{message_id}/one-seen",
+            patch(channels::one_seen),
+        )
+        .route(
             "/channel/{room_id}/message/{message_id}/{what}",
             post(channels::star),
         )

@@ -3,7 +3,7 @@ use crate::ids::{new_id, now_iso};
 
 const COLUMNS: &str = "seq, id, room_id, sender_id, sender_name, sender_identifier, sender_img,
     platform, local_id, kind, content, is_encrypted, attachment, reply_to, forward_id,
-    created_at, updated_at, delivered_at, seen_at, deleted_at, parent_broadcast_id";
+    created_at, updated_at, delivered_at, seen_at, deleted_at, parent_broadcast_id, is_one_seen";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MessageRow {
@@ -29,6 +29,8 @@ pub struct MessageRow {
     pub deleted_at: Option<String>,
     /// A copy of a broadcast message: the broadcast message's id.
     pub parent_broadcast_id: Option<String>,
+    /// View-once: receivers may open it once.
+    pub is_one_seen: bool,
 }
 
 /// What committing a message did.
@@ -90,6 +92,8 @@ pub struct NewMessage {
     pub forward_id: Option<String>,
     /// A copy of a broadcast message: the broadcast message's id.
     pub parent_broadcast_id: Option<String>,
+    /// View-once: receivers may open it once.
+    pub is_one_seen: bool,
 }
 
 impl Store {
@@ -102,8 +106,8 @@ impl Store {
             sqlx::query(&sql(
                 "INSERT INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
                 sender_img, local_id, kind, content, is_encrypted, attachment, reply_to,
-                forward_id, created_at, updated_at, platform, parent_broadcast_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                forward_id, created_at, updated_at, platform, parent_broadcast_id, is_one_seen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT DO NOTHING",
             ))
             .bind(new_id())
@@ -123,6 +127,7 @@ impl Store {
             .bind(&now)
             .bind(&m.platform)
             .bind(&m.parent_broadcast_id)
+            .bind(m.is_one_seen)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())

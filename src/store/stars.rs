@@ -1,4 +1,4 @@
-//! Stars: each member's own marked messages.
+//! Each member's own marks on messages: stars, and the view-once messages they opened.
 
 use std::collections::HashSet;
 
@@ -8,9 +8,48 @@ use crate::ids::now_iso;
 const COLUMNS: &str = "m.seq, m.id, m.room_id, m.sender_id, m.sender_name, m.sender_identifier,
     m.sender_img, m.platform, m.local_id, m.kind, m.content, m.is_encrypted, m.attachment,
     m.reply_to, m.forward_id, m.created_at, m.updated_at, m.delivered_at, m.seen_at, m.deleted_at,
-    m.parent_broadcast_id";
+    m.parent_broadcast_id, m.is_one_seen";
 
 impl Store {
+    /// `user` opened view-once message `message` (again: no change).
+    pub async fn mark_one_seen(&self, message: &str, user: &str) -> sqlx::Result<()> {
+        db!(self, |pool, sql| sqlx::query(&sql(
+            "INSERT INTO message_one_seen (message_id, user_id, seen_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(message)
+        .bind(user)
+        .bind(now_iso())
+        .execute(pool)
+        .await
+        .map(|_| ()))
+    }
+
+    /// Which of `ids` `user` has opened (view-once).
+    pub async fn one_seen_among(
+        &self,
+        user: &str,
+        ids: &[String],
+    ) -> sqlx::Result<HashSet<String>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let query = format!(
+            "SELECT message_id FROM message_one_seen WHERE user_id = $1 AND message_id IN ({})",
+            list.join(", ")
+        );
+        let rows: Vec<String> = db!(self, |pool, sql| {
+            let q = sql(&query);
+            let mut q = sqlx::query_scalar(&q).bind(user);
+            for id in ids {
+                q = q.bind(id);
+            }
+            q.fetch_all(pool).await
+        })?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Stars a message for `user` (again: no change).
     pub async fn star(&self, message: &MessageRow, user: &str) -> sqlx::Result<()> {
         db!(self, |pool, sql| sqlx::query(&sql(

@@ -182,6 +182,12 @@ pub struct MessageOut {
     pub stars: Vec<String>,
     #[serde(rename = "isStared")]
     pub is_stared: bool,
+    /// View-once: receivers may open it once.
+    #[serde(rename = "isOneSeen")]
+    pub is_one_seen: bool,
+    /// The viewer opened this view-once message already.
+    #[serde(rename = "isOneSeenByMe")]
+    pub is_one_seen_by_me: bool,
     #[serde(rename = "lId")]
     pub local_id: String,
     #[serde(rename = "linkAtt")]
@@ -223,6 +229,8 @@ impl From<&MessageRow> for MessageOut {
             deleted_for: vec![],
             stars: vec![],
             is_stared: false,
+            is_one_seen: m.is_one_seen,
+            is_one_seen_by_me: false,
             local_id: m.local_id.clone(),
             link_attachment: Value::Null,
             peer_data: Value::Null,
