@@ -91,7 +91,8 @@ pub async fn new_message(app: &App, m: &MessageRow) {
     }
     let (room, members) = match (
         app.store.room(&m.room_id).await,
-        app.store.room_member_ids(&m.room_id).await,
+        // Members who muted the room get no push for it.
+        app.store.unmuted_member_ids(&m.room_id).await,
     ) {
         (Ok(Some(room)), Ok(members)) => (room, members),
         (Err(e), _) | (_, Err(e)) => {
@@ -100,17 +101,9 @@ pub async fn new_message(app: &App, m: &MessageRow) {
         }
         _ => return,
     };
-    // Members who muted the room get no push for it.
-    let muted = match app.store.muted_members(&m.room_id).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read who muted the room");
-            Vec::new()
-        }
-    };
     let asleep: Vec<String> = members
         .into_iter()
-        .filter(|u| *u != m.sender_id && app.presence.sockets(u).is_empty() && !muted.contains(u))
+        .filter(|u| *u != m.sender_id && app.presence.sockets(u).is_empty())
         .collect();
     let title = match room.kind() {
         RoomKind::Single => m.sender_name.clone(),

@@ -39,8 +39,6 @@ pub trait Ledger: Send + Sync {
 /// An armed deadline. Dropping it cancels it (and erases it from the ledger).
 pub struct Timer {
     pub id: u64,
-    /// When it fires, in Unix milliseconds.
-    pub due_unix_ms: u64,
     abort: AbortHandle,
     recorded: Option<Recorded>,
 }
@@ -55,7 +53,6 @@ impl std::fmt::Debug for Timer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Timer")
             .field("id", &self.id)
-            .field("due_unix_ms", &self.due_unix_ms)
             .field("recorded", &self.recorded.is_some())
             .finish()
     }
@@ -107,8 +104,9 @@ impl Timers {
 
     /// Arms a deadline `after` from now.
     pub fn arm(&self, meet_id: &str, kind: TimerKind, after: Duration, action: Action) -> Timer {
-        let due = now_unix_ms().saturating_add(after.as_millis() as u64);
-        self.arm_at(meet_id, kind, due, action)
+        // The wall clock is read only for a deadline that gets recorded.
+        let due = || now_unix_ms().saturating_add(after.as_millis() as u64);
+        self.start(meet_id, kind, after, due, action)
     }
 
     /// Arms a deadline at `due_unix_ms` (one already passed fires at once): a deadline taken
@@ -121,10 +119,21 @@ impl Timers {
         action: Action,
     ) -> Timer {
         let after = Duration::from_millis(due_unix_ms.saturating_sub(now_unix_ms()));
+        self.start(meet_id, kind, after, || due_unix_ms, action)
+    }
+
+    fn start(
+        &self,
+        meet_id: &str,
+        kind: TimerKind,
+        after: Duration,
+        due_unix_ms: impl FnOnce() -> u64,
+        action: Action,
+    ) -> Timer {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let recorded = match (kind, &self.ledger) {
             (TimerKind::Grace(role), Some(ledger)) => {
-                ledger.record(meet_id, role, id, due_unix_ms);
+                ledger.record(meet_id, role, id, due_unix_ms());
                 Some(Recorded {
                     ledger: ledger.clone(),
                     meet_id: meet_id.to_string(),
@@ -146,7 +155,6 @@ impl Timers {
         });
         Timer {
             id,
-            due_unix_ms,
             abort: task.abort_handle(),
             recorded,
         }

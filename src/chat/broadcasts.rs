@@ -13,7 +13,7 @@ use crate::wire::shapes::{RoomOut, UserData};
 use crate::wire::ApiError;
 
 use super::paging::{page_args, paged};
-use super::rooms::Identifiers;
+use super::rooms::{within_cap, Identifiers};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -38,37 +38,19 @@ async fn owned(app: &App, who: &Identity, room_id: &str) -> Result<RoomRow, ApiE
     Ok(room)
 }
 
-async fn users(
+/// The users `ids` names, without `who` and without repeats.
+async fn recipients(
     app: &App,
     who: &Identity,
     ids: Option<Identifiers>,
 ) -> Result<Vec<String>, ApiError> {
-    let ids = ids.map(Identifiers::into_vec).unwrap_or_default();
-    if ids.is_empty() {
-        return Err(ApiError::bad("identifiers must name at least one user"));
-    }
-    let mut out = Vec::new();
-    for i in ids {
-        let u = app
-            .store
-            .user_by_identifier(&i)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("user {i:?} not found")))?;
+    let mut out: Vec<String> = Vec::new();
+    for u in super::rooms::resolve(app, ids).await? {
         if u.id != who.user_id && !out.contains(&u.id) {
             out.push(u.id);
         }
     }
     Ok(out)
-}
-
-fn over_cap(app: &App, count: usize) -> Result<(), ApiError> {
-    let cap = app.config.max_group_members;
-    if count as u64 > cap {
-        return Err(ApiError::bad(format!(
-            "a broadcast has at most {cap} recipients (VCHAT_MAX_GROUP_MEMBERS)"
-        )));
-    }
-    Ok(())
 }
 
 /// `POST channel/broadcast` (multipart: `identifiers`, `broadcastName`, optional image `file`).
@@ -86,8 +68,8 @@ pub async fn create(
             "broadcastName is required (1 to 100 characters)",
         ));
     }
-    let recipients = users(app, who, body.identifiers).await?;
-    over_cap(app, recipients.len())?;
+    let recipients = recipients(app, who, body.identifiers).await?;
+    within_cap(app, recipients.len(), "a broadcast", "recipients")?;
     let img = match image {
         Some(bytes) => format!("{base}{}", app.media.save_image("groups", bytes).await?),
         None => String::new(),
@@ -161,9 +143,9 @@ pub async fn add(
     ids: Option<Identifiers>,
 ) -> Result<Value, ApiError> {
     owned(app, who, room_id).await?;
-    let new = users(app, who, ids).await?;
+    let new = recipients(app, who, ids).await?;
     let have = app.store.recipient_ids(room_id).await?.len();
-    over_cap(app, have + new.iter().filter(|u| !u.is_empty()).count())?;
+    within_cap(app, have + new.len(), "a broadcast", "recipients")?;
     let added = app.store.add_recipients(room_id, &new).await?;
     for id in &added {
         if let Some(u) = app.store.user(id).await? {
@@ -245,38 +227,16 @@ pub async fn message_status(
     page: Option<i64>,
 ) -> Result<Value, ApiError> {
     owned(app, who, room_id).await?;
-    let seen = match kind {
-        "seen" => true,
-        "deliver" => false,
-        other => {
-            return Err(ApiError::bad(format!(
-                "status must be seen or deliver, not {other:?}"
-            )))
-        }
-    };
-    let (limit, page) = page_args(limit, page)?;
-    app.store
-        .message(message_id)
-        .await?
-        .filter(|m| m.room_id == room_id)
-        .ok_or_else(|| ApiError::not_found(format!("message {message_id:?} not found")))?;
-    let rows = app
-        .store
-        .copy_receipts(message_id, seen, limit + 1, (page - 1) * limit)
-        .await?;
-    let docs: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let user = crate::store::UserRow {
-                id: r.id.clone(),
-                full_name: r.full_name.clone(),
-                identifier: r.identifier.clone(),
-                img: r.img.clone(),
-            };
-            json!({"dAt": r.delivered_at, "sAt": r.seen_at, "userData": UserData::from(&user)})
-        })
-        .collect();
-    Ok(paged(docs, limit, page))
+    super::groups::message_status_of(
+        app,
+        room_id,
+        message_id,
+        kind,
+        limit,
+        page,
+        super::groups::Receipts::BroadcastCopies,
+    )
+    .await
 }
 
 /// A new message in a broadcast room: a copy for each recipient, in their single room with the

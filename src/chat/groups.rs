@@ -304,6 +304,37 @@ pub async fn message_status(
     page: Option<i64>,
 ) -> Result<Value, ApiError> {
     member_group(app, who, room_id).await?;
+    message_status_of(
+        app,
+        room_id,
+        message_id,
+        kind,
+        limit,
+        page,
+        Receipts::Watermarks,
+    )
+    .await
+}
+
+/// Where a message's receipts come from.
+pub(super) enum Receipts {
+    /// Group members' receipt watermarks.
+    Watermarks,
+    /// The copies a broadcast message left in each recipient's single room.
+    BroadcastCopies,
+}
+
+/// Who delivered (`deliver`) or saw (`seen`) message `message_id` of `room_id`, once the
+/// caller's access is checked: `docs: [{dAt, sAt?, userData}]`, paged.
+pub(super) async fn message_status_of(
+    app: &App,
+    room_id: &str,
+    message_id: &str,
+    kind: &str,
+    limit: Option<i64>,
+    page: Option<i64>,
+    from: Receipts,
+) -> Result<Value, ApiError> {
     let seen = match kind {
         "seen" => true,
         "deliver" => false,
@@ -320,31 +351,23 @@ pub async fn message_status(
         .await?
         .filter(|m| m.room_id == room_id)
         .ok_or_else(|| ApiError::not_found(format!("message {message_id:?} not found")))?;
-    let rows = app
-        .store
-        .message_receipts(
-            room_id,
-            msg.seq,
-            &msg.sender_id,
-            seen,
-            limit + 1,
-            (page - 1) * limit,
-        )
-        .await?;
+    let (take, skip) = (limit + 1, (page - 1) * limit);
+    let rows = match from {
+        Receipts::Watermarks => {
+            app.store
+                .message_receipts(room_id, msg.seq, &msg.sender_id, seen, take, skip)
+                .await?
+        }
+        Receipts::BroadcastCopies => app.store.copy_receipts(&msg.id, seen, take, skip).await?,
+    };
     let docs: Vec<Value> = rows
         .iter()
         .map(|r| {
-            let user = crate::store::UserRow {
-                id: r.id.clone(),
-                full_name: r.full_name.clone(),
-                identifier: r.identifier.clone(),
-                img: r.img.clone(),
-            };
-            let d_at = r.delivered_at.clone().or(r.seen_at.clone()).unwrap_or_else(|| msg.created_at.clone());
+            let delivered = r.delivered_at.as_ref().or(r.seen_at.as_ref());
             json!({
-                "dAt": d_at,
-                "sAt": if seen { r.seen_at.clone().map(Value::from).unwrap_or(Value::Null) } else { Value::Null },
-                "userData": UserData::from(&user),
+                "dAt": delivered.unwrap_or(&msg.created_at),
+                "sAt": if seen { r.seen_at.as_deref() } else { None },
+                "userData": UserData::from(&r.user()),
             })
         })
         .collect();

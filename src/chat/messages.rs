@@ -343,25 +343,14 @@ pub async fn stars(
     if let Some(r) = room_id {
         super::member_room(app, r, &who.user_id).await?;
     }
-    let (limit, page) = (limit.unwrap_or(30), page.unwrap_or(1));
-    if !(1..=100).contains(&limit) || !(1..=100_000).contains(&page) {
-        return Err(ApiError::bad(
-            "limit must be between 1 and 100, page between 1 and 100000",
-        ));
-    }
-    let mut rows = app
+    let (limit, page) = super::paging::page_args(limit, page)?;
+    let rows = app
         .store
         .starred(&who.user_id, room_id, limit + 1, (page - 1) * limit)
         .await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    // One past the page tells `paged` whether there is a next one; it is not shown.
     let docs = for_viewer(app, who, &rows).await?;
-    Ok(json!({
-        "docs": docs,
-        "page": page,
-        "limit": limit,
-        "nextPage": if more { Value::from(page + 1) } else { Value::Null },
-    }))
+    Ok(super::paging::paged(docs, limit, page))
 }
 
 async fn room_message(

@@ -79,7 +79,7 @@ pub struct NewMembers {
     pub identifiers: Option<Identifiers>,
 }
 
-async fn resolve(app: &App, ids: Option<Identifiers>) -> Result<Vec<UserRow>, ApiError> {
+pub(super) async fn resolve(app: &App, ids: Option<Identifiers>) -> Result<Vec<UserRow>, ApiError> {
     let ids = ids.map(Identifiers::into_vec).unwrap_or_default();
     if ids.is_empty() {
         return Err(ApiError::bad("identifiers must name at least one user"));
@@ -94,14 +94,16 @@ async fn resolve(app: &App, ids: Option<Identifiers>) -> Result<Vec<UserRow>, Ap
     Ok(users)
 }
 
-/// More members than a group may have.
-fn over_cap(app: &App, count: usize) -> Option<ApiError> {
+/// Refuses more than `VCHAT_MAX_GROUP_MEMBERS` people in a group (`"a group", "members"`) or
+/// a broadcast (`"a broadcast", "recipients"`).
+pub(super) fn within_cap(app: &App, count: usize, what: &str, who: &str) -> Result<(), ApiError> {
     let cap = app.config.max_group_members;
-    (count as u64 > cap).then(|| {
-        ApiError::bad(format!(
-            "a group has at most {cap} members (VCHAT_MAX_GROUP_MEMBERS)"
-        ))
-    })
+    if count as u64 > cap {
+        return Err(ApiError::bad(format!(
+            "{what} has at most {cap} {who} (VCHAT_MAX_GROUP_MEMBERS)"
+        )));
+    }
+    Ok(())
 }
 
 /// `POST channel/group` (multipart: `identifiers`, `groupName`, optional image `file`).
@@ -119,9 +121,7 @@ pub async fn create_group(
     let members = resolve(app, body.identifiers).await?;
     let ids: Vec<String> = members.iter().map(|u| u.id.clone()).collect();
     let count = ids.iter().filter(|i| **i != who.user_id).count() + 1;
-    if let Some(e) = over_cap(app, count) {
-        return Err(e);
-    }
+    within_cap(app, count, "a group", "members")?;
     let img = match image {
         Some(bytes) => format!("{base}{}", app.media.save_image("groups", bytes).await?),
         None => String::new(),
@@ -162,9 +162,7 @@ pub async fn add_members(
     let users = resolve(app, body.identifiers).await?;
     let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
     let have = app.store.member_count(room_id).await? as usize;
-    if let Some(e) = over_cap(app, have + ids.len()) {
-        return Err(e);
-    }
+    within_cap(app, have + ids.len(), "a group", "members")?;
     let added = app.store.add_members(room_id, &ids).await?;
     for u in users.iter().filter(|u| added.contains(&u.id)) {
         app.notify.join_room(&u.id, room_id);

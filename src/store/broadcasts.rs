@@ -61,27 +61,13 @@ impl Store {
 
     /// Adds recipients; returns those who were not recipients before.
     pub async fn add_recipients(&self, room: &str, users: &[String]) -> sqlx::Result<Vec<String>> {
-        let now = now_iso();
-        let mut added = Vec::new();
-        db!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
-            for u in users {
-                let r = sqlx::query(&sql(
-                    "INSERT INTO broadcast_members (room_id, user_id, created_at) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                ))
-                .bind(room)
-                .bind(u)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-                if r.rows_affected() == 1 {
-                    added.push(u.clone());
-                }
-            }
-            tx.commit().await?;
-            Ok(added)
-        })
+        self.add_each(
+            "INSERT INTO broadcast_members (room_id, user_id, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            room,
+            users,
+        )
+        .await
     }
 
     pub async fn remove_recipient(&self, room: &str, user: &str) -> sqlx::Result<bool> {
@@ -133,7 +119,7 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<Vec<UserRow>> {
-        let pattern = super::messages::like_pattern(name);
+        let pattern = super::like_pattern(name);
         db!(self, |pool, sql| {
             sqlx::query_as(&sql(
             "SELECT u.id, u.full_name, u.identifier, u.img FROM users u

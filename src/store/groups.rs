@@ -42,14 +42,15 @@ pub struct ReceiptRow {
     pub seen_at: Option<String>,
 }
 
-/// `%name%` for LIKE, with the pattern characters escaped.
-fn like(name: &str) -> String {
-    format!(
-        "%{}%",
-        name.replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    )
+impl ReceiptRow {
+    pub fn user(&self) -> UserRow {
+        UserRow {
+            id: self.id.clone(),
+            full_name: self.full_name.clone(),
+            identifier: self.identifier.clone(),
+            img: self.img.clone(),
+        }
+    }
 }
 
 impl Store {
@@ -116,7 +117,7 @@ impl Store {
              LIMIT $3 OFFSET $4"
         ))
         .bind(room)
-        .bind(like(name))
+        .bind(super::like_pattern(name))
         .bind(limit)
         .bind(offset)
         .fetch_all(pool)
@@ -157,7 +158,7 @@ impl Store {
         ))
         .bind(room)
         .bind(me)
-        .bind(like(name))
+        .bind(super::like_pattern(name))
         .bind(limit)
         .bind(offset)
         .fetch_all(pool)

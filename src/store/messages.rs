@@ -64,16 +64,6 @@ pub enum MessageFilter {
     Voice,
 }
 
-/// `%text%` for LIKE, with the pattern characters escaped.
-pub(super) fn like_pattern(text: &str) -> String {
-    format!(
-        "%{}%",
-        text.replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    )
-}
-
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// `plm`: the platform the sender sent it from.
@@ -228,7 +218,7 @@ impl Store {
              ORDER BY m.seq DESC LIMIT $4"
         );
         let text = search.text.trim().to_string();
-        let pattern = like_pattern(&text);
+        let pattern = super::like_pattern(&text);
         db!(self, |pool, sql| {
             sqlx::query_as(&sql(&query))
                 .bind(room)

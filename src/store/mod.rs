@@ -59,6 +59,16 @@ pub use users::{ClaimedProfile, UserRow};
 
 /// The SQL dialects: statements are written with PostgreSQL's `$N` placeholders, which SQLite
 /// reads as `?N` (the same numbered parameter, wherever it appears).
+/// `%text%` for `LIKE … ESCAPE '\\'`, with the pattern characters in `text` escaped.
+fn like_pattern(text: &str) -> String {
+    format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
 pub mod dialect {
     use std::borrow::Cow;
 

@@ -177,17 +177,34 @@ impl Store {
 
     /// Adds members; returns those who were not members before.
     pub async fn add_members(&self, room: &str, users: &[String]) -> sqlx::Result<Vec<String>> {
+        self.add_each(
+            "INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            room,
+            users,
+        )
+        .await
+    }
+
+    /// Runs `insert` (`$1` room, `$2` user, `$3` now; `ON CONFLICT DO NOTHING`) for each user in
+    /// one transaction; returns the users it added.
+    pub(super) async fn add_each(
+        &self,
+        insert: &str,
+        room: &str,
+        users: &[String],
+    ) -> sqlx::Result<Vec<String>> {
         let now = now_iso();
         let mut added = Vec::new();
         db!(self, |pool, sql| {
             let mut tx = pool.begin().await?;
             for u in users {
-                let r = sqlx::query(&sql("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"))
-            .bind(room)
-            .bind(u)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
+                let r = sqlx::query(&sql(insert))
+                    .bind(room)
+                    .bind(u)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
                 if r.rows_affected() == 1 {
                     added.push(u.clone());
                 }
@@ -362,13 +379,7 @@ impl Store {
              LIMIT $2 OFFSET $3"
         );
         let title = filter.title.trim().to_string();
-        let pattern = format!(
-            "%{}%",
-            title
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = super::like_pattern(&title);
         let rooms: Vec<RoomRow> = db!(self, |pool, sql| sqlx::query_as(&sql(&query))
             .bind(me)
             .bind(limit)

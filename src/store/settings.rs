@@ -119,10 +119,10 @@ impl Store {
         .await)
     }
 
-    /// Members of a room who muted it.
-    pub async fn muted_members(&self, room: &str) -> sqlx::Result<Vec<String>> {
+    /// Members of a room who did not mute it (who may be pushed for its messages).
+    pub async fn unmuted_member_ids(&self, room: &str) -> sqlx::Result<Vec<String>> {
         db!(self, |pool, sql| sqlx::query_scalar(&sql(
-            "SELECT user_id FROM room_members WHERE room_id = $1 AND muted = TRUE"
+            "SELECT user_id FROM room_members WHERE room_id = $1 AND muted = FALSE"
         ))
         .bind(room)
         .fetch_all(pool)

@@ -31,23 +31,7 @@ impl Store {
         user: &str,
         ids: &[String],
     ) -> sqlx::Result<HashSet<String>> {
-        if ids.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
-        let query = format!(
-            "SELECT message_id FROM message_one_seen WHERE user_id = $1 AND message_id IN ({})",
-            list.join(", ")
-        );
-        let rows: Vec<String> = db!(self, |pool, sql| {
-            let q = sql(&query);
-            let mut q = sqlx::query_scalar(&q).bind(user);
-            for id in ids {
-                q = q.bind(id);
-            }
-            q.fetch_all(pool).await
-        })?;
-        Ok(rows.into_iter().collect())
+        self.marked_among("message_one_seen", user, ids).await
     }
 
     /// Stars a message for `user` (again: no change).
@@ -106,12 +90,22 @@ impl Store {
 
     /// Which of `ids` `user` starred.
     pub async fn starred_among(&self, user: &str, ids: &[String]) -> sqlx::Result<HashSet<String>> {
+        self.marked_among("message_stars", user, ids).await
+    }
+
+    /// Which of `ids` have a row of `user` in `marks` (a per-user message mark table).
+    async fn marked_among(
+        &self,
+        marks: &str,
+        user: &str,
+        ids: &[String],
+    ) -> sqlx::Result<HashSet<String>> {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
         let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
         let query = format!(
-            "SELECT message_id FROM message_stars WHERE user_id = $1 AND message_id IN ({})",
+            "SELECT message_id FROM {marks} WHERE user_id = $1 AND message_id IN ({})",
             list.join(", ")
         );
         let rows: Vec<String> = db!(self, |pool, sql| {

@@ -161,12 +161,7 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> sqlx::Result<Vec<UserRow>> {
-        let pattern = format!(
-            "%{}%",
-            name.replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = super::like_pattern(name);
         db!(self, |pool, sql| sqlx::query_as(&sql(
             "SELECT id, full_name, identifier, img FROM users
              WHERE id <> $1 AND lower(full_name) LIKE lower($2) ESCAPE '\\'
