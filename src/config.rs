@@ -107,6 +107,9 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// Most members a group may have.
     pub max_group_members: u64,
+    /// Where uploaded files live: `file:///dir` or `s3://bucket/prefix` (a cluster needs a
+    /// bucket). Unset: `<data dir>/media`.
+    pub media_store: Option<String>,
 
     // ---- push ----
     /// Which provider device push keys belong to: `fcm` or `onesignal`.
@@ -211,6 +214,7 @@ impl Default for Config {
             max_image_bytes: 5 * 1024 * 1024,
             max_upload_bytes: 100 * 1024 * 1024,
             max_group_members: 1024,
+            media_store: None,
             push_provider: None,
             fcm_service_account: None,
             fcm_endpoint: None,
@@ -352,6 +356,9 @@ impl Config {
         self.validate_cluster()?;
         if self.session_ttl_secs == 0 {
             return Err("session ttl must be greater than 0".into());
+        }
+        if let Some(url) = &self.media_store {
+            crate::media::Location::parse(url)?;
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -573,6 +580,9 @@ pub struct ServeArgs {
     /// Most members a group may have [default: 1024]
     #[arg(long, env = "VCHAT_MAX_GROUP_MEMBERS")]
     pub max_group_members: Option<u64>,
+    /// Where uploaded files live: file:///absolute/dir or s3://bucket/prefix (endpoint, region and keys from the standard AWS_* variables) [default: <data dir>/media]
+    #[arg(long, env = "VCHAT_MEDIA_STORE")]
+    pub media_store: Option<String>,
     /// Provider of device push keys: fcm or onesignal [default: none]
     #[arg(long, env = "VCHAT_PUSH_PROVIDER")]
     pub push_provider: Option<String>,
@@ -724,6 +734,7 @@ impl ServeArgs {
             jwt_jwks_url,
             encrypt_hash_key,
             public_url,
+            media_store,
             push_provider,
             fcm_service_account,
             fcm_endpoint,

@@ -231,6 +231,15 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let (timers, fired) = crate::calls::timers::Timers::new(ledger);
     let window = Duration::from_secs(config.signin_failure_window_secs);
     let limits = crate::limits::Limits::new(&config)?;
+    let media = crate::media::Media::open(&config.data_dir, config.media_store.as_deref())?;
+    media.sweep_incoming();
+    media.backing().check().await;
+    if cluster.is_some() && matches!(media.backing(), crate::media::Backing::Dir { .. }) {
+        tracing::warn!(
+            "clustered with media in a directory: each node serves only the files it took \
+             unless that directory is shared; set VCHAT_MEDIA_STORE=s3://bucket/prefix"
+        );
+    }
     let app = Arc::new(App {
         notify: Notifier::new(
             io.clone(),
@@ -246,11 +255,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         signin_by_identifier: Lockout::new(config.signin_max_failures_per_identifier, window),
         signin_by_address: Lockout::new(config.signin_max_failures_per_address, window),
         profiles: Default::default(),
-        media: {
-            let media = crate::media::Media::new(&config.data_dir);
-            media.sweep_incoming();
-            media
-        },
+        media,
         push,
         limits,
         config,

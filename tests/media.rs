@@ -8,62 +8,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::uploads::*;
 use common::*;
 use serde_json::{json, Value};
-use sha2::Digest;
-
-struct Pair {
-    api: Api,
-    a: String,
-    b: String,
-    room: String,
-}
-
-async fn pair(server: &TestServer) -> Pair {
-    let api = server.api();
-    let (a, b) = (
-        token("alice", Some("a-phone")),
-        token("bob", Some("b-phone")),
-    );
-    api.touch(&b).await;
-    let room = api.peer_room(&a, "bob").await;
-    Pair { api, a, b, room }
-}
-
-/// A file part: bytes, file name, the type the client claims.
-struct File(Vec<u8>, &'static str, &'static str);
-
-async fn send_media(
-    p: &Pair,
-    kind: &str,
-    local: &str,
-    files: Vec<File>,
-    attachment: Option<Value>,
-) -> Reply {
-    let mut form = reqwest::multipart::Form::new()
-        .text("content", "📎")
-        .text("localId", local.to_string())
-        .text("messageType", kind.to_string())
-        .text("isEncrypted", "false");
-    if let Some(a) = attachment {
-        form = form.text("attachment", a.to_string());
-    }
-    for File(bytes, name, mime) in files {
-        form = form.part("file", file_part(bytes, name, mime));
-    }
-    p.api
-        .multipart(
-            "POST",
-            &format!("channel/{}/message/", p.room),
-            Some(&p.a),
-            form,
-        )
-        .await
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("{:x}", sha2::Sha256::digest(b))
-}
 
 /// A baseline JPEG of `w`×`h` uniform grey: one quantization table, one-symbol Huffman tables
 /// (DC difference 0, AC end-of-block), two bits per 8×8 block.
@@ -92,35 +39,6 @@ fn jpeg(w: u16, h: u16) -> Vec<u8> {
     b.extend(data);
     b.extend([0xff, 0xd9]);
     b
-}
-
-fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut b = ((body.len() + 8) as u32).to_be_bytes().to_vec();
-    b.extend(kind);
-    b.extend(body);
-    b
-}
-
-/// An MP4 file: `ftyp`, `mdat` with `payload`, and a `moov` with its movie header.
-fn mp4(payload: &[u8], duration_ms: u32) -> Vec<u8> {
-    let mut ftyp = b"isom".to_vec();
-    ftyp.extend(0x200u32.to_be_bytes());
-    ftyp.extend(b"isommp41");
-    let mut mvhd = vec![0u8; 4 + 4 + 4];
-    mvhd.extend(1000u32.to_be_bytes());
-    mvhd.extend(duration_ms.to_be_bytes());
-    mvhd.extend(0x0001_0000u32.to_be_bytes());
-    mvhd.extend(0x0100u16.to_be_bytes());
-    mvhd.extend([0u8; 10]);
-    for v in [0x0001_0000u32, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000] {
-        mvhd.extend(v.to_be_bytes());
-    }
-    mvhd.extend([0u8; 24]);
-    mvhd.extend(2u32.to_be_bytes());
-    let mut out = mp4_box(b"ftyp", &ftyp);
-    out.extend(mp4_box(b"mdat", payload));
-    out.extend(mp4_box(b"moov", &mp4_box(b"mvhd", &mvhd)));
-    out
 }
 
 /// Ogg's CRC-32 (polynomial 0x04c11db7, not reflected, no final xor).
@@ -175,14 +93,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
-}
-
-async fn fetch(url: &str, range: Option<&str>) -> reqwest::Response {
-    let mut req = reqwest::Client::new().get(url);
-    if let Some(r) = range {
-        req = req.header("range", r);
-    }
-    req.send().await.unwrap()
 }
 
 #[tokio::test]
@@ -515,12 +425,11 @@ async fn refused_uploads_store_nothing_and_emit_nothing() {
     r.err(403);
 
     bob.assert_none("v1OnNewMessage").await;
-    let media = server.data_dir.join("media");
-    assert!(files_under(&media.join("m")).is_empty(), "nothing kept");
-    assert!(
-        files_under(&media.join(".incoming")).is_empty(),
-        "nothing left"
-    );
+    assert!(server.kept_files("m").await.is_empty(), "nothing kept");
+    for dir in server.data_dirs() {
+        let incoming = dir.join("media").join(".incoming");
+        assert!(files_under(&incoming).is_empty(), "nothing left");
+    }
     let page = p
         .api
         .get(&format!("channel/{}/message/", p.room), &p.b)
@@ -543,6 +452,9 @@ fn peak_rss(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn an_upload_over_the_limit_is_refused_while_it_streams() {
+    if common::cluster::single_node_only("the memory of the one process that takes the upload") {
+        return;
+    }
     const LIMIT: usize = 4 * 1024 * 1024;
     let server = TestServer::start_with(&[("VCHAT_MAX_UPLOAD_BYTES", &LIMIT.to_string())]);
     let p = pair(&server).await;
@@ -588,9 +500,8 @@ async fn an_upload_over_the_limit_is_refused_while_it_streams() {
         after - before,
         LIMIT * 10
     );
-    let media = server.data_dir.join("media");
-    wait_files(&media.join(".incoming"), 0).await;
-    assert_eq!(files_under(&media.join("m")).len(), 1);
+    wait_files(&server.data_dir.join("media").join(".incoming"), 0).await;
+    assert_eq!(server.kept_files("m").await.len(), 1);
 }
 
 /// A file message of `size` bytes over a raw socket: writes it in a task (ignoring write errors
@@ -713,6 +624,9 @@ async fn wait_files(dir: &Path, n: usize) {
 
 #[tokio::test]
 async fn uploads_cut_off_leave_no_message_and_no_file() {
+    if common::cluster::single_node_only("SIGKILL and restart of one process") {
+        return;
+    }
     let server = TestServer::start();
     let p = pair(&server).await;
     let incoming = server.data_dir.join("media").join(".incoming");
@@ -738,5 +652,5 @@ async fn uploads_cut_off_leave_no_message_and_no_file() {
         .await
         .ok();
     assert_eq!(page["docs"], json!([]));
-    assert!(files_under(&server.data_dir.join("media").join("m")).is_empty());
+    assert!(server.kept_files("m").await.is_empty());
 }

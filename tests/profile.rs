@@ -19,7 +19,7 @@ async fn image(api: &Api, t: &str, bytes: Vec<u8>, name: &str, mime: &str) -> Re
 #[tokio::test]
 async fn an_image_is_checked_stored_served_and_shown_to_peers() {
     if common::cluster::single_node_only(
-        "uploaded files live in one node's data dir until media can live in a bucket (issue 9)",
+        "other nodes drop their cached profile when told over pub/sub: a message sent through another node within that moment can carry the old image",
     ) {
         return;
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{any, delete, get, patch, post};
 use axum::Router;
 
 use crate::app::{App, MAX_BODY_BYTES};
@@ -227,18 +227,25 @@ pub fn metrics_router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Uploaded files: names are random and never reused, so they can be cached for good. Range
-/// requests, content types and conditional requests are tower-http's `ServeDir`.
+/// Uploaded files: names are random or content hashes and never reused, so they can be cached
+/// for good. The directory store is tower-http's `ServeDir` (ranges, types, conditional
+/// requests); the bucket store streams objects through `media::serve` with the same answers.
 fn media(app: &App) -> Router {
     use axum::http::{header, HeaderValue};
     use tower_http::services::ServeDir;
     use tower_http::set_header::SetResponseHeaderLayer;
-    let files = ServeDir::new(app.media.root()).not_found_service(axum::routing::any(not_found));
-    Router::new()
-        .fallback_service(files)
+    let files = match app.media.backing() {
+        crate::media::Backing::Dir { root, .. } => {
+            Router::new().fallback_service(ServeDir::new(root).not_found_service(any(not_found)))
+        }
+        crate::media::Backing::Bucket { store, .. } => Router::new()
+            .fallback(crate::media::serve::object)
+            .with_state(store.clone()),
+    };
+    files
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
+            HeaderValue::from_static(crate::media::store::CACHE_CONTROL),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,

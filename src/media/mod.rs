@@ -2,18 +2,25 @@
 //! data dir with server-made names (never a client-chosen path), and served at absolute URLs
 //! under the public base URL, which is how V Chat clients load them.
 
+pub mod serve;
 pub mod sniff;
 pub mod spool;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
+use object_store::path::Path as Key;
+
 pub use spool::{Spool, SpoolError, Upload};
+pub use store::{Backing, Location};
 
 use crate::wire::ApiError;
 
-/// Where uploads live, and the URL path they are served under.
+/// Where uploads arrive, where they are kept, and the URL path they are served under.
 pub struct Media {
-    root: PathBuf,
+    backing: Backing,
+    /// Spooled uploads: inside the directory store (kept by a rename), else under the data dir.
+    incoming: PathBuf,
 }
 
 /// URL path prefix of stored files.
@@ -27,24 +34,27 @@ pub fn sniff_image(bytes: &[u8]) -> Option<ImageInfo> {
 }
 
 impl Media {
-    pub fn new(data_dir: &Path) -> Media {
-        Media {
-            root: data_dir.join("media"),
-        }
+    /// `location`: `VCHAT_MEDIA_STORE`, else `<data dir>/media`.
+    pub fn open(data_dir: &Path, location: Option<&str>) -> Result<Media, String> {
+        let location = match location {
+            Some(url) => Location::parse(url)?,
+            None => Location::Dir(data_dir.join("media")),
+        };
+        let backing = Backing::open(&location)?;
+        let incoming = match &location {
+            Location::Dir(root) => root.join(".incoming"),
+            Location::Bucket { .. } => data_dir.join("media").join(".incoming"),
+        };
+        Ok(Media { backing, incoming })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn incoming(&self) -> PathBuf {
-        self.root.join(".incoming")
+    pub fn backing(&self) -> &Backing {
+        &self.backing
     }
 
     /// Deletes what uploads cut off by a kill left behind (call at start, before serving).
     pub fn sweep_incoming(&self) {
-        let dir = self.incoming();
-        if let Ok(entries) = std::fs::read_dir(&dir) {
+        if let Ok(entries) = std::fs::read_dir(&self.incoming) {
             for e in entries.flatten() {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -58,30 +68,25 @@ impl Media {
         file_name: Option<String>,
         limit: u64,
     ) -> Result<Spool, SpoolError> {
-        Spool::create(self.incoming(), field, file_name, limit).await
+        Spool::create(self.incoming.clone(), field, file_name, limit).await
     }
 
-    /// Serves a received file: moves it under `folder` with a name made of its hash and `ext`,
+    /// Serves a received file: keeps it under `folder` with a name made of its hash and `ext`,
     /// and returns its URL path. The same content uploaded twice is one file.
     pub async fn keep(&self, mut up: Upload, folder: &str, ext: &str) -> Result<String, ApiError> {
-        let dir = self.root.join(folder);
-        let name = format!("{}.{ext}", up.sha256);
-        let from = up.path.take().expect("an upload not kept yet");
-        let moved = async {
-            tokio::fs::create_dir_all(&dir).await?;
-            tokio::fs::rename(&from, dir.join(&name)).await
-        };
-        if let Err(e) = moved.await {
-            let _ = tokio::fs::remove_file(&from).await;
-            tracing::error!(error = %e, "cannot store an upload");
-            return Err(ApiError::Internal("cannot store the file".into()));
-        }
-        Ok(format!("{URL_PREFIX}/{folder}/{name}"))
+        let name = format!("{folder}/{}.{ext}", up.sha256);
+        let local = up.path.take().expect("an upload not kept yet");
+        let kept = self
+            .backing
+            .keep_file(&local, &Key::from(name.as_str()))
+            .await;
+        // Gone after a rename; a bucket has its copy (or failed): either way not needed here.
+        let _ = tokio::fs::remove_file(&local).await;
+        kept.map(|()| format!("{URL_PREFIX}/{name}"))
     }
 
     /// Stores an image (refusing anything that is not one) and returns its URL path
-    /// (`/media/<folder>/<random>.<ext>`). Written to a temporary name and renamed, so a crash
-    /// never leaves half a file under a served name.
+    /// (`/media/<folder>/<random>.<ext>`). Never half a file under a served name.
     pub async fn save_image(&self, folder: &str, bytes: &[u8]) -> Result<String, ApiError> {
         if bytes.is_empty() {
             return Err(ApiError::bad("the image file is empty"));
@@ -89,20 +94,11 @@ impl Media {
         let info = sniff_image(bytes).ok_or_else(|| {
             ApiError::bad("the file is not an image (PNG, JPEG, GIF or WebP, checked by content)")
         })?;
-        let dir = self.root.join(folder);
-        let name = format!("{}.{}", crate::ids::random_hex(16), info.ext);
-        let tmp = dir.join(format!(".{name}.part"));
-        let write = async {
-            tokio::fs::create_dir_all(&dir).await?;
-            tokio::fs::write(&tmp, bytes).await?;
-            tokio::fs::rename(&tmp, dir.join(&name)).await
-        };
-        if let Err(e) = write.await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            tracing::error!(error = %e, "cannot store an upload");
-            return Err(ApiError::Internal("cannot store the file".into()));
-        }
-        Ok(format!("{URL_PREFIX}/{folder}/{name}"))
+        let name = format!("{folder}/{}.{}", crate::ids::random_hex(16), info.ext);
+        self.backing
+            .put(&Key::from(name.as_str()), bytes.to_vec())
+            .await?;
+        Ok(format!("{URL_PREFIX}/{name}"))
     }
 }
 

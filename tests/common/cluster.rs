@@ -431,6 +431,7 @@ pub struct Spread {
     node_urls: Vec<String>,
     prefix: String,
     redis: TestRedis,
+    _s3: super::s3::TestS3,
 }
 
 impl Spread {
@@ -441,6 +442,14 @@ impl Spread {
         if owns_db {
             env.push(("VCHAT_DATABASE_URL".into(), fresh_postgres_database()));
         }
+        // Every node serves every file: media lives in a bucket.
+        let s3 = super::s3::TestS3::get("VCHAT_TEST_NODES")
+            .expect("VCHAT_TEST_NODES needs an S3 server (VCHAT_TEST_S3_URL or moto_server)");
+        let bucket = (!env.iter().any(|(k, _)| k == "VCHAT_MEDIA_STORE")).then(|| {
+            let b = s3.bucket("media");
+            env.extend(b.env.iter().cloned());
+            b
+        });
         // nginx's port first: links the nodes build (images, media) point at it.
         let port = free_port();
         let public = format!("http://127.0.0.1:{port}");
@@ -462,6 +471,7 @@ impl Spread {
         };
         let mut first = TestServer::spawn_one(data_dir, node_env(0));
         first.owns_db = owns_db;
+        first.bucket = bucket;
         let peers: Vec<TestServer> = (1..spread_nodes())
             .map(|i| TestServer::spawn_one(super::temp_dir(), node_env(i)))
             .collect();
@@ -480,6 +490,7 @@ impl Spread {
             node_urls,
             prefix,
             redis,
+            _s3: s3,
         };
         // Every node sees every other before the test starts.
         let urls = spread.node_urls.clone();
@@ -500,6 +511,10 @@ impl Spread {
         }
         first.spread = Some(Box::new(spread));
         first
+    }
+
+    pub fn peer_data_dirs(&self) -> Vec<PathBuf> {
+        self.peers.iter().map(|p| p.data_dir.clone()).collect()
     }
 
     /// Every node's `/metrics`, each sample summed over the nodes, except who is online:

@@ -31,6 +31,8 @@ pub struct TestServer {
     /// `VCHAT_TEST_NODES=2`: this "server" is a cluster behind nginx (`url` is nginx's); the
     /// other nodes, nginx and Redis live here.
     spread: Option<Box<cluster::Spread>>,
+    /// Where this server keeps media when it is a bucket (spread over a cluster).
+    pub bucket: Option<s3::Bucket>,
 }
 
 fn temp_dir() -> PathBuf {
@@ -132,6 +134,7 @@ impl TestServer {
             keep_dir: false,
             owns_db,
             spread: None,
+            bucket: None,
         }
     }
 
@@ -192,6 +195,37 @@ impl TestServer {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe_kill(self.child.id(), 15);
         self.child.wait().unwrap()
+    }
+
+    /// Every node's data dir (one, unless spread over a cluster).
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.data_dir.clone()];
+        if let Some(spread) = &self.spread {
+            dirs.extend(spread.peer_data_dirs());
+        }
+        dirs
+    }
+
+    /// The names of the files kept under `folder` (`m`: media messages), wherever the server
+    /// keeps them: its bucket, else its data dir.
+    pub async fn kept_files(&self, folder: &str) -> Vec<String> {
+        match &self.bucket {
+            Some(b) => {
+                let under = format!("{}/{folder}/", b.prefix);
+                b.keys()
+                    .await
+                    .into_iter()
+                    .filter_map(|k| k.strip_prefix(&under).map(str::to_string))
+                    .collect()
+            }
+            None => std::fs::read_dir(self.data_dir.join("media").join(folder))
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// A new process on the same data dir (after `kill` or `terminate`).
@@ -446,6 +480,8 @@ impl Api {
 }
 
 pub mod cluster;
+pub mod s3;
+pub mod uploads;
 
 // ---------------- Socket.IO clients through the Node driver ----------------
 
