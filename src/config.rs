@@ -36,6 +36,8 @@ pub struct Config {
     pub max_call_ms: u64,
     /// tracing filter, e.g. `info` or `vchat_signal=debug`.
     pub log: String,
+    /// `text` (default) or `json`: one JSON object per line for log shippers.
+    pub log_format: String,
     /// Shared secret with the TURN server (coturn `static-auth-secret`). Without it, and with the
     /// embedded TURN server on, a secret is generated for the session.
     pub turn_secret: Option<String>,
@@ -184,6 +186,7 @@ impl Default for Config {
             reconnect_grace_ms: 30_000,
             max_call_ms: 12 * 3600 * 1000,
             log: "info".into(),
+            log_format: "text".into(),
             turn_secret: None,
             turn_urls: Vec::new(),
             turn_ttl: 4 * 3600,
@@ -357,6 +360,12 @@ impl Config {
         if self.session_ttl_secs == 0 {
             return Err("session ttl must be greater than 0".into());
         }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "log format must be text or json, got {:?}",
+                self.log_format
+            ));
+        }
         if let Some(url) = &self.media_store {
             crate::media::Location::parse(url)?;
         }
@@ -489,6 +498,9 @@ pub struct ServeArgs {
     /// tracing filter [default: info]
     #[arg(long, env = "VCHAT_LOG")]
     pub log: Option<String>,
+    /// Log lines as text or json (one object per line, with the call's meet_id and user on call lines) [default: text]
+    #[arg(long, env = "VCHAT_LOG_FORMAT")]
+    pub log_format: Option<String>,
     /// TURN REST shared secret (coturn static-auth-secret) [default: random per run]
     #[arg(long, env = "VCHAT_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
@@ -689,6 +701,7 @@ impl ServeArgs {
             reconnect_grace_ms,
             max_call_ms,
             log,
+            log_format,
             turn_urls,
             turn_ttl,
             turn_listen,

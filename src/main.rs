@@ -98,12 +98,21 @@ fn main() -> std::process::ExitCode {
 fn serve(args: ServeArgs) -> Result<(), String> {
     let config = args.resolve()?;
     // Logs go to stderr: stdout carries the one "listening on" line scripts read.
-    tracing_subscriber::fmt()
+    let filter = EnvFilter::try_new(&config.log).map_err(|e| format!("invalid log filter: {e}"))?;
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_new(&config.log).map_err(|e| format!("invalid log filter: {e}"))?,
-        )
-        .init();
+        .with_env_filter(filter);
+    if config.log_format == "json" {
+        // The event's fields at the top level, the enclosing spans' (a call's meet_id and
+        // user) under "span" and "spans".
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        logs.init();
+    }
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let server = vchat_signal::start(config).await?;

@@ -30,9 +30,7 @@ async fn push_to(app: &App, users: Vec<String>, n: Notification) {
     if devices.is_empty() {
         return;
     }
-    app.metrics
-        .push_enqueued
-        .fetch_add(devices.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    app.metrics.push_enqueued.inc_by(devices.len() as u64);
     let targets = devices
         .into_iter()
         .map(|d| PushTarget {

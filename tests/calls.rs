@@ -1037,3 +1037,156 @@ async fn an_instant_answer_keeps_the_max_duration_timer() {
         assert_eq!(history_status(&p.api, &p.a, &meet).await, "finished");
     }
 }
+
+#[tokio::test]
+async fn metrics_count_and_time_a_call() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a-phone", &p.a).await;
+    let mut b = d.connect("b-phone", &p.b).await;
+    let before = server.metrics().await;
+    let moved = |after: &str, name: &str| metric_value(after, name) - metric_value(&before, name);
+
+    let meet = create(&p, json!("offer")).await;
+    b.expect("v1OnNewCall").await;
+    p.api
+        .post(
+            &format!("call/accept/{meet}"),
+            &p.b,
+            json!({"payload": "answer"}),
+        )
+        .await
+        .ok();
+    a.expect("v1OnCallAccepted").await;
+    let cand = json!({"meetId": meet, "data": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
+                                               "sdpMid": "0", "sdpMLineIndex": 0}});
+    a.emit("v1IceCandidate", &cand).await;
+    b.expect("v1OnIceCandidate").await;
+    p.act("end", &meet, &p.a).await.ok();
+    b.expect("v1OnCallEnded").await;
+
+    let after = server.metrics().await;
+    assert_eq!(moved(&after, "vchat_calls_created_total"), 1.0);
+    assert_eq!(
+        moved(&after, "vchat_calls_ended_total{status=\"finished\"}"),
+        1.0
+    );
+    assert_eq!(moved(&after, "vchat_ice_relayed_total"), 1.0);
+    assert_eq!(moved(&after, "vchat_time_to_ring_seconds_count"), 1.0);
+    assert_eq!(moved(&after, "vchat_time_to_answer_seconds_count"), 1.0);
+    assert_eq!(moved(&after, "vchat_relay_seconds_count"), 1.0);
+    assert!(moved(&after, "vchat_time_to_ring_seconds_sum") > 0.0);
+    // Create, accept and end each committed a call row.
+    assert_eq!(
+        moved(&after, "vchat_store_commit_seconds_count{what=\"call\"}"),
+        3.0
+    );
+    for (method, route) in [
+        ("POST", "/api/v2/call/create/{room_id}"),
+        ("POST", "/api/v2/call/accept/{meet_id}"),
+        ("POST", "/api/v2/call/end/{meet_id}"),
+    ] {
+        let series = format!(
+            "vchat_http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\",status=\"200\"}}"
+        );
+        assert_eq!(moved(&after, &series), 1.0, "{series}");
+    }
+
+    // The body is OpenMetrics from one node: one HELP and TYPE per family, samples named
+    // after it, and the end marker.
+    if common::cluster::spread_nodes() == 1 {
+        let r = reqwest::get(format!("{}/metrics", server.url))
+            .await
+            .unwrap();
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        let text = r.text().await.unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let mut families = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap().to_string();
+            assert!(families.insert(name), "{line} twice");
+        }
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().unwrap();
+            assert!(
+                families.iter().any(|f| name.starts_with(f.as_str())),
+                "{line} has no family"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_meet_id_and_user_on_call_lines() {
+    if common::cluster::single_node_only("reads one process's log") {
+        return;
+    }
+    let log = std::env::temp_dir().join(format!(
+        "vchat-json-log-{}.txt",
+        vchat_signal::ids::random_hex(6)
+    ));
+    let server = TestServer::start_with(&[
+        ("VCHAT_LOG_FORMAT", "json"),
+        ("VCHAT_LOG", "info"),
+        ("VCHAT_TEST_STDERR", log.to_str().unwrap()),
+    ]);
+    let p = pair(&server).await;
+    let meet = create(&p, json!("offer")).await;
+    p.api
+        .post(
+            &format!("call/accept/{meet}"),
+            &p.b,
+            json!({"payload": "answer"}),
+        )
+        .await
+        .ok();
+    p.act("end", &meet, &p.a).await.ok();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_call: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["span"]["name"] == "call")
+        .collect();
+    let messages: Vec<&str> = of_call
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(messages.contains(&"call ringing"), "{text}");
+    assert_eq!(
+        messages.iter().filter(|m| **m == "call transition").count(),
+        2,
+        "accept and end: {text}"
+    );
+    for l in &of_call {
+        assert_eq!(l["span"]["meet_id"], meet.as_str(), "{l}");
+        assert!(!l["span"]["user"].as_str().unwrap().is_empty(), "{l}");
+        assert!(l["level"].is_string() && l["timestamp"].is_string(), "{l}");
+    }
+    // Each line names whose action it was.
+    let users: Vec<&str> = of_call
+        .iter()
+        .map(|l| l["span"]["user"].as_str().unwrap())
+        .collect();
+    assert_ne!(
+        users.first(),
+        users.get(1),
+        "the caller creates, the callee accepts"
+    );
+}
+
+#[test]
+fn an_unknown_log_format_stops_the_server_at_start() {
+    let err = refused_start(&[("VCHAT_LOG_FORMAT", "xml")]);
+    assert!(err.contains("log format must be text or json"), "{err}");
+}

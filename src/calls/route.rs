@@ -94,6 +94,20 @@ pub async fn act(
     meet_id: &str,
     action: Action,
 ) -> Result<Status, ApiError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!("call", meet_id = %meet_id, user = %who.user_id);
+    act_as(app, who, device, meet_id, action)
+        .instrument(span)
+        .await
+}
+
+async fn act_as(
+    app: &Arc<App>,
+    who: &Identity,
+    device: &str,
+    meet_id: &str,
+    action: Action,
+) -> Result<Status, ApiError> {
     let req = Request::Act {
         meet_id: meet_id.into(),
         user: who.user_id.clone(),

@@ -21,6 +21,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::ice::IceServer;
 use crate::ids::{iso, new_id};
+use crate::metrics::Commit;
 use crate::realtime::presence::{is_socket_device, socket_device};
 use crate::store::{CallRecord, RoomKind};
 use crate::wire::events;
@@ -164,6 +165,26 @@ pub async fn create(
     room_id: &str,
     body: CreateCall,
 ) -> Result<CreatedCall, ApiError> {
+    use tracing::Instrument;
+    // `meet_id` is filled in once the call has one.
+    let span = tracing::info_span!(
+        "call",
+        meet_id = tracing::field::Empty,
+        user = %who.user_id
+    );
+    create_as(app, who, device, room_id, body)
+        .instrument(span)
+        .await
+}
+
+async fn create_as(
+    app: &Arc<App>,
+    who: &Identity,
+    device: String,
+    room_id: &str,
+    body: CreateCall,
+) -> Result<CreatedCall, ApiError> {
+    let started = std::time::Instant::now();
     let platform = body.meet_platform.unwrap_or_else(|| "webRtc".into());
     match platform.as_str() {
         "webRtc" => {}
@@ -216,6 +237,7 @@ pub async fn create(
         .check_call(&who.user_id, &peer.id)
         .map_err(ApiError::TooManyRequests)?;
     let meet_id = new_id();
+    tracing::Span::current().record("meet_id", meet_id.as_str());
     let busy_error = |busy| match busy {
         Busy::Callee => ApiError::bad("peerUserInCallNow"),
         Busy::Caller => ApiError::bad("you are already in another call"),
@@ -249,7 +271,10 @@ pub async fn create(
         rev: 1,
         held_ice: Vec::new(),
     };
-    if let Err(e) = app.store.insert_call(&record_of(&call), app.node()).await {
+    let writing = std::time::Instant::now();
+    let inserted = app.store.insert_call(&record_of(&call), app.node()).await;
+    app.metrics.committed(Commit::Call, writing);
+    if let Err(e) = inserted {
         app.calls.release(&who.user_id, &meet_id);
         app.calls.release(&peer.id, &meet_id);
         crate::calls::busy::unhold_pair(app, &call.caller, &call.callee, &meet_id).await;
@@ -277,6 +302,9 @@ pub async fn create(
     let live = guard.as_mut().expect("just inserted");
     let rung = ring(app, live, None);
     drop(guard);
+    app.metrics
+        .time_to_ring
+        .observe(started.elapsed().as_secs_f64());
     if rung == 0 {
         crate::wake::incoming_call(app, &peer.id, who, room_id, &meet_id).await;
     }
@@ -362,13 +390,19 @@ async fn transition(
             ApiError::bad(e.to_string())
         }
     })?;
+    let writing = std::time::Instant::now();
     let saved = app.store.save_call(&record_of(&next), live.call.rev).await;
+    app.metrics.committed(Commit::Call, writing);
     if !matches!(saved, Ok(true)) {
         app.metrics.inc(|m| &m.call_commit_failures);
         return Err(match saved {
             Err(e) => e.into(),
             _ => ApiError::Internal("the call changed in the store under us".into()),
         });
+    }
+    if let (None, Some(answered)) = (live.call.accepted_at, next.accepted_at) {
+        let ringing = (answered - next.created_at).to_std().unwrap_or_default();
+        app.metrics.time_to_answer.observe(ringing.as_secs_f64());
     }
     live.call = next;
     tracing::info!(
@@ -503,6 +537,7 @@ pub async fn relay_ice_here(
     meet_id: &str,
     payload: Value,
 ) -> Result<(), String> {
+    let arrived = std::time::Instant::now();
     let Some(mut guard) = app.calls.lock(meet_id).await else {
         return Err(format!("no live call with meetId {meet_id:?}"));
     };
@@ -514,6 +549,7 @@ pub async fn relay_ice_here(
         perform(app, live, effect, &mut notes);
     }
     app.metrics.inc(|m| &m.ice_relayed);
+    app.metrics.relay.observe(arrived.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -640,6 +676,13 @@ pub fn run_timers(app: Arc<App>, mut fired: mpsc::UnboundedReceiver<Fired>) {
 }
 
 async fn on_timer(app: Arc<App>, f: Fired) {
+    use tracing::Instrument;
+    // The server acts here, not a user.
+    let span = tracing::info_span!("call", meet_id = %f.meet_id, user = "server");
+    timer_fired(app, f).instrument(span).await
+}
+
+async fn timer_fired(app: Arc<App>, f: Fired) {
     let Some(mut guard) = app.calls.lock(&f.meet_id).await else {
         return;
     };

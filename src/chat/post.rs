@@ -14,7 +14,11 @@ use crate::wire::ApiError;
 /// Commits a message, then announces it to the room and wakes members who are asleep, if it
 /// is new (a retry announces nothing).
 pub async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), ApiError> {
-    match app.store.insert_message(msg).await? {
+    let writing = std::time::Instant::now();
+    let inserted = app.store.insert_message(msg).await;
+    app.metrics
+        .committed(crate::metrics::Commit::Message, writing);
+    match inserted? {
         Inserted::Created(row) => {
             app.metrics.inc(|m| &m.messages_sent);
             app.notify

@@ -195,6 +195,7 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .route("/user-ban/{identifier}/un-ban", post(bans::unban))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(uploads)
+        .route_layer(middleware::from_fn_with_state(app.clone(), timed))
         .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn(refuse_nul_in_url));
 
@@ -261,6 +262,28 @@ async fn run_to_completion(req: Request, next: Next) -> Response {
         Ok(response) => response,
         Err(e) => ApiError::Internal(format!("request failed: {e}")).into_response(),
     }
+}
+
+/// `vchat_http_request_duration_seconds` by method, route template and status.
+async fn timed(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    route: axum::extract::MatchedPath,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().as_str().to_string();
+    let route = route.as_str().to_string();
+    let res = next.run(req).await;
+    app.metrics.http_request(
+        crate::metrics::Route {
+            method,
+            route,
+            status: res.status().as_u16(),
+        },
+        started,
+    );
+    res
 }
 
 /// Ids and names in paths and queries end up in store lookups (see `wire::nul`).

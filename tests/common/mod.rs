@@ -92,9 +92,13 @@ impl TestServer {
                 "VCHAT_LOG",
                 std::env::var("VCHAT_TEST_LOG").unwrap_or("warn".into()),
             )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in &env {
+            .stdout(Stdio::piped());
+        // `VCHAT_TEST_STDERR=<file>`: the server's log goes there (for tests that read it).
+        match env.iter().find(|(k, _)| k == "VCHAT_TEST_STDERR") {
+            Some((_, path)) => cmd.stderr(std::fs::File::create(path).expect("log file")),
+            None => cmd.stderr(Stdio::inherit()),
+        };
+        for (k, v) in env.iter().filter(|(k, _)| k != "VCHAT_TEST_STDERR") {
             // An empty value removes a default setting (e.g. run without the JWT secret).
             if v.is_empty() {
                 cmd.env_remove(k);
