@@ -1,6 +1,6 @@
 //! An S3-compatible server for the media store: `VCHAT_TEST_S3_URL` (one already running, as
 //! `.ci/run` starts for the whole run), else moto's `moto_server` (PyPI `moto[server]`, from
-//! PATH or `target/s3-venv`, where `.ci/run` installs it) started on a free port for the test.
+//! PATH or `target/s3-venv`, installed there when missing) started on a free port for the test.
 //! Each test gets a bucket of its own.
 
 use std::process::{Child, Command, Stdio};
@@ -37,19 +37,46 @@ fn answers(url: &str) -> bool {
     run(async move { ::reqwest::get(&url).await.is_ok() })
 }
 
+/// moto's server: on PATH, else in `target/s3-venv`, installed there once if missing (so `cargo
+/// test` alone works on a fresh checkout with Python 3, like the npm clients do).
 fn moto_server() -> Option<std::path::PathBuf> {
-    let venv =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/s3-venv/bin/moto_server");
-    if venv.exists() {
-        return Some(venv);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/s3-venv");
+    let bin = venv.join("bin/moto_server");
+    if bin.exists() {
+        return Some(bin);
     }
     let on_path = Command::new("moto_server")
         .arg("--help")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok();
-    on_path.then(|| "moto_server".into())
+        .is_ok_and(|s| s.success());
+    if on_path {
+        return Some("moto_server".into());
+    }
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if bin.exists() {
+            return;
+        }
+        eprintln!("installing moto[server] into {} (once)", venv.display());
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        let installed = made
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check", "-r"])
+                .arg(root.join("tests/support/s3-requirements.txt"))
+                .status()
+                .is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!("could not install moto[server] (needs python3 with venv and PyPI)");
+        }
+    });
+    bin.exists().then_some(bin)
 }
 
 impl TestS3 {
