@@ -87,21 +87,8 @@ fn unavailable(e: AskError) -> ApiError {
 }
 
 /// A user's action on a call (accept, reject, cancel, end, end/v2). Returns the new status.
+#[tracing::instrument(name = "call", skip_all, fields(meet_id = %meet_id, user = %who.user_id))]
 pub async fn act(
-    app: &Arc<App>,
-    who: &Identity,
-    device: &str,
-    meet_id: &str,
-    action: Action,
-) -> Result<Status, ApiError> {
-    use tracing::Instrument;
-    let span = tracing::info_span!("call", meet_id = %meet_id, user = %who.user_id);
-    act_as(app, who, device, meet_id, action)
-        .instrument(span)
-        .await
-}
-
-async fn act_as(
     app: &Arc<App>,
     who: &Identity,
     device: &str,

@@ -158,26 +158,9 @@ pub fn acting_device(app: &App, who: &Identity, socket_hint: Option<&str>) -> St
     }
 }
 
+// `meet_id` is filled in once the call has one.
+#[tracing::instrument(name = "call", skip_all, fields(meet_id = tracing::field::Empty, user = %who.user_id))]
 pub async fn create(
-    app: &Arc<App>,
-    who: &Identity,
-    device: String,
-    room_id: &str,
-    body: CreateCall,
-) -> Result<CreatedCall, ApiError> {
-    use tracing::Instrument;
-    // `meet_id` is filled in once the call has one.
-    let span = tracing::info_span!(
-        "call",
-        meet_id = tracing::field::Empty,
-        user = %who.user_id
-    );
-    create_as(app, who, device, room_id, body)
-        .instrument(span)
-        .await
-}
-
-async fn create_as(
     app: &Arc<App>,
     who: &Identity,
     device: String,
@@ -675,14 +658,9 @@ pub fn run_timers(app: Arc<App>, mut fired: mpsc::UnboundedReceiver<Fired>) {
     });
 }
 
+// The server acts here, not a user.
+#[tracing::instrument(name = "call", skip_all, fields(meet_id = %f.meet_id, user = "server"))]
 async fn on_timer(app: Arc<App>, f: Fired) {
-    use tracing::Instrument;
-    // The server acts here, not a user.
-    let span = tracing::info_span!("call", meet_id = %f.meet_id, user = "server");
-    timer_fired(app, f).instrument(span).await
-}
-
-async fn timer_fired(app: Arc<App>, f: Fired) {
     let Some(mut guard) = app.calls.lock(&f.meet_id).await else {
         return;
     };

@@ -83,7 +83,10 @@ impl TestS3 {
     /// `None` (said on stderr) when there is none to be had outside CI; under `CI=true` a
     /// missing one fails the test.
     pub fn get(what: &str) -> Option<TestS3> {
-        if let Ok(url) = std::env::var("VCHAT_TEST_S3_URL") {
+        if let Some(url) = std::env::var("VCHAT_TEST_S3_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
             return Some(TestS3 {
                 url,
                 child: None,
