@@ -50,6 +50,14 @@ struct Opts {
     node_reference: PathBuf,
     no_node: bool,
     vchat_bin: Option<PathBuf>,
+    /// Another vchat-signal binary in the second column instead of the Node reference (a change
+    /// measured against the build before it, side by side in one run).
+    against: Option<PathBuf>,
+    /// Pin every server to this core, and the load generator to `load_core`.
+    server_core: Option<usize>,
+    load_core: Option<usize>,
+    /// Run only these scenarios (connections, setup, relay, presence); all when empty.
+    only: Vec<String>,
     client_threads: usize,
     connect_concurrency: Option<usize>,
 }
@@ -111,10 +119,16 @@ fn usage() -> ! {
     eprintln!(
         "usage: cargo run --release --example bench -- [--quick] [--node-reference PATH] [--no-node]\n\
          \x20                                          [--vchat-bin PATH] [--client-threads N]\n\
-         \x20                                          [--connect-concurrency N] [--cluster]"
+         \x20                                          [--connect-concurrency N] [--cluster]\n\
+         \x20                                          [--against OTHER-VCHAT-BINARY]\n\
+         \x20                                          [--server-core N] [--load-core N]\n\
+         \x20                                          [--only connections,setup,relay,presence]"
     );
     std::process::exit(2)
 }
+
+/// The scenarios `--only` picks from, in the order they run.
+const SCENARIOS: [&str; 4] = ["connections", "setup", "relay", "presence"];
 
 fn parse_opts() -> Opts {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -124,6 +138,10 @@ fn parse_opts() -> Opts {
         node_reference: manifest.join("../shared/bench/node-reference"),
         no_node: false,
         vchat_bin: None,
+        against: None,
+        server_core: None,
+        load_core: None,
+        only: Vec::new(),
         client_threads: 1,
         connect_concurrency: None,
     };
@@ -135,6 +153,7 @@ fn parse_opts() -> Opts {
             "--no-node" => o.no_node = true,
             "--node-reference" => o.node_reference = args.next().unwrap_or_else(|| usage()).into(),
             "--vchat-bin" => o.vchat_bin = Some(args.next().unwrap_or_else(|| usage()).into()),
+            "--against" => o.against = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--client-threads" => {
                 o.client_threads = args
                     .next()
@@ -149,6 +168,23 @@ fn parse_opts() -> Opts {
                         .filter(|n| *n > 0)
                         .unwrap_or_else(|| usage()),
                 )
+            }
+            "--server-core" | "--load-core" => {
+                let core = args.next().and_then(|v| v.parse().ok());
+                let core = Some(core.unwrap_or_else(|| usage()));
+                if a == "--server-core" {
+                    o.server_core = core;
+                } else {
+                    o.load_core = core;
+                }
+            }
+            "--only" => {
+                let list = args.next().unwrap_or_else(|| usage());
+                o.only = list.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = o.only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+                    eprintln!("unknown scenario {bad}; one of {SCENARIOS:?}");
+                    usage()
+                }
             }
             "-h" | "--help" => usage(),
             other => {
@@ -845,6 +881,16 @@ impl Table {
 
 fn main() {
     let opts = parse_opts();
+    if let Some(core) = opts.server_core {
+        let _ = support::server::SERVER_CORE.set(core);
+    }
+    if let Some(core) = opts.load_core {
+        // Before the runtime starts its threads, so they all inherit it.
+        if let Err(e) = support::server::pin_to_core(core) {
+            eprintln!("bench failed: cannot pin the load to core {core}: {e}");
+            std::process::exit(1);
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.client_threads)
         .enable_all()
@@ -894,6 +940,29 @@ async fn run(opts: Opts) -> Result<(), String> {
         purpose: "bench",
     };
     procs.push(Some(start_vchat(&vchat, &data_dir, &http).await?));
+    if let Some(other) = &opts.against {
+        let before = VchatOpts {
+            bin: Some(other.clone()),
+            ..vchat
+        };
+        let dir = support::server::data_dir("bench-against");
+        let mut p = start_vchat(&before, &dir, &http).await?;
+        let mut named = (*p.target).clone();
+        named.name = "against";
+        p.target = Arc::new(named);
+        procs.push(Some(p));
+        for p in procs.iter().flatten() {
+            eprintln!(
+                "{} pid {} on {}",
+                p.target.name, p.target.pid, p.target.addr
+            );
+        }
+        let setup_secs = began.elapsed().as_secs_f64();
+        let mut notes = pinning(&opts);
+        notes.push(format!("against: {}", other.display()));
+        let names = ["vchat-signal", "against"];
+        return report(&opts, z, procs, names, began, setup_secs, notes).await;
+    }
     let node = if opts.no_node {
         None
     } else {
@@ -921,7 +990,17 @@ async fn run(opts: Opts) -> Result<(), String> {
     let setup_secs = began.elapsed().as_secs_f64();
 
     let names = ["vchat-signal", "node-reference"];
-    report(&opts, z, procs, names, began, setup_secs, Vec::new()).await
+    report(&opts, z, procs, names, began, setup_secs, pinning(&opts)).await
+}
+
+/// Where servers and load ran, for the report.
+fn pinning(opts: &Opts) -> Vec<String> {
+    let core = |c: Option<usize>| c.map_or("any core".to_string(), |c| format!("core {c}"));
+    vec![format!(
+        "servers on {}, load on {}",
+        core(opts.server_core),
+        core(opts.load_core)
+    )]
 }
 
 /// Runs every scenario on both columns and prints the table.
@@ -944,6 +1023,9 @@ async fn report(
         "4 presence poll",
     ];
     for (k, scen) in scenarios.iter().enumerate() {
+        if !opts.only.is_empty() && !opts.only.iter().any(|o| o == SCENARIOS[k]) {
+            continue;
+        }
         for (col, p) in procs.iter_mut().enumerate() {
             let Some(p) = p else { continue };
             let t = p.target.clone();

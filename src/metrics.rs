@@ -77,7 +77,21 @@ fn latency() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(None)
+    }
+}
+
+impl Metrics {
+    /// `commit_batches`: the store's writes per group commit, when it batches (SQLite).
+    pub fn new(commit_batches: Option<Histogram>) -> Self {
         let mut registry = Registry::default();
+        if let Some(h) = commit_batches {
+            registry.register(
+                "vchat_store_batch_size",
+                "Writes per store commit (SQLite's group commit: concurrent writes share one fsync).",
+                h,
+            );
+        }
         let mut counter = |name: &str, help: &str| {
             let c = Counter::default();
             registry.register(name, help, c.clone());
@@ -187,9 +201,7 @@ impl Default for Metrics {
             commits,
         }
     }
-}
 
-impl Metrics {
     pub fn inc(&self, c: fn(&Metrics) -> &Counter) {
         c(self).inc();
     }

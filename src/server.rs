@@ -240,6 +240,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
              unless that directory is shared; set VCHAT_MEDIA_STORE=s3://bucket/prefix"
         );
     }
+    let commit_batches = store.commit_batch_sizes();
     let app = Arc::new(App {
         notify: Notifier::new(
             io.clone(),
@@ -262,7 +263,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         store,
         ice,
         turn: turn.clone(),
-        metrics: Default::default(),
+        metrics: crate::metrics::Metrics::new(commit_batches),
         addr,
         cluster,
         node_id,
@@ -310,6 +311,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let router = crate::http::router(app.clone(), metrics_listener.is_none()).layer(io_layer);
     let router = crate::http::admit_layer(app.clone(), router)
         .layer(tower_http::cors::CorsLayer::permissive());
+    let router = crate::http::linger_layer(router);
     tracing::info!(%addr, turn = ?turn_addr, metrics = ?metrics_addr, node = %app.node_id, clustered = app.cluster.is_some(), "vchat-signal listening");
 
     let (stop, stopped) = oneshot::channel::<()>();

@@ -393,6 +393,87 @@ async fn rest_envelope_health_ready_and_450() {
     assert_eq!(body["code"], 413);
 }
 
+/// A request refused before its body was read (a file over its limit: 413 at the limit) still
+/// has the rest of its body read, so the answer reaches the client and the connection stays
+/// usable. Closing on unread input makes the kernel reset the connection, which can destroy the
+/// answer: behind nginx (the spread run) that was nginx's HTML 502 instead of our JSON 413.
+/// Twenty refusals on one keep-alive connection, each written whole before its answer is read,
+/// as most clients do; then a normal request on the same connection.
+#[tokio::test]
+async fn an_early_refusal_reads_the_rest_of_the_body_and_keeps_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+    const LIMIT: usize = 20_000;
+    let server = TestServer::start_with(&[("VCHAT_MAX_IMAGE_BYTES", &LIMIT.to_string())]);
+    let host = server.url.trim_start_matches("http://").to_string();
+    let conn = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (rd, mut wr) = conn.into_split();
+    let mut rd = BufReader::new(rd);
+    // One answer: the status and the body (by Content-Length: the connection stays open).
+    async fn answer(rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> (u16, String) {
+        use tokio::io::AsyncBufReadExt;
+        let read = async {
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                let n = rd
+                    .read_line(&mut line)
+                    .await
+                    .expect("the connection was reset");
+                assert!(n > 0, "the server closed the connection; got {head:?}");
+                if line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().unwrap())
+                })
+                .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+            let mut body = vec![0; len];
+            rd.read_exact(&mut body).await.unwrap();
+            (status, String::from_utf8_lossy(&body).to_string())
+        };
+        tokio::time::timeout(WAIT, read).await.expect("no answer")
+    }
+    let boundary = "BoUnDaRy";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"identifier\"\r\n\r\neve\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(std::iter::repeat_n(0x42u8, LIMIT * 16));
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    for round in 0..20 {
+        let head = format!(
+            "POST /api/v2/auth/connect HTTP/1.1\r\nHost: {host}\r\n\
+             Content-Type: multipart/form-data; boundary={boundary}\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        wr.write_all(head.as_bytes()).await.unwrap();
+        wr.write_all(&body)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the server stopped reading: {e}"));
+        let (status, text) = answer(&mut rd).await;
+        assert_eq!(status, 413, "round {round}: {text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["code"], 413, "round {round}: {text}");
+        assert!(
+            json["data"].as_str().unwrap().contains("too large"),
+            "{text}"
+        );
+    }
+    let health = format!("GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    wr.write_all(health.as_bytes()).await.unwrap();
+    assert_eq!(answer(&mut rd).await.0, 200);
+}
+
 #[tokio::test]
 async fn sigterm_closes_sockets_cleanly_and_exits_zero() {
     if common::cluster::single_node_only(

@@ -35,6 +35,7 @@ pub fn limits_off_line() -> String {
         .join(" ")
 }
 
+#[derive(Clone)]
 pub struct Target {
     pub name: &'static str,
     pub addr: SocketAddr,
@@ -133,11 +134,38 @@ fn drain(r: impl AsyncRead + Unpin + Send + 'static, log: Arc<Mutex<LogTail>>) {
     });
 }
 
+/// The core servers are pinned to (`--server-core`), if any: set once at start.
+pub static SERVER_CORE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Pins the calling thread (and the threads it starts later) to one core; with `pid` 0 that is
+/// this process's thread, as `taskset` would.
+pub fn pin_to_core(core: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it for core <
+    // CPU_SETSIZE, which the check makes sure of.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if core >= libc::CPU_SETSIZE as usize {
+            return Err(std::io::Error::other(format!("no core {core}")));
+        }
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 pub async fn spawn_server(
     name: &'static str,
     mut cmd: Command,
     http: &reqwest::Client,
 ) -> Result<Proc, String> {
+    if let Some(&core) = SERVER_CORE.get() {
+        // SAFETY: between fork and exec only sched_setaffinity runs (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(move || pin_to_core(core));
+        }
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -9,6 +9,7 @@ mod calls;
 mod channels;
 pub mod extract;
 mod groups;
+mod linger;
 mod ops;
 mod profile;
 mod web;
@@ -212,6 +213,13 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+/// Around everything the server's main listener serves, outermost: a request answered before
+/// its body was read (by a handler or by `admit_layer`) still has its body read to the end,
+/// so the answer reaches the client instead of a connection reset (see `linger`).
+pub fn linger_layer(router: Router) -> Router {
+    router.layer(middleware::map_request(linger::linger))
 }
 
 /// The per-address request limit around everything `router` serves (wrap it after the

@@ -84,6 +84,13 @@ pub async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap
             app.presence.all_online_users() as u64,
         );
     }
+    if let Some(n) = app.store.writes_waiting() {
+        now.gauge(
+            "vchat_store_writes_waiting",
+            "Store writes queued for the next group commit.",
+            n as u64,
+        );
+    }
     now.gauge(
         "vchat_live_calls",
         "Calls ringing or in progress.",

@@ -36,7 +36,8 @@ pub struct HistoryRow {
 impl Store {
     /// Stores a new call, owned by `node` (empty when alone).
     pub async fn insert_call(&self, c: &CallRecord, node: &str) -> sqlx::Result<()> {
-        db!(self, |pool, sql| {
+        let (c, node) = (c.clone(), node.to_string());
+        db_commit!(self, |conn, sql| {
             sqlx::query(&sql(&format!(
             "INSERT INTO calls ({COLUMNS}, node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         )))
@@ -55,12 +56,11 @@ impl Store {
         .bind(&c.created_at)
         .bind(&c.accepted_at)
         .bind(&c.ended_at)
-        .bind(node)
-        .execute(pool)
+        .bind(&node)
+        .execute(conn)
         .await
-        .map(|r| r.rows_affected())
-        })?;
-        Ok(())
+        .map(|_| ())
+        })
     }
 
     /// A call's status and the node that owns it.
@@ -104,7 +104,8 @@ impl Store {
     /// Commits a transition: compare-and-swap on the revision, so a write based on a state that
     /// is no longer the stored one changes nothing (false).
     pub async fn save_call(&self, c: &CallRecord, prev_rev: i64) -> sqlx::Result<bool> {
-        let r = db!(self, |pool, sql| sqlx::query(&sql(
+        let c = c.clone();
+        let r = db_commit!(self, |conn, sql| sqlx::query(&sql(
             "UPDATE calls SET status = $1, caller_device = $2, callee_device = $3, answer = $4,
                 rev = $5, accepted_at = $6, ended_at = $7
              WHERE id = $8 AND rev = $9"
@@ -118,7 +119,7 @@ impl Store {
         .bind(&c.ended_at)
         .bind(&c.id)
         .bind(prev_rev)
-        .execute(pool)
+        .execute(conn)
         .await
         .map(|r| r.rows_affected()))?;
         Ok(r == 1)

@@ -91,16 +91,17 @@ impl Store {
     /// as `Existing`, so the caller emits nothing new. A localId another sender already used in
     /// the room is refused: replies and forwards name messages by it.
     pub async fn insert_message(&self, m: &NewMessage) -> sqlx::Result<Inserted> {
-        let now = now_iso();
-        let created = db!(self, |pool, sql| {
-            sqlx::query(&sql(
+        let (m, id, now) = (m.clone(), new_id(), now_iso());
+        // The insert and the read of what the (sender, localId) pair now holds commit together.
+        let (created, row): (bool, Option<MessageRow>) = db_commit!(self, |conn, sql| {
+            let created = sqlx::query(&sql(
                 "INSERT INTO messages (id, room_id, sender_id, sender_name, sender_identifier,
                 sender_img, local_id, kind, content, is_encrypted, attachment, reply_to,
                 forward_id, created_at, updated_at, platform, parent_broadcast_id, is_one_seen)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT DO NOTHING",
             ))
-            .bind(new_id())
+            .bind(&id)
             .bind(&m.room_id)
             .bind(&m.sender_id)
             .bind(&m.sender_name)
@@ -118,17 +119,19 @@ impl Store {
             .bind(&m.platform)
             .bind(&m.parent_broadcast_id)
             .bind(m.is_one_seen)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })? == 1;
-        let row: Option<MessageRow> = db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND local_id = $2"
-        )))
-        .bind(&m.sender_id)
-        .bind(&m.local_id)
-        .fetch_optional(pool)
-        .await)?;
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1;
+            let row = sqlx::query_as(&sql(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE sender_id = $1 AND local_id = $2"
+            )))
+            .bind(&m.sender_id)
+            .bind(&m.local_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok((created, row))
+        })?;
         Ok(match (row, created) {
             (Some(r), true) => Inserted::Created(r),
             (Some(r), false) => Inserted::Existing(r),

@@ -29,9 +29,42 @@ macro_rules! db {
     };
 }
 
+/// Runs a write a client waits on (a call transition, a message): on SQLite in the writer's
+/// next group commit (see [`commit`]), on PostgreSQL on one pooled connection. `$conn` is a
+/// `&mut` connection either way. The body runs on another task on SQLite, so it owns (moves)
+/// what it binds; it evaluates to a `sqlx::Result`.
+macro_rules! db_commit {
+    ($store:expr, |$conn:ident, $sql:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite(_) => {
+                $store
+                    .commits
+                    .as_ref()
+                    .expect("a SQLite store has a writer")
+                    .write(move |$conn| {
+                        Box::pin(async move {
+                            #[allow(unused_variables)]
+                            let $sql = $crate::store::dialect::sqlite;
+                            $body
+                        })
+                    })
+                    .await
+            }
+            $crate::store::Pool::Postgres(pool) => {
+                let mut held = pool.acquire().await?;
+                let $conn = &mut *held;
+                #[allow(unused_variables)]
+                let $sql = $crate::store::dialect::postgres;
+                async move { $body }.await
+            }
+        }
+    };
+}
+
 mod bans;
 mod broadcasts;
 mod calls;
+mod commit;
 mod devices;
 pub(crate) mod groups;
 mod messages;
@@ -114,6 +147,8 @@ pub enum Pool {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// SQLite's group commit (none on PostgreSQL).
+    commits: Option<commit::Committer>,
 }
 
 impl Store {
@@ -140,12 +175,13 @@ impl Store {
             .busy_timeout(busy_timeout);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         sqlite_schema::allow_broadcast_rooms(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            commits: Some(commit::Committer::start(&opts).await?),
         })
     }
 
@@ -164,6 +200,7 @@ impl Store {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
+            commits: None,
         })
     }
 
@@ -173,6 +210,16 @@ impl Store {
             Pool::Sqlite(_) => "sqlite",
             Pool::Postgres(_) => "postgres",
         }
+    }
+
+    /// How many writes each group commit carried (SQLite), for `/metrics`.
+    pub fn commit_batch_sizes(&self) -> Option<prometheus_client::metrics::histogram::Histogram> {
+        self.commits.as_ref().map(commit::Committer::batch_sizes)
+    }
+
+    /// Writes queued for the next group commit (SQLite).
+    pub fn writes_waiting(&self) -> Option<usize> {
+        self.commits.as_ref().map(commit::Committer::waiting)
     }
 
     /// Readiness: the database answers a query.
