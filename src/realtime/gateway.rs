@@ -2,12 +2,11 @@
 //! socketioxide awaits *before* it confirms the connection, so a client that emits right after
 //! `connect` never races our setup.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use socketioxide::extract::TryData;
-use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::handler::{ConnectHandler, MessageHandler};
 use socketioxide::socket::{Sid, Socket};
 use tokio::sync::mpsc;
 
@@ -180,7 +179,7 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
     s.extensions.insert(app.clone());
     s.extensions.insert(Inbox(tx));
     tokio::spawn(run_inbox(app.clone(), ctx.clone(), rx, s.clone()));
-    s.on_fallback(async |_: Enqueued| {});
+    s.on_fallback(Enqueue);
 
     let disc_app = app.clone();
     s.on_disconnect(move |s: SocketRef| {
@@ -238,18 +237,18 @@ async fn after_connect(app: Arc<App>, s: SocketRef) {
     }
 }
 
-/// Extractor that files the event into the socket's inbox *synchronously*, in arrival order.
-/// socketioxide runs each handler on its own task, which would let a `stop` overtake the
-/// `typing` before it; extraction happens before that spawn, so ordering holds here.
-pub struct Enqueued;
+/// The fallback handler: files every event into the socket's inbox *synchronously*, in arrival
+/// order, where socketioxide hands it over. socketioxide runs an async handler on a task of its
+/// own per event, which would let a `stop` overtake the `typing` before it and costs a spawned
+/// task per event (on the ICE relay's hot path); this handler is called inline and spawns none.
+pub struct Enqueue;
 
-impl FromMessageParts<Adapter> for Enqueued {
-    type Error = Infallible;
-    fn from_message_parts(
-        s: &Arc<Socket<Adapter>>,
-        v: &mut socketioxide::handler::Value,
-        _: &Option<i64>,
-    ) -> Result<Self, Infallible> {
+/// [`Enqueue`]'s handler kind for socketioxide: it takes the raw event, no extractors.
+pub struct RawEvent;
+
+impl MessageHandler<Adapter, RawEvent> for Enqueue {
+    fn call(&self, s: Arc<Socket<Adapter>>, v: socketioxide::handler::Value, _: Option<i64>) {
+        let s = &s;
         let exception = |msg: &str| {
             let _ = s.emit(
                 events::ON_EXCEPTION,
@@ -258,7 +257,7 @@ impl FromMessageParts<Adapter> for Enqueued {
         };
         let Some(text) = v.as_str() else {
             exception("binary payloads are not supported");
-            return Ok(Enqueued);
+            return;
         };
         let text: &str = text;
         if text.len() > MAX_EVENT_BYTES {
@@ -266,24 +265,24 @@ impl FromMessageParts<Adapter> for Enqueued {
                 "payload too large: {} bytes (limit {MAX_EVENT_BYTES})",
                 text.len()
             ));
-            return Ok(Enqueued);
+            return;
         }
         let mut args: Vec<Value> = match serde_json::from_str(text) {
             Ok(a) => a,
             Err(_) => {
                 exception("malformed event packet");
-                return Ok(Enqueued);
+                return;
             }
         };
         if args.is_empty() {
             exception("malformed event packet");
-            return Ok(Enqueued);
+            return;
         }
         let event = match args.remove(0) {
             Value::String(e) => e,
             _ => {
                 exception("malformed event packet");
-                return Ok(Enqueued);
+                return;
             }
         };
         let payload = if args.is_empty() {
@@ -292,7 +291,7 @@ impl FromMessageParts<Adapter> for Enqueued {
             args.swap_remove(0)
         };
         let Some(Inbox(tx)) = s.extensions.get::<Inbox>() else {
-            return Ok(Enqueued);
+            return;
         };
         if let (Some(ctx), Some(app)) = (
             s.extensions.get::<Arc<SocketCtx>>(),
@@ -305,19 +304,18 @@ impl FromMessageParts<Adapter> for Enqueued {
                         "too many events: at most {} per second",
                         app.config.max_events_per_second
                     ));
-                    return Ok(Enqueued);
+                    return;
                 }
                 EventVerdict::Disconnect => {
                     tracing::info!(user = %ctx.who.user_id, sid = %ctx.sid, "event flood; closing the socket");
                     let _ = s.clone().disconnect();
-                    return Ok(Enqueued);
+                    return;
                 }
             }
         }
         if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Inbound { event, payload }) {
             exception("too many events in flight; slow down");
         }
-        Ok(Enqueued)
     }
 }
 
