@@ -78,7 +78,7 @@ pub async fn create(
         .store
         .create_broadcast(&who.user_id, name, &img, &recipients)
         .await?;
-    app.notify.join_room(&who.user_id, &room.id);
+    app.notify.join_room(&who.user_id, &room.id).await;
     Ok(RoomOut::from(
         &app.store.room_summary(room, &who.user_id).await?,
     ))
@@ -253,8 +253,8 @@ pub async fn fan_out(
         }
         let (room, created) = app.store.single_room(&original.sender_id, &r).await?;
         if created {
-            app.notify.join_room(&original.sender_id, &room.id);
-            app.notify.join_room(&r, &room.id);
+            app.notify.join_room(&original.sender_id, &room.id).await;
+            app.notify.join_room(&r, &room.id).await;
         }
         let copy = NewMessage {
             room_id: room.id.clone(),

@@ -35,8 +35,8 @@ pub async fn peer_room(app: &App, who: &Identity, identifier: &str) -> Result<Ro
     }
     let (room, created) = app.store.single_room(&who.user_id, &peer.id).await?;
     if created {
-        app.notify.join_room(&who.user_id, &room.id);
-        app.notify.join_room(&peer.id, &room.id);
+        app.notify.join_room(&who.user_id, &room.id).await;
+        app.notify.join_room(&peer.id, &room.id).await;
     }
     out(app, room, &who.user_id).await
 }
@@ -134,9 +134,9 @@ pub async fn create_group(
         app.store.set_room_text(&room.id, "img", &img).await?;
         room.img = img;
     }
-    app.notify.join_room(&who.user_id, &room.id);
+    app.notify.join_room(&who.user_id, &room.id).await;
     for id in &ids {
-        app.notify.join_room(id, &room.id);
+        app.notify.join_room(id, &room.id).await;
     }
     super::post::post_info(
         app,
@@ -165,7 +165,7 @@ pub async fn add_members(
     within_cap(app, have + ids.len(), "a group", "members")?;
     let added = app.store.add_members(room_id, &ids).await?;
     for u in users.iter().filter(|u| added.contains(&u.id)) {
-        app.notify.join_room(&u.id, room_id);
+        app.notify.join_room(&u.id, room_id).await;
         super::post::post_info(
             app,
             room_id,
@@ -207,7 +207,7 @@ pub async fn kick(
             },
         )
         .await;
-    app.notify.leave_room(&target.id, room_id);
+    app.notify.leave_room(&target.id, room_id).await;
     super::post::post_info(
         app,
         room_id,
@@ -227,7 +227,7 @@ pub async fn leave(app: &App, who: &Identity, room_id: &str) -> Result<(), ApiEr
         return Err(ApiError::bad("only group rooms can be left"));
     }
     app.store.remove_member(room_id, &who.user_id).await?;
-    app.notify.leave_room(&who.user_id, room_id);
+    app.notify.leave_room(&who.user_id, room_id).await;
     super::post::post_info(
         app,
         room_id,

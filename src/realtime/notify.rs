@@ -44,8 +44,14 @@ enum Remote {
         event: String,
         text: String,
     },
-    Join(Sid, String),
-    Leave(Sid, String),
+    /// Every socket of a user (its user room), on every node, joins or leaves a chat room; `done`
+    /// is told once the change has gone out, so what is sent after it comes after it.
+    Membership {
+        user_room: String,
+        room: String,
+        join: bool,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
     Disconnect(Sid),
 }
 
@@ -219,25 +225,39 @@ impl Notifier {
     }
 
     /// Membership gained: the user's live sockets join the room at once.
-    pub fn join_room(&self, user: &str, room: &str) {
-        for sid in self.presence.sockets(user) {
-            if self.remote.is_some() {
-                self.send_remote(Remote::Join(sid, chat_room(room)));
-            } else if let Some(s) = self.io.get_socket(sid) {
-                s.join(chat_room(room));
-            }
-        }
+    pub async fn join_room(&self, user: &str, room: &str) {
+        self.membership(user, room, true).await
     }
 
     /// Membership lost (or closed by a ban): the user's live sockets leave the room at once.
-    pub fn leave_room(&self, user: &str, room: &str) {
-        for sid in self.presence.sockets(user) {
-            if self.remote.is_some() {
-                self.send_remote(Remote::Leave(sid, chat_room(room)));
-            } else if let Some(s) = self.io.get_socket(sid) {
-                s.leave(chat_room(room));
-            }
+    pub async fn leave_room(&self, user: &str, room: &str) {
+        self.membership(user, room, false).await
+    }
+
+    /// Addressed to the user's own room, which every socket joins before its client hears it is
+    /// connected, rather than to the sockets presence knows: presence learns of a socket only
+    /// after that (and, in a cluster, of a socket on another node later still), so a member
+    /// who left right after connecting would otherwise keep hearing the room. Returns once the
+    /// change is made here and, in a cluster, published in order with this node's later emits.
+    async fn membership(&self, user: &str, room: &str, join: bool) {
+        let (user_room, room) = (user_room(user), chat_room(room));
+        if let Some(tx) = &self.remote {
+            let (done, sent) = tokio::sync::oneshot::channel();
+            let _ = tx.send(Remote::Membership {
+                user_room,
+                room,
+                join,
+                done,
+            });
+            let _ = sent.await;
+            return;
         }
+        let sockets = self.io.local().to(user_room);
+        let _ = if join {
+            sockets.join(room).await
+        } else {
+            sockets.leave(room).await
+        };
     }
 
     /// Whether this socket currently sits in the chat room (membership as the gateway knows it).
@@ -273,18 +293,6 @@ async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>) {
                 }
                 Ok(())
             }
-            Remote::Join(sid, room) if io.get_socket(sid).is_some() => {
-                if let Some(s) = io.get_socket(sid) {
-                    s.join(room);
-                }
-                Ok(())
-            }
-            Remote::Leave(sid, room) if io.get_socket(sid).is_some() => {
-                if let Some(s) = io.get_socket(sid) {
-                    s.leave(room);
-                }
-                Ok(())
-            }
             Remote::Disconnect(sid) if io.get_socket(sid).is_some() => {
                 if let Some(s) = io.get_socket(sid) {
                     let _ = s.disconnect();
@@ -296,16 +304,21 @@ async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>) {
                 .emit(&event, &text)
                 .await
                 .map_err(|e| e.to_string()),
-            Remote::Join(sid, room) => io
-                .to(socket_room(sid))
-                .join(room)
-                .await
-                .map_err(|e| e.to_string()),
-            Remote::Leave(sid, room) => io
-                .to(socket_room(sid))
-                .leave(room)
-                .await
-                .map_err(|e| e.to_string()),
+            Remote::Membership {
+                user_room,
+                room,
+                join,
+                done,
+            } => {
+                let sockets = io.to(user_room);
+                let r = if join {
+                    sockets.join(room).await
+                } else {
+                    sockets.leave(room).await
+                };
+                let _ = done.send(());
+                r.map_err(|e| e.to_string())
+            }
             Remote::Disconnect(sid) => io
                 .to(socket_room(sid))
                 .disconnect()
