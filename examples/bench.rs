@@ -940,7 +940,9 @@ async fn run(opts: Opts) -> Result<(), String> {
         purpose: "bench",
     };
     procs.push(Some(start_vchat(&vchat, &data_dir, &http).await?));
-    if let Some(other) = &opts.against {
+    let mut notes = pinning(&opts);
+    // The second column: another build of ours (`--against`), else the Node reference.
+    let (second, second_name) = if let Some(other) = &opts.against {
         let before = VchatOpts {
             bin: Some(other.clone()),
             ..vchat
@@ -950,23 +952,12 @@ async fn run(opts: Opts) -> Result<(), String> {
         let mut named = (*p.target).clone();
         named.name = "against";
         p.target = Arc::new(named);
-        procs.push(Some(p));
-        for p in procs.iter().flatten() {
-            eprintln!(
-                "{} pid {} on {}",
-                p.target.name, p.target.pid, p.target.addr
-            );
-        }
-        let setup_secs = began.elapsed().as_secs_f64();
-        let mut notes = pinning(&opts);
         notes.push(format!("against: {}", other.display()));
-        let names = ["vchat-signal", "against"];
-        return report(&opts, z, procs, names, began, setup_secs, notes).await;
-    }
-    let node = if opts.no_node {
-        None
+        (Some(p), "against")
+    } else if opts.no_node {
+        (None, "node-reference")
     } else {
-        match prepare_node(&opts.node_reference).await {
+        let node = match prepare_node(&opts.node_reference).await {
             Ok(dir) => match start_node(&dir, &http).await {
                 Ok(p) => Some(p),
                 Err(e) => {
@@ -978,9 +969,10 @@ async fn run(opts: Opts) -> Result<(), String> {
                 eprintln!("warning: node-reference not prepared: {e}");
                 None
             }
-        }
+        };
+        (node, "node-reference")
     };
-    procs.push(node);
+    procs.push(second);
     for p in procs.iter().flatten() {
         eprintln!(
             "{} pid {} on {}",
@@ -989,8 +981,8 @@ async fn run(opts: Opts) -> Result<(), String> {
     }
     let setup_secs = began.elapsed().as_secs_f64();
 
-    let names = ["vchat-signal", "node-reference"];
-    report(&opts, z, procs, names, began, setup_secs, pinning(&opts)).await
+    let names = ["vchat-signal", second_name];
+    report(&opts, z, procs, names, began, setup_secs, notes).await
 }
 
 /// Where servers and load ran, for the report.

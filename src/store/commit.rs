@@ -167,13 +167,27 @@ async fn write_loop(
     let _ = conn.close().await;
 }
 
-/// One transaction for `batch`, each write in a savepoint of its own.
-async fn commit(conn: &mut SqliteConnection, batch: Vec<Box<dyn Pending>>) {
+/// One transaction for `batch`, each write in a savepoint of its own (a lone write needs none).
+async fn commit(conn: &mut SqliteConnection, mut batch: Vec<Box<dyn Pending>>) {
     if let Err(e) = conn.execute("BEGIN IMMEDIATE").await {
         let why = e.to_string();
         for w in batch {
             w.fail(&why);
         }
+        return;
+    }
+    if batch.len() == 1 {
+        // Alone (the usual case below full load) the transaction is the write's savepoint.
+        let outcome = batch.pop().expect("one write").run(conn).await;
+        let failed = if outcome.succeeded() {
+            conn.execute("COMMIT").await.err().map(|e| e.to_string())
+        } else {
+            None
+        };
+        if failed.is_some() || !outcome.succeeded() {
+            let _ = conn.execute("ROLLBACK").await;
+        }
+        outcome.answer(failed.as_deref());
         return;
     }
     let mut ran: Vec<Box<dyn Ran>> = Vec::with_capacity(batch.len());
@@ -326,6 +340,15 @@ mod tests {
         let text = render(&c);
         assert!(text.contains("batch_count 2\n"), "{text}");
         assert!(text.contains("batch_sum 11.0\n"), "{text}");
+        // Alone, a failing write fails with its own error, and the next commits.
+        let e = insert(&c, 100).await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("UNIQUE"), "{e}");
+        assert_eq!(insert(&c, 12).await.unwrap().unwrap(), 1);
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut setup)
+            .await
+            .unwrap();
+        assert_eq!(n, 12);
     }
 
     /// A batch that cannot begin (the lock is held past the busy timeout) fails every write in
