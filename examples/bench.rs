@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use vchat_signal::auth::{mint, Claims};
 
+use support::ceiling;
 use support::procfs::{loadavg, proc_cpu_secs, proc_status_kib};
 use support::server::{
     limits_off_line, spawn_server, start_vchat, target_dir, Proc, Target, VchatOpts, SECRET,
@@ -60,6 +61,22 @@ struct Opts {
     only: Vec<String>,
     client_threads: usize,
     connect_concurrency: Option<usize>,
+    /// Run the relay scenarios against the bare-WebSocket ceiling too (a third column).
+    ceiling: bool,
+    /// Offered rates of the open-loop relay (msgs/s); by default fractions of the second
+    /// column's closed-loop maximum measured in the same run.
+    relay_rates: Option<Vec<f64>>,
+    /// Offered rates of the open-loop call setup (flows/s).
+    setup_rates: Vec<f64>,
+    /// Socket counts of the idle scenario (one step each).
+    idle_sizes: Option<Vec<usize>>,
+    /// Every step this many times, alternating which server goes first; the table shows
+    /// medians and spreads.
+    repeat: usize,
+    /// Machine-readable results: one JSON object per line.
+    json: Option<PathBuf>,
+    /// Where to write the plots (SVG).
+    plot: Option<PathBuf>,
 }
 
 /// Sizes of every scenario; `--quick` shrinks them.
@@ -75,6 +92,12 @@ struct Sizes {
     presence_askers: usize,
     presence_peers: usize,
     presence_polls: usize,
+    /// Pairs of the open-loop relay and how long each offered rate is held.
+    open_relay_pairs: usize,
+    open_relay_secs: f64,
+    /// Pairs the open-loop call setup takes free ones from, and how long each rate is held.
+    open_setup_pairs: usize,
+    open_setup_secs: f64,
     event_timeout: Duration,
     scenario_timeout: Duration,
 }
@@ -93,6 +116,10 @@ impl Sizes {
                 presence_askers: 5,
                 presence_peers: 50,
                 presence_polls: 60,
+                open_relay_pairs: 10,
+                open_relay_secs: 0.5,
+                open_setup_pairs: 20,
+                open_setup_secs: 1.0,
                 event_timeout: Duration::from_secs(5),
                 scenario_timeout: Duration::from_secs(30),
             }
@@ -108,6 +135,10 @@ impl Sizes {
                 presence_askers: 20,
                 presence_peers: 50,
                 presence_polls: 500,
+                open_relay_pairs: 50,
+                open_relay_secs: 2.0,
+                open_setup_pairs: 100,
+                open_setup_secs: 5.0,
                 event_timeout: Duration::from_secs(10),
                 scenario_timeout: Duration::from_secs(120),
             }
@@ -122,13 +153,36 @@ fn usage() -> ! {
          \x20                                          [--connect-concurrency N] [--cluster]\n\
          \x20                                          [--against OTHER-VCHAT-BINARY]\n\
          \x20                                          [--server-core N] [--load-core N]\n\
-         \x20                                          [--only connections,setup,relay,presence]"
+         \x20                                          [--only connections,setup,setup-open,relay,relay-open,presence]\n\
+         \x20                                          [--no-ceiling] [--relay-rates R,..] [--setup-rates R,..]\n\
+         \x20                                          [--idle-sizes N,..] [--repeat K] [--json FILE] [--plot DIR]"
     );
     std::process::exit(2)
 }
 
 /// The scenarios `--only` picks from, in the order they run.
-const SCENARIOS: [&str; 4] = ["connections", "setup", "relay", "presence"];
+const SCENARIOS: [&str; 6] = [
+    "connections",
+    "setup",
+    "setup-open",
+    "relay",
+    "relay-open",
+    "presence",
+];
+
+/// A comma-separated list of positive numbers, or the usage.
+fn list<T: std::str::FromStr + PartialOrd + Default>(v: Option<String>) -> Vec<T> {
+    let v = v.unwrap_or_else(|| usage());
+    let l: Vec<T> = v
+        .split(',')
+        .map(|x| x.trim().parse::<T>().ok().filter(|n| *n > T::default()))
+        .collect::<Option<_>>()
+        .unwrap_or_else(|| usage());
+    if l.is_empty() {
+        usage()
+    }
+    l
+}
 
 fn parse_opts() -> Opts {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -144,6 +198,13 @@ fn parse_opts() -> Opts {
         only: Vec::new(),
         client_threads: 1,
         connect_concurrency: None,
+        ceiling: true,
+        relay_rates: None,
+        setup_rates: vec![200.0],
+        idle_sizes: None,
+        repeat: 1,
+        json: None,
+        plot: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -151,6 +212,13 @@ fn parse_opts() -> Opts {
             "--quick" => o.quick = true,
             "--cluster" => o.cluster = true,
             "--no-node" => o.no_node = true,
+            "--no-ceiling" => o.ceiling = false,
+            "--relay-rates" => o.relay_rates = Some(list(args.next())),
+            "--setup-rates" => o.setup_rates = list(args.next()),
+            "--idle-sizes" => o.idle_sizes = Some(list(args.next())),
+            "--repeat" => o.repeat = list::<usize>(args.next())[0],
+            "--json" => o.json = Some(args.next().unwrap_or_else(|| usage()).into()),
+            "--plot" => o.plot = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--node-reference" => o.node_reference = args.next().unwrap_or_else(|| usage()).into(),
             "--vchat-bin" => o.vchat_bin = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--against" => o.against = Some(args.next().unwrap_or_else(|| usage()).into()),
@@ -261,6 +329,14 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// A prefix no scenario has used yet in this run, so every step (and every repeat) gets users,
+/// rooms and calls of its own.
+fn fresh(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{n}x")
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -298,6 +374,12 @@ impl Res {
         v.sort_by(|a, b| a.total_cmp(b));
         self.m(format!("{label} p50 (ms)"), pct(v, 50.0), Better::Lower);
         self.m(format!("{label} p99 (ms)"), pct(v, 99.0), Better::Lower);
+    }
+    /// p50 and p99, and the far tail: p99.9 and the worst.
+    fn tail(&mut self, label: &str, v: &mut [f64]) {
+        self.lat(label, v);
+        self.m(format!("{label} p99.9 (ms)"), pct(v, 99.9), Better::Lower);
+        self.m(format!("{label} max (ms)"), pct(v, 100.0), Better::Lower);
     }
 }
 
@@ -439,11 +521,13 @@ async fn timed<F: std::future::Future<Output = Res>>(f: F) -> Res {
 // Scenarios
 // ---------------------------------------------------------------------------------------------
 
-async fn s_connections(t: Arc<Target>, z: Sizes) -> Res {
+/// `n` idle sockets. RSS per connection counts from `rss0`, the server's RSS when it was fresh
+/// (before any scenario), so memory an earlier step left with the allocator counts against it.
+async fn s_connections(t: Arc<Target>, z: Sizes, n: usize, rss0: f64) -> Res {
     let mut res = Res::default();
     let pid = t.pid.to_string();
-    let users: Vec<User> = (0..z.connections).map(|i| user(format!("c{i}"))).collect();
-    let rss0 = proc_status_kib(&pid, "VmRSS:").unwrap_or(f64::NAN);
+    let prefix = fresh("c");
+    let users: Vec<User> = (0..n).map(|i| user(format!("{prefix}{i}"))).collect();
     let cpu0 = t.cpu_secs();
     let sem = Arc::new(Semaphore::new(z.connect_concurrency));
     let mut set = JoinSet::new();
@@ -477,7 +561,7 @@ async fn s_connections(t: Arc<Target>, z: Sizes) -> Res {
     res.m("connects/s", n / wall, Better::Higher);
     res.lat("connect handshake", &mut lat);
     res.m("server CPU per connect (µs)", cpu * 1e6 / n, Better::Lower);
-    res.m("RSS before (MiB)", rss0 / 1024.0, Better::Lower);
+    res.m("RSS when fresh (MiB)", rss0 / 1024.0, Better::Lower);
     res.m("RSS with all sockets (MiB)", rss1 / 1024.0, Better::Lower);
     res.m("RSS per connection (KiB)", (rss1 - rss0) / n, Better::Lower);
     // Every socket should still be up (no server-side drops while idle).
@@ -496,7 +580,7 @@ async fn s_connections(t: Arc<Target>, z: Sizes) -> Res {
 
 async fn s_calls(t: Arc<Target>, z: Sizes) -> Res {
     let mut res = Res::default();
-    let pairs = make_pairs(&t, "k", z.call_pairs, &mut res).await;
+    let pairs = make_pairs(&t, &fresh("k"), z.call_pairs, &mut res).await;
     let cpu0 = t.cpu_secs();
     let col: Shared = Arc::default();
     let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -587,12 +671,30 @@ async fn s_calls(t: Arc<Target>, z: Sizes) -> Res {
     res
 }
 
-async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
-    let mut res = Res::default();
-    let mut pairs = make_pairs(&t, "i", z.ice_pairs, &mut res).await;
-    // Put every pair in an accepted call.
-    let mut live = Vec::new();
-    for p in pairs.iter_mut() {
+/// Two sockets that relay to each other, and what their candidates carry as `meetId`.
+struct Link {
+    a: Sio,
+    b: Sio,
+    meet: String,
+}
+
+/// `n` links: pairs in an accepted call, or on the ceiling two sockets paired by token.
+async fn relay_links(t: &Arc<Target>, z: Sizes, n: usize, res: &mut Res) -> Vec<Link> {
+    let prefix = fresh("i");
+    let mut links = Vec::new();
+    if t.name == ceiling::NAME {
+        for i in 0..n {
+            let pair = format!("{prefix}{i}");
+            let a = Sio::connect(t.addr, &ceiling::token(&pair, 'a')).await;
+            let b = Sio::connect(t.addr, &ceiling::token(&pair, 'b')).await;
+            match (a, b) {
+                (Ok(a), Ok(b)) => links.push(Link { a, b, meet: pair }),
+                (Err(e), _) | (_, Err(e)) => res.err(format!("ceiling connect: {e}")),
+            }
+        }
+        return links;
+    }
+    for mut p in make_pairs(t, &prefix, n, res).await {
         let api = &t.api;
         let set_up = async {
             let body = json!({ "payload": sdp("offer"), "withVideo": false });
@@ -610,11 +712,39 @@ async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
             Ok::<_, String>(meet)
         };
         match set_up.await {
-            Ok(m) => live.push(m),
-            Err(e) => res.err(format!("ice setup: {e}")),
+            Ok(meet) => links.push(Link {
+                a: p.a,
+                b: p.b,
+                meet,
+            }),
+            Err(e) => res.err(format!("relay setup: {e}")),
         }
     }
-    if live.len() < pairs.len() {
+    links
+}
+
+/// A candidate as a client sends it; `ts` (µs since the bench's epoch) is when it was sent, or
+/// in the open loop when it was due, and comes back in the relayed copy.
+fn candidate(meet: &str, i: usize, seq: usize, ts: u128) -> Value {
+    let cand = format!(
+        "candidate:{seq} 1 udp 2122260223 192.168.{}.{} {} typ host generation 0 ufrag abcd network-id 1 ts{ts}",
+        i / 250,
+        i % 250 + 1,
+        40000 + seq % 20000
+    );
+    json!({ "meetId": meet, "data": { "candidate": cand, "sdpMid": "0", "sdpMLineIndex": 0 } })
+}
+
+/// The stamp of a relayed candidate, if it came through unaltered.
+fn stamp(ev: &support::sio::Ev) -> Option<u128> {
+    let cand = ev.payload["data"]["candidate"].as_str()?;
+    cand.rsplit(' ').next()?.strip_prefix("ts")?.parse().ok()
+}
+
+async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
+    let mut res = Res::default();
+    let links = relay_links(&t, z, z.ice_pairs, &mut res).await;
+    if links.len() < z.ice_pairs {
         return res;
     }
     let cpu0 = t.cpu_secs();
@@ -622,7 +752,7 @@ async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
     let relayed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let mut set = JoinSet::new();
-    for (i, (mut p, meet)) in pairs.into_iter().zip(live).enumerate() {
+    for (i, mut l) in links.into_iter().enumerate() {
         let (col, relayed) = (col.clone(), relayed.clone());
         set.spawn(async move {
             let mut seq = 0usize;
@@ -630,30 +760,25 @@ async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
                 let burst = z.ice_burst.min(z.ice_per_pair - seq);
                 for _ in 0..burst {
                     let ts = epoch.elapsed().as_micros();
-                    let cand = format!(
-                        "candidate:{seq} 1 udp 2122260223 192.168.{}.{} {} typ host generation 0 ufrag abcd network-id 1 ts{ts}",
-                        i / 250,
-                        i % 250 + 1,
-                        40000 + seq
-                    );
-                    let msg = json!({ "meetId": meet, "data": { "candidate": cand, "sdpMid": "0", "sdpMLineIndex": 0 } });
-                    p.a.emit("v1IceCandidate", &msg);
+                    l.a.emit("v1IceCandidate", &candidate(&l.meet, i, seq, ts));
                     seq += 1;
                 }
                 for _ in 0..burst {
-                    match p.b.wait("v1OnIceCandidate", is_meet(&meet), z.event_timeout).await {
-                        Ok(ev) => {
-                            let cand = ev.payload["data"]["candidate"].as_str().unwrap_or("");
-                            let sent = cand.rsplit(' ').next().and_then(|x| x.strip_prefix("ts"));
-                            match sent.and_then(|x| x.parse::<u128>().ok()) {
-                                Some(us) => {
-                                    let got = (ev.at - epoch).as_micros();
-                                    record(&col, "ice", got.saturating_sub(us) as f64 / 1e3);
-                                    relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                }
-                                None => fail(&col, format!("candidate altered in relay: {cand:?}")),
+                    match l
+                        .b
+                        .wait("v1OnIceCandidate", is_meet(&l.meet), z.event_timeout)
+                        .await
+                    {
+                        Ok(ev) => match stamp(&ev) {
+                            Some(us) => {
+                                let got = (ev.at - epoch).as_micros();
+                                record(&col, "ice", got.saturating_sub(us) as f64 / 1e3);
+                                relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
-                        }
+                            None => {
+                                fail(&col, format!("candidate altered in relay: {}", ev.payload))
+                            }
+                        },
                         Err(e) => {
                             fail(&col, format!("callee: {e} (pair {i}, after {seq} sent)"));
                             return;
@@ -675,10 +800,193 @@ async fn s_ice(t: Arc<Target>, z: Sizes, epoch: Instant) -> Res {
     res
 }
 
+/// Open loop: candidates go out at `rate` per second whatever the server does (a pacer thread
+/// sends each one when it is due, round-robin over the pairs), and each one's latency counts
+/// from when it was due, so a server that falls behind pays for the whole queue it built
+/// (no coordinated omission).
+async fn s_relay_open(t: Arc<Target>, z: Sizes, epoch: Instant, rate: f64) -> Res {
+    let mut res = Res::default();
+    let links = relay_links(&t, z, z.open_relay_pairs, &mut res).await;
+    if links.len() < z.open_relay_pairs {
+        return res;
+    }
+    let total = (rate * z.open_relay_secs).round().max(1.0) as usize;
+    let p = links.len();
+    let senders: Vec<_> = links
+        .iter()
+        .map(|l| (l.a.out.clone(), l.meet.clone()))
+        .collect();
+    let cpu0 = t.cpu_secs();
+    let col: Shared = Arc::default();
+    let relayed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for (i, mut l) in links.into_iter().enumerate() {
+        // Candidates k with k % p == i go through this pair.
+        let want = (total + p - 1 - i) / p;
+        let (col, relayed) = (col.clone(), relayed.clone());
+        set.spawn(async move {
+            for got in 0..want {
+                match l
+                    .b
+                    .wait("v1OnIceCandidate", is_meet(&l.meet), z.event_timeout)
+                    .await
+                {
+                    Ok(ev) => match stamp(&ev) {
+                        Some(us) => {
+                            let at = (ev.at - epoch).as_micros();
+                            record(&col, "ice", at.saturating_sub(us) as f64 / 1e3);
+                            relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        None => fail(&col, format!("candidate altered in relay: {}", ev.payload)),
+                    },
+                    Err(e) => {
+                        fail(
+                            &col,
+                            format!("callee: {e} (pair {i}, {got} of {want} received)"),
+                        );
+                        return;
+                    }
+                }
+            }
+            drop(l.a);
+        });
+    }
+    // The pacer: a thread of its own (on the load's core), waking every 100 µs; tokio's timer
+    // would round every wait up to a millisecond.
+    let pacer = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let (mut sent, mut max_lag) = (0usize, Duration::ZERO);
+        while sent < total {
+            let due = ((t0.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
+            while sent < due {
+                let at = t0 + Duration::from_secs_f64(sent as f64 / rate);
+                max_lag = max_lag.max(at.elapsed());
+                let (out, meet) = &senders[sent % p];
+                let c = candidate(meet, sent % p, sent / p, (at - epoch).as_micros());
+                let text = format!("42{}", json!(["v1IceCandidate", c.to_string()]));
+                let _ = out.send(support::sio::Out::Text(text));
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        max_lag
+    });
+    while set.join_next().await.is_some() {}
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = t.cpu_secs() - cpu0;
+    let lag = pacer.join().unwrap_or_default();
+    let n = relayed.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let mut lat = finish(col, &mut res);
+    if (n as usize) < total {
+        res.err(format!(
+            "{} of {total} candidates not delivered",
+            total - n as usize
+        ));
+    }
+    res.info("offered msgs/s", rate);
+    res.info("candidates relayed", n);
+    res.tail("relay latency", lat.entry("ice").or_default());
+    res.m("delivered msgs/s", n / wall, Better::Higher);
+    res.m("server CPU per msg (µs)", cpu * 1e6 / n, Better::Lower);
+    res.info("pacer's worst lag (ms)", ms(lag));
+    res
+}
+
+/// Open-loop call setup: complete flows (create → ring → accept → accepted → end → ended on
+/// both) start at `rate` per second, each on a pair not in a call; latencies count from when
+/// the flow was due, so waiting for a free pair counts too.
+async fn s_setup_open(t: Arc<Target>, z: Sizes, rate: f64) -> Res {
+    let mut res = Res::default();
+    let pairs = make_pairs(&t, &fresh("q"), z.open_setup_pairs, &mut res).await;
+    if pairs.len() < z.open_setup_pairs {
+        return res;
+    }
+    let total = (rate * z.open_setup_secs).round().max(1.0) as usize;
+    let (free_tx, mut free_rx) = tokio::sync::mpsc::unbounded_channel::<Pair>();
+    for p in pairs {
+        let _ = free_tx.send(p);
+    }
+    let cpu0 = t.cpu_secs();
+    let col: Shared = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut waited = 0usize;
+    let start = tokio::time::Instant::now();
+    let mut set = JoinSet::new();
+    for k in 0..total {
+        let due = start + Duration::from_secs_f64(k as f64 / rate);
+        tokio::time::sleep_until(due).await;
+        let mut p = match free_rx.try_recv() {
+            Ok(p) => p,
+            Err(_) => {
+                waited += 1;
+                free_rx.recv().await.expect("the pool outlives the flows")
+            }
+        };
+        let (t, col, done, free) = (t.clone(), col.clone(), done.clone(), free_tx.clone());
+        let due = due.into_std();
+        set.spawn(async move {
+            let flow = async {
+                let api = &t.api;
+                let body = json!({ "payload": sdp("offer"), "withVideo": false });
+                let d = api
+                    .post(&format!("call/create/{}", p.room), &p.ua.token, body)
+                    .await?;
+                let meet = d["meetId"].as_str().unwrap_or_default().to_string();
+                let ev =
+                    p.b.wait("v1OnNewCall", is_meet(&meet), z.event_timeout)
+                        .await?;
+                record(&col, "ring", ms(ev.at - due));
+                let body = json!({ "payload": sdp("answer") });
+                api.post(&format!("call/accept/{meet}"), &p.ub.token, body)
+                    .await?;
+                p.a.wait("v1OnCallAccepted", is_meet(&meet), z.event_timeout)
+                    .await?;
+                api.post(&format!("call/end/{meet}"), &p.ua.token, json!({}))
+                    .await?;
+                let a =
+                    p.a.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout)
+                        .await?;
+                let b =
+                    p.b.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout)
+                        .await?;
+                record(&col, "flow", ms(a.at.max(b.at) - due));
+                Ok::<_, String>(())
+            };
+            match flow.await {
+                Ok(()) => {
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => fail(&col, e),
+            }
+            let _ = free.send(p);
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = t.cpu_secs() - cpu0;
+    let n = done.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let mut lat = finish(col, &mut res);
+    res.info("offered flows/s", rate);
+    res.info("flows completed", n);
+    res.tail(
+        "due→v1OnNewCall (time to ring)",
+        lat.entry("ring").or_default(),
+    );
+    res.lat(
+        "due→v1OnCallEnded (whole flow)",
+        lat.entry("flow").or_default(),
+    );
+    res.m("flows/s", n / wall, Better::Higher);
+    res.m("server CPU per flow (µs)", cpu * 1e6 / n, Better::Lower);
+    res.info("flows that waited for a free pair", waited as f64);
+    res
+}
+
 async fn s_presence(t: Arc<Target>, z: Sizes) -> Res {
     let mut res = Res::default();
     let peers: Vec<User> = (0..z.presence_peers)
-        .map(|i| user(format!("pp{i}")))
+        .map(|i| user(format!("{}{i}", fresh("pp"))))
         .collect();
     let mut peer_socks = Vec::new();
     for u in &peers {
@@ -690,10 +998,10 @@ async fn s_presence(t: Arc<Target>, z: Sizes) -> Res {
     let peers: Arc<Vec<User>> = Arc::new(peers);
     // Askers: each shares a room with every peer, so every peer reports online.
     let mut set = JoinSet::new();
+    let askers = fresh("pa");
     for i in 0..z.presence_askers {
-        let (t, peers) = (t.clone(), peers.clone());
+        let (t, peers, u) = (t.clone(), peers.clone(), user(format!("{askers}{i}")));
         set.spawn(async move {
-            let u = user(format!("pa{i}"));
             let s = online(&t, &u).await?;
             let mut list = Vec::new();
             for p in peers.iter() {
@@ -767,17 +1075,59 @@ struct Row {
     scenario: String,
     metric: String,
     better: Option<Better>,
-    v: [Option<f64>; 2],
-    text: [Option<String>; 2],
+    /// The series and x value of a step of a sweep (open-loop rate, idle socket count), for
+    /// the plots and the machine-readable lines.
+    x: Option<(&'static str, f64)>,
+    /// Every repeat's value, per column.
+    v: Vec<Vec<f64>>,
+    text: Vec<Option<String>>,
 }
 
-#[derive(Default)]
+impl Row {
+    fn median(&self, col: usize) -> Option<f64> {
+        let mut v = self.v.get(col)?.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let m = v.len() / 2;
+        Some(if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        })
+    }
+}
+
 struct Table {
+    names: Vec<String>,
     rows: Vec<Row>,
 }
 
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v.abs() >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 impl Table {
+    fn new(names: &[&str]) -> Self {
+        Table {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
     fn row(&mut self, scenario: &str, metric: &str, better: Option<Better>) -> &mut Row {
+        let cols = self.names.len();
         let i = match self
             .rows
             .iter()
@@ -789,8 +1139,9 @@ impl Table {
                     scenario: scenario.into(),
                     metric: metric.into(),
                     better,
-                    v: [None, None],
-                    text: [None, None],
+                    x: None,
+                    v: vec![Vec::new(); cols],
+                    text: vec![None; cols],
                 });
                 self.rows.len() - 1
             }
@@ -798,56 +1149,66 @@ impl Table {
         &mut self.rows[i]
     }
 
-    fn add(&mut self, scenario: &str, col: usize, r: &Res) {
+    fn add(&mut self, step: &Step, col: usize, r: &Res) {
+        let scenario = step.label();
         for (m, v, b) in &r.metrics {
-            self.row(scenario, m, *b).v[col] = Some(*v);
+            let row = self.row(&scenario, m, *b);
+            row.v[col].push(*v);
+            row.x = step.x();
         }
-        self.row(scenario, "errors (see notes)", None).v[col] = Some(r.errors as f64);
+        self.row(&scenario, "errors (see notes)", None).v[col].push(r.errors as f64);
     }
 
-    fn print(&self, names: &[&str; 2]) {
-        let fmt = |v: Option<f64>, t: &Option<String>| match (v, t) {
-            (_, Some(t)) => t.clone(),
-            (Some(v), _) if !v.is_finite() => "n/a".into(),
-            (Some(v), _) if v.abs() >= 100.0 || v == v.trunc() => format!("{v:.0}"),
-            (Some(v), _) if v.abs() >= 10.0 => format!("{v:.1}"),
-            (Some(v), _) if v.abs() >= 1.0 => format!("{v:.2}"),
-            (Some(v), _) => format!("{v:.3}"),
-            (None, _) => "-".into(),
-        };
-        let mut lines = vec![[
-            "scenario".to_string(),
-            "metric".into(),
-            names[0].into(),
-            names[1].into(),
-            "ratio v/n".into(),
-            "better".into(),
-        ]];
+    fn cell(&self, r: &Row, col: usize) -> String {
+        if let Some(t) = &r.text[col] {
+            return t.clone();
+        }
+        let v = &r.v[col];
+        match (self.rows_repeat(r, col), r.median(col)) {
+            (_, None) => "-".into(),
+            (false, Some(m)) => num(m),
+            (true, Some(m)) => {
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!("{} ({}–{})", num(m), num(lo), num(hi))
+            }
+        }
+    }
+
+    fn rows_repeat(&self, r: &Row, col: usize) -> bool {
+        r.v[col].len() > 1
+    }
+
+    fn print(&self) {
+        let names = &self.names;
+        let mut head = vec!["scenario".to_string(), "metric".into()];
+        head.extend(names.iter().cloned());
+        head.push(format!("ratio {}/{}", &names[0][..1], &names[1][..1]));
+        head.push("better".into());
+        let mut lines = vec![head];
         for r in &self.rows {
-            let (ratio, better) = match (r.v, r.better) {
-                ([Some(a), Some(b)], Some(dir)) if a.is_finite() && b.is_finite() && b != 0.0 => {
+            let (ratio, better) = match (r.median(0), r.median(1), r.better) {
+                (Some(a), Some(b), Some(dir)) if a.is_finite() && b.is_finite() && b != 0.0 => {
                     let q = a / b;
                     let w = if (0.95..=1.05).contains(&q) {
                         "≈"
                     } else if (q < 1.0) == (dir == Better::Lower) {
-                        names[0]
+                        &names[0]
                     } else {
-                        names[1]
+                        &names[1]
                     };
                     (format!("{q:.2}"), w.to_string())
                 }
                 _ => (String::new(), String::new()),
             };
-            lines.push([
-                r.scenario.clone(),
-                r.metric.clone(),
-                fmt(r.v[0], &r.text[0]),
-                fmt(r.v[1], &r.text[1]),
-                ratio,
-                better,
-            ]);
+            let mut l = vec![r.scenario.clone(), r.metric.clone()];
+            l.extend((0..names.len()).map(|c| self.cell(r, c)));
+            l.push(ratio);
+            l.push(better);
+            lines.push(l);
         }
-        let mut w = [0usize; 6];
+        let cols = lines[0].len();
+        let mut w = vec![0usize; cols];
         for l in &lines {
             for (i, c) in l.iter().enumerate() {
                 w[i] = w[i].max(c.chars().count());
@@ -859,7 +1220,7 @@ impl Table {
                 .enumerate()
                 .map(|(i, c)| {
                     let pad = w[i] - c.chars().count();
-                    if (2..=4).contains(&i) {
+                    if (2..cols - 1).contains(&i) {
                         format!("{}{c}", " ".repeat(pad))
                     } else {
                         format!("{c}{}", " ".repeat(pad))
@@ -873,6 +1234,46 @@ impl Table {
             }
         }
     }
+
+    /// One JSON object per value: scenario, metric, server, repeat, value, and for a sweep its
+    /// series and x.
+    fn json_lines(&self) -> String {
+        let mut out = String::new();
+        for r in &self.rows {
+            for (col, vals) in r.v.iter().enumerate() {
+                for (rep, v) in vals.iter().enumerate() {
+                    let mut o = json!({
+                        "scenario": r.scenario, "metric": r.metric, "server": self.names[col],
+                        "repeat": rep, "value": if v.is_finite() { json!(v) } else { Value::Null },
+                    });
+                    if let Some((series, x)) = r.x {
+                        o["series"] = json!(series);
+                        o["x"] = json!(x);
+                    }
+                    out.push_str(&o.to_string());
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// (x, median) of one metric of one sweep, per column.
+    fn series(&self, series: &str, metric: &str) -> Vec<Vec<(f64, f64)>> {
+        (0..self.names.len())
+            .map(|col| {
+                let mut pts: Vec<(f64, f64)> = self
+                    .rows
+                    .iter()
+                    .filter(|r| r.metric == metric && r.x.is_some_and(|(s, _)| s == series))
+                    .filter_map(|r| Some((r.x?.1, r.median(col)?)))
+                    .filter(|(_, y)| y.is_finite())
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                pts
+            })
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -880,7 +1281,11 @@ impl Table {
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
+    if std::env::var_os(ceiling::SERVE_ENV).is_some() {
+        ceiling::serve();
+    }
     let opts = parse_opts();
+    raise_fd_limit();
     if let Some(core) = opts.server_core {
         let _ = support::server::SERVER_CORE.set(core);
     }
@@ -911,6 +1316,28 @@ fn main() {
     if let Err(e) = outcome {
         eprintln!("bench failed: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Idle sockets by the ten thousand need as many descriptors, in the bench and in the servers
+/// it starts (they inherit the limit): the soft limit goes up to the hard one, and as root the
+/// hard one too.
+fn raise_fd_limit() {
+    const WANT: libc::rlim_t = 1 << 20;
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: WANT.max(l.rlim_cur),
+            rlim_max: WANT.max(l.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
     }
 }
 
@@ -973,6 +1400,15 @@ async fn run(opts: Opts) -> Result<(), String> {
         (node, "node-reference")
     };
     procs.push(second);
+    let mut names = vec!["vchat-signal", second_name];
+    let relays = opts.only.is_empty() || opts.only.iter().any(|o| o.starts_with("relay"));
+    if opts.ceiling && relays {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(exe);
+        cmd.env(ceiling::SERVE_ENV, "1");
+        procs.push(Some(spawn_server(ceiling::NAME, cmd, &http).await?));
+        names.push(ceiling::NAME);
+    }
     for p in procs.iter().flatten() {
         eprintln!(
             "{} pid {} on {}",
@@ -981,8 +1417,7 @@ async fn run(opts: Opts) -> Result<(), String> {
     }
     let setup_secs = began.elapsed().as_secs_f64();
 
-    let names = ["vchat-signal", second_name];
-    report(&opts, z, procs, names, began, setup_secs, notes).await
+    report(&opts, z, procs, &names, began, setup_secs, notes).await
 }
 
 /// Where servers and load ran, for the report.
@@ -995,73 +1430,332 @@ fn pinning(opts: &Opts) -> Vec<String> {
     )]
 }
 
-/// Runs every scenario on both columns and prints the table.
+/// The plots: latency against offered load (each open-loop sweep) and RSS per idle socket
+/// against the number of sockets, one line per server. Files written, if any had data.
+fn plots(table: &Table, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    use support::plot::{chart, Line};
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    let sweeps = [
+        (
+            "relay-open",
+            "relay latency",
+            "offered candidates/s",
+            "ICE relay, open loop: latency from when each candidate was due",
+        ),
+        (
+            "setup-open",
+            "due→v1OnNewCall (time to ring)",
+            "offered call flows/s",
+            "Call setup, open loop: time to ring from when each flow was due",
+        ),
+    ];
+    for (series, metric, x_desc, title) in sweeps {
+        let mut lines = Vec::new();
+        for (pct, dashed) in [("p50", true), ("p99", false)] {
+            for (col, pts) in table
+                .series(series, &format!("{metric} {pct} (ms)"))
+                .into_iter()
+                .enumerate()
+            {
+                if !pts.is_empty() {
+                    lines.push(Line {
+                        name: format!("{} {pct}", table.names[col]),
+                        points: pts,
+                        dashed,
+                        color: col,
+                    });
+                }
+            }
+        }
+        if !lines.is_empty() {
+            let f = dir.join(format!("{series}.svg"));
+            chart(&f, title, x_desc, "latency (ms, log scale)", &lines, true)?;
+            written.push(f);
+        }
+    }
+    let lines: Vec<Line> = table
+        .series("idle", "RSS per connection (KiB)")
+        .into_iter()
+        .enumerate()
+        .filter(|(_, pts)| !pts.is_empty())
+        .map(|(col, points)| Line {
+            name: table.names[col].clone(),
+            points,
+            dashed: false,
+            color: col,
+        })
+        .collect();
+    if !lines.is_empty() {
+        let f = dir.join("rss-per-socket.svg");
+        chart(
+            &f,
+            "Memory per idle socket (RSS growth from the fresh server ÷ sockets)",
+            "idle sockets",
+            "KiB per socket",
+            &lines,
+            false,
+        )?;
+        written.push(f);
+    }
+    Ok(written)
+}
+
+/// How late this machine wakes a thread: a thread on the load's core sleeps 100 µs at a time
+/// for `secs` and records how much longer each sleep took (p50, p99, p99.9, worst, in ms). On a
+/// virtual machine whose host takes its cores away now and then, this is the floor under every
+/// latency the bench reports.
+fn machine_jitter(secs: f64) -> [f64; 4] {
+    let t = std::thread::spawn(move || {
+        let (start, mut over) = (Instant::now(), Vec::new());
+        while start.elapsed().as_secs_f64() < secs {
+            let t0 = Instant::now();
+            std::thread::sleep(Duration::from_micros(100));
+            over.push((t0.elapsed().as_secs_f64() * 1e3 - 0.1).max(0.0));
+        }
+        over.sort_by(|a, b| a.total_cmp(b));
+        [
+            pct(&over, 50.0),
+            pct(&over, 99.0),
+            pct(&over, 99.9),
+            pct(&over, 100.0),
+        ]
+    });
+    t.join().unwrap_or([f64::NAN; 4])
+}
+
+/// One measured step: a scenario, at a size or rate where it has one.
+#[derive(Clone, Copy)]
+enum Step {
+    Idle(usize),
+    Setup,
+    SetupOpen(f64),
+    Relay,
+    RelayOpen(f64),
+    Presence,
+}
+
+impl Step {
+    /// Its name in `--only`.
+    fn scenario(&self) -> &'static str {
+        match self {
+            Step::Idle(_) => "connections",
+            Step::Setup => "setup",
+            Step::SetupOpen(_) => "setup-open",
+            Step::Relay => "relay",
+            Step::RelayOpen(_) => "relay-open",
+            Step::Presence => "presence",
+        }
+    }
+    fn label(&self) -> String {
+        match self {
+            Step::Idle(n) => format!("1 connections, {n} idle"),
+            Step::Setup => "2 call setup".into(),
+            Step::SetupOpen(r) => format!("2b call setup, open loop {r:.0}/s"),
+            Step::Relay => "3 ICE relay".into(),
+            Step::RelayOpen(r) => format!("3b ICE relay, open loop {r:.0}/s"),
+            Step::Presence => "4 presence poll".into(),
+        }
+    }
+    fn x(&self) -> Option<(&'static str, f64)> {
+        match *self {
+            Step::Idle(n) => Some(("idle", n as f64)),
+            Step::SetupOpen(r) => Some(("setup-open", r)),
+            Step::RelayOpen(r) => Some(("relay-open", r)),
+            _ => None,
+        }
+    }
+    /// Whether the bare-WebSocket ceiling (which only relays) takes part.
+    fn relays(&self) -> bool {
+        matches!(self, Step::Relay | Step::RelayOpen(_))
+    }
+}
+
+/// Offered rates of the open-loop relay when `--relay-rates` is not given: fractions of the
+/// second column's closed-loop maximum from this run (the issue's target is set at half the
+/// Node reference's maximum), else of the first column's, else fixed rates.
+fn default_relay_rates(table: &Table) -> (Vec<f64>, String) {
+    const FRACTIONS: [f64; 6] = [0.25, 0.5, 1.0, 1.5, 2.0, 2.5];
+    let max = table
+        .rows
+        .iter()
+        .find(|r| r.scenario == Step::Relay.label() && r.metric == "relayed msgs/s");
+    for col in [1, 0] {
+        if let Some(m) = max
+            .and_then(|r| r.median(col))
+            .filter(|m| m.is_finite() && *m > 0.0)
+        {
+            // Rounded to 1,000 msgs/s so runs line up.
+            let rates = FRACTIONS
+                .iter()
+                .map(|f| ((f * m / 1000.0).round() * 1000.0).max(1000.0))
+                .collect();
+            let why = format!(
+                "open-loop relay rates: {FRACTIONS:?} × {}'s closed-loop maximum in this run ({m:.0} msgs/s)",
+                table.names[col]
+            );
+            return (rates, why);
+        }
+    }
+    let rates = vec![10e3, 20e3, 40e3, 60e3, 80e3, 100e3];
+    (
+        rates,
+        "open-loop relay rates: fixed (no closed-loop relay ran)".into(),
+    )
+}
+
+async fn run_step(step: Step, t: Arc<Target>, z: Sizes, epoch: Instant, rss0: f64) -> Res {
+    match step {
+        Step::Idle(n) => timed(s_connections(t, z, n, rss0)).await,
+        Step::Setup => timed(s_calls(t, z)).await,
+        Step::SetupOpen(r) => timed(s_setup_open(t, z, r)).await,
+        Step::Relay => timed(s_ice(t, z, epoch)).await,
+        Step::RelayOpen(r) => timed(s_relay_open(t, z, epoch, r)).await,
+        Step::Presence => timed(s_presence(t, z)).await,
+    }
+}
+
+/// Runs every step on every column (`--repeat` times, alternating which column goes first)
+/// and prints the table.
+#[allow(clippy::too_many_arguments)]
 async fn report(
     opts: &Opts,
     z: Sizes,
     mut procs: Vec<Option<Proc>>,
-    names: [&str; 2],
+    names: &[&str],
     began: Instant,
     setup_secs: f64,
     mut notes: Vec<String>,
 ) -> Result<(), String> {
     let load0 = loadavg();
+    let jitter = machine_jitter(if opts.quick { 0.5 } else { 2.0 });
+    notes.push(format!(
+        "machine: a 100 µs sleep on the load's core overslept by p50 {:.3} ms, p99 {:.2} ms, \
+         p99.9 {:.2} ms, worst {:.2} ms (no server load yet): latencies below these are not \
+         measurable here",
+        jitter[0], jitter[1], jitter[2], jitter[3]
+    ));
     let epoch = Instant::now();
-    let mut table = Table::default();
-    let scenarios = [
-        "1 connections",
-        "2 call setup",
-        "3 ICE relay",
-        "4 presence poll",
-    ];
-    for (k, scen) in scenarios.iter().enumerate() {
-        if !opts.only.is_empty() && !opts.only.iter().any(|o| o == SCENARIOS[k]) {
+    let mut table = Table::new(names);
+    for (m, v) in ["p50", "p99", "p99.9", "max"].iter().zip(jitter) {
+        let row = table.row("0 machine", &format!("sleep overshoot {m} (ms)"), None);
+        row.v[0].push(v);
+    }
+    let fresh_rss: Vec<f64> = procs
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .and_then(|p| proc_status_kib(&p.target.pid.to_string(), "VmRSS:"))
+                .unwrap_or(f64::NAN)
+        })
+        .collect();
+    let wanted = |s: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == s);
+    let mut steps: Vec<Step> = Vec::new();
+    for n in opts.idle_sizes.clone().unwrap_or(vec![z.connections]) {
+        steps.push(Step::Idle(n));
+    }
+    steps.push(Step::Setup);
+    steps.extend(opts.setup_rates.iter().map(|&r| Step::SetupOpen(r)));
+    steps.push(Step::Relay);
+    // The open-loop relay steps are added once the closed loop has run (see below).
+    steps.push(Step::RelayOpen(f64::NAN));
+    steps.push(Step::Presence);
+    let mut k = 0;
+    while k < steps.len() {
+        let step = steps[k];
+        k += 1;
+        if let Step::RelayOpen(r) = step {
+            if r.is_nan() {
+                let rates = match &opts.relay_rates {
+                    Some(r) => r.clone(),
+                    None => {
+                        let (rates, why) = default_relay_rates(&table);
+                        notes.push(why);
+                        rates
+                    }
+                };
+                let opened: Vec<Step> = rates.into_iter().map(Step::RelayOpen).collect();
+                steps.splice(k..k, opened);
+                continue;
+            }
+        }
+        if !wanted(step.scenario()) {
             continue;
         }
-        for (col, p) in procs.iter_mut().enumerate() {
-            let Some(p) = p else { continue };
-            let t = p.target.clone();
-            eprintln!("[{scen}] {} ...", t.name);
-            let fut = async {
-                match k {
-                    0 => timed(s_connections(t.clone(), z)).await,
-                    1 => timed(s_calls(t.clone(), z)).await,
-                    2 => timed(s_ice(t.clone(), z, epoch)).await,
-                    _ => timed(s_presence(t.clone(), z)).await,
+        let scen = step.label();
+        for rep in 0..opts.repeat {
+            let mut order: Vec<usize> = (0..procs.len()).collect();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for col in order {
+                let Some(p) = &mut procs[col] else { continue };
+                if p.target.name == ceiling::NAME && !step.relays() {
+                    continue;
                 }
+                let t = p.target.clone();
+                eprintln!("[{scen}] {} ...", t.name);
+                let fut = run_step(step, t.clone(), z, epoch, fresh_rss[col]);
+                match tokio::time::timeout(z.scenario_timeout, fut).await {
+                    Ok(r) => {
+                        eprintln!(
+                            "[{scen}] {}: {:.1} s, {} errors, client CPU {:.0}% of one core",
+                            t.name,
+                            r.wall,
+                            r.errors,
+                            100.0 * r.client_cpu / r.wall
+                        );
+                        notes.push(format!(
+                            "{scen} / {}: {:.1} s wall incl. setup, client CPU {:.0}% of one core, {} errors{}",
+                            t.name,
+                            r.wall,
+                            100.0 * r.client_cpu / r.wall,
+                            r.errors,
+                            r.samples
+                                .iter()
+                                .map(|s| format!("\n    - {s}"))
+                                .collect::<String>()
+                        ));
+                        table.add(&step, col, &r);
+                    }
+                    Err(_) => {
+                        let msg = format!("TIMEOUT after {} s", z.scenario_timeout.as_secs());
+                        eprintln!("[{scen}] {}: {msg}", t.name);
+                        notes.push(format!("{scen} / {}: {msg}", t.name));
+                        table.row(&scen, "status", None).text[col] = Some("timeout".into());
+                    }
+                }
+                if let Ok(Some(st)) = p.child.try_wait() {
+                    notes.push(format!("{} EXITED during {scen}: {st}", t.name));
+                }
+            }
+        }
+        // How close the first column comes to the ceiling, per repeat.
+        if let Some(c) = names.iter().position(|n| *n == ceiling::NAME) {
+            let metric = match step {
+                Step::Relay => "relayed msgs/s",
+                Step::RelayOpen(_) => "delivered msgs/s",
+                _ => continue,
             };
-            match tokio::time::timeout(z.scenario_timeout, fut).await {
-                Ok(r) => {
-                    eprintln!(
-                        "[{scen}] {}: {:.1} s, {} errors, client CPU {:.0}% of one core",
-                        t.name,
-                        r.wall,
-                        r.errors,
-                        100.0 * r.client_cpu / r.wall
-                    );
-                    notes.push(format!(
-                        "{scen} / {}: {:.1} s wall incl. setup, client CPU {:.0}% of one core, {} errors{}",
-                        t.name,
-                        r.wall,
-                        100.0 * r.client_cpu / r.wall,
-                        r.errors,
-                        r.samples
-                            .iter()
-                            .map(|s| format!("\n    - {s}"))
-                            .collect::<String>()
-                    ));
-                    table.add(scen, col, &r);
-                }
-                Err(_) => {
-                    let msg = format!("TIMEOUT after {} s", z.scenario_timeout.as_secs());
-                    eprintln!("[{scen}] {}: {msg}", t.name);
-                    notes.push(format!("{scen} / {}: {msg}", t.name));
-                    table.row(scen, "status", None).text[col] = Some("timeout".into());
-                }
-            }
-            if let Ok(Some(st)) = p.child.try_wait() {
-                notes.push(format!("{} EXITED during {scen}: {st}", t.name));
-            }
+            let Some(r) = table
+                .rows
+                .iter()
+                .find(|r| r.scenario == scen && r.metric == metric)
+            else {
+                continue;
+            };
+            let shares: Vec<f64> = r.v[0]
+                .iter()
+                .zip(&r.v[c])
+                .map(|(a, b)| 100.0 * a / b)
+                .collect();
+            table
+                .row(
+                    &scen,
+                    &format!("{} as % of {}", names[0], ceiling::NAME),
+                    None,
+                )
+                .v[0] = shares;
         }
     }
     for (col, p) in procs.iter().enumerate() {
@@ -1070,11 +1764,11 @@ async fn report(
         let hwm = proc_status_kib(&pid, "VmHWM:").map(|k| k / 1024.0);
         table
             .row("server", "peak RSS, VmHWM (MiB)", Some(Better::Lower))
-            .v[col] = hwm;
-        table.row("server", "total CPU (s)", Some(Better::Lower)).v[col] =
-            Some(proc_cpu_secs(&pid));
+            .v[col]
+            .extend(hwm);
+        table.row("server", "total CPU (s)", Some(Better::Lower)).v[col].push(proc_cpu_secs(&pid));
         let log = p.log.lock().unwrap();
-        table.row("server", "log lines (warn+)", None).v[col] = Some(log.lines as f64);
+        table.row("server", "log lines (warn+)", None).v[col].push(log.lines as f64);
         if log.lines > 0 {
             notes.push(format!(
                 "{} log tail:\n    {}",
@@ -1086,15 +1780,20 @@ async fn report(
 
     println!();
     println!(
-        "{} vs {} ({} run, {} client thread(s), {} CPUs)",
-        names[0],
-        names[1],
+        "{} ({} run, {} repeat(s), {} client thread(s), {} CPUs)",
+        names.join(" vs "),
         if opts.quick { "quick" } else { "full" },
+        opts.repeat,
         opts.client_threads,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        // SAFETY: sysconf has no preconditions. (available_parallelism would count only the
+        // load's core once the bench is pinned.)
+        unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }
     );
+    if opts.repeat > 1 {
+        println!("cells: median (lowest–highest) of the repeats; the ratio is of the medians");
+    }
     println!();
-    table.print(&names);
+    table.print();
     println!();
     println!("notes:");
     println!(
@@ -1107,6 +1806,15 @@ async fn report(
     );
     for n in &notes {
         println!("  {n}");
+    }
+    if let Some(path) = &opts.json {
+        std::fs::write(path, table.json_lines()).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("  results, one JSON object per line: {}", path.display());
+    }
+    if let Some(dir) = &opts.plot {
+        for f in plots(&table, dir)? {
+            println!("  plot: {}", f.display());
+        }
     }
 
     for p in procs.iter_mut().flatten() {
@@ -1220,7 +1928,7 @@ async fn run_cluster(
         &opts,
         z,
         procs,
-        ["1 node", "2 nodes"],
+        &["1 node", "2 nodes"],
         began,
         setup_secs,
         notes,

@@ -173,6 +173,55 @@ async fn socket_events_over_the_rate_are_refused_and_a_flood_is_disconnected() {
     other.fence().await;
 }
 
+/// Each socket's events run one at a time from its inbox (256 deep). A client that sends faster
+/// than its events can run gets each event past the inbox refused with an exception, none lost
+/// silently, and keeps its socket.
+#[tokio::test]
+async fn events_past_a_full_inbox_are_refused_one_by_one() {
+    let server = TestServer::start_with(&[("VCHAT_MAX_EVENTS_PER_SECOND", "0")]);
+    let api = server.api();
+    let (a, b) = (token("alice", None), token("bob", None));
+    api.touch(&b).await;
+    let room = api.peer_room(&a, "bob").await;
+    let body = json!({"content": "hi", "localId": "l1", "messageType": "text"});
+    api.post(&format!("channel/{room}/message/"), &b, body)
+        .await
+        .ok();
+    let d = Driver::new(&server).await;
+    let mut s = d.connect("alice", &a).await;
+    // Entering the room marks bob's message seen: a write, which waits while writes are held,
+    // so the first event holds the inbox and the next 256 wait behind it.
+    let blocker = server.block_writes().await;
+    const SENT: usize = 400;
+    const DEPTH: usize = 256;
+    for _ in 0..SENT {
+        s.emit("v1EnterChatRoom", &json!({ "roomId": room })).await;
+    }
+    let in_flight = |e: &Value| {
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("too many events in flight"))
+    };
+    for _ in 0..SENT - DEPTH - 1 {
+        let e = s.expect("v1OnException").await;
+        assert!(in_flight(&e), "{e}");
+    }
+    blocker.release().await;
+    // The events that were let in run (the metric counts events run); then the socket works
+    // again, and there was at most one more refusal (if all 257 arrived before the first ran).
+    server
+        .wait_metric("vchat_socket_events_total", |v| v >= DEPTH as f64)
+        .await;
+    let later = s.drain("v1OnException").await;
+    assert!(later.len() <= 1 && later.iter().all(in_flight), "{later:?}");
+    let refused = SENT - DEPTH - 1 + later.len();
+    assert_eq!(
+        server.metric("vchat_socket_events_total").await as usize + refused,
+        SENT + 1,
+        "each event ran or was refused (the +1 is the fence)"
+    );
+}
+
 async fn burst(server: &TestServer, n: usize, t: &str, xff: Option<&str>) -> Vec<(u16, Value)> {
     let http = reqwest::Client::new();
     let futs: Vec<_> = (0..n)

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod ceiling;
 pub mod nginx;
+pub mod plot;
 pub mod procfs;
 pub mod server;
 pub mod sio;

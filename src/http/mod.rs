@@ -7,6 +7,7 @@ mod bans;
 mod broadcasts;
 mod calls;
 mod channels;
+mod detach;
 pub mod extract;
 mod groups;
 mod linger;
@@ -220,6 +221,13 @@ pub fn router(app: Arc<App>, with_metrics: bool) -> Router {
 /// so the answer reaches the client instead of a connection reset (see `linger`).
 pub fn linger_layer(router: Router) -> Router {
     router.layer(middleware::map_request(linger::linger))
+}
+
+/// Socket.IO request heads copied out of the connection's read buffer, which they would
+/// otherwise keep alive for the socket's life (see `detach`). Wrap it outside the Socket.IO
+/// layer.
+pub fn detach_layer(router: Router) -> Router {
+    router.layer(middleware::map_request(detach::detach))
 }
 
 /// The per-address request limit around everything `router` serves (wrap it after the

@@ -4,13 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
-use socketioxide::extract::TryData;
-use socketioxide::handler::{ConnectHandler, MessageHandler};
-use socketioxide::socket::{Sid, Socket};
-use tokio::sync::mpsc;
-
+use super::expiry::Expiries;
 use super::handlers;
+use super::inbox::{Inbound, Inbox, Pushed};
 use super::notify::{chat_room, socket_room, user_room};
 use super::presence::socket_device;
 use crate::app::{App, MAX_EVENT_BYTES};
@@ -19,6 +15,10 @@ use crate::cluster::driver::{Adapter, Io};
 use crate::limits::EventVerdict;
 use crate::wire::events;
 use crate::wire::shapes::Exception;
+use serde_json::Value;
+use socketioxide::extract::TryData;
+use socketioxide::handler::{ConnectHandler, MessageHandler};
+use socketioxide::socket::{Sid, Socket};
 
 /// Events queued per socket before the client is told to slow down.
 const INBOX_DEPTH: usize = 256;
@@ -40,15 +40,9 @@ pub struct SocketCtx {
     pub typing_to: Mutex<Option<String>>,
 }
 
-/// One client event, as it arrived.
-pub struct Inbound {
-    pub event: String,
-    pub payload: Value,
-}
-
-/// The sending half of a socket's inbox, kept in the socket's extensions.
+/// The socket's inbox, kept in its extensions.
 #[derive(Clone)]
-struct Inbox(mpsc::Sender<Inbound>);
+struct SocketInbox(Arc<Inbox>);
 
 type SocketRef = socketioxide::extract::SocketRef<Adapter>;
 
@@ -56,10 +50,11 @@ type SocketRef = socketioxide::extract::SocketRef<Adapter>;
 /// which is why it is awaited.
 pub async fn register(io: &Io, app: Arc<App>) -> Result<(), String> {
     let mw_app = app.clone();
+    let expiries = Expiries::start();
     let auth = move |s: SocketRef, TryData(auth): TryData<Value>| {
-        let app = mw_app.clone();
+        let (app, expiries) = (mw_app.clone(), expiries.clone());
         async move {
-            let r = connect(app.clone(), s, auth.ok()).await;
+            let r = connect(app.clone(), expiries, s, auth.ok()).await;
             app.metrics.inc(if r.is_ok() {
                 |m| &m.sockets_connected
             } else {
@@ -138,7 +133,12 @@ fn percent_decode(s: &str) -> String {
 
 /// The connect middleware: authenticate, then make the socket a full member of its rooms
 /// before the client hears it is connected.
-async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(), Refused> {
+async fn connect(
+    app: Arc<App>,
+    expiries: Arc<Expiries>,
+    s: SocketRef,
+    auth: Option<Value>,
+) -> Result<(), Refused> {
     let token = token_of(&s, auth.as_ref())
         .ok_or_else(|| Refused("Unauthorized: missing access token".into()))?;
     let mut who = app.identify(&token).await.map_err(|e| match e {
@@ -174,17 +174,17 @@ async fn connect(app: Arc<App>, s: SocketRef, auth: Option<Value>) -> Result<(),
         limiter: app.limits.socket_limiter(),
         typing_to: Mutex::new(None),
     });
-    let (tx, rx) = mpsc::channel(INBOX_DEPTH);
     s.extensions.insert(ctx.clone());
     s.extensions.insert(app.clone());
-    s.extensions.insert(Inbox(tx));
-    tokio::spawn(run_inbox(app.clone(), ctx.clone(), rx, s.clone()));
+    s.extensions
+        .insert(SocketInbox(Arc::new(Inbox::new(INBOX_DEPTH))));
+    expiries.add(ctx.who.exp, s.clone());
     s.on_fallback(Enqueue);
 
     let disc_app = app.clone();
     s.on_disconnect(move |s: SocketRef| {
-        let app = disc_app.clone();
-        async move { disconnected(app, s).await }
+        let (app, expiries) = (disc_app.clone(), expiries.clone());
+        async move { disconnected(app, expiries, s).await }
     });
     tracing::debug!(user = %ctx.who.user_id, device = %ctx.who.device, sid = %s.id, rooms = rooms.len(), "socket authenticated");
     Ok(())
@@ -290,13 +290,14 @@ impl MessageHandler<Adapter, RawEvent> for Enqueue {
         } else {
             args.swap_remove(0)
         };
-        let Some(Inbox(tx)) = s.extensions.get::<Inbox>() else {
-            return;
-        };
-        if let (Some(ctx), Some(app)) = (
+        let (Some(SocketInbox(inbox)), Some(ctx), Some(app)) = (
+            s.extensions.get::<SocketInbox>(),
             s.extensions.get::<Arc<SocketCtx>>(),
             s.extensions.get::<Arc<App>>(),
-        ) {
+        ) else {
+            return;
+        };
+        {
             match ctx.limiter.check(&app.limits) {
                 EventVerdict::Accept => {}
                 EventVerdict::Refuse => {
@@ -313,36 +314,20 @@ impl MessageHandler<Adapter, RawEvent> for Enqueue {
                 }
             }
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(Inbound { event, payload }) {
-            exception("too many events in flight; slow down");
+        match inbox.push(Inbound { event, payload }) {
+            Pushed::Queued => {}
+            Pushed::StartRunner => {
+                tokio::spawn(run_inbox(app, ctx, inbox));
+            }
+            Pushed::Full => exception("too many events in flight; slow down"),
         }
     }
 }
 
 /// Runs one socket's events one after another, so each client sees its own events applied in
-/// the order it sent them. Closes the socket when its token expires.
-async fn run_inbox(
-    app: Arc<App>,
-    ctx: Arc<SocketCtx>,
-    mut rx: mpsc::Receiver<Inbound>,
-    socket: SocketRef,
-) {
-    let expiry = tokio::time::Instant::now()
-        + std::time::Duration::from_secs(ctx.who.exp.saturating_sub(crate::auth::now_unix()));
-    let expired = tokio::time::sleep_until(expiry);
-    tokio::pin!(expired);
-    loop {
-        let msg = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => return,
-            },
-            _ = &mut expired => {
-                tracing::info!(user = %ctx.who.user_id, sid = %ctx.sid, "token expired; closing the socket");
-                let _ = socket.disconnect();
-                return;
-            }
-        };
+/// the order it sent them; ends when the inbox is empty (the next event starts another).
+async fn run_inbox(app: Arc<App>, ctx: Arc<SocketCtx>, inbox: Arc<Inbox>) {
+    while let Some(msg) = inbox.next() {
         app.metrics.inc(|m| &m.socket_events);
         if let Err(error) = handlers::dispatch(&app, &ctx, &msg.event, &msg.payload).await {
             app.metrics.inc(|m| &m.socket_exceptions);
@@ -353,11 +338,11 @@ async fn run_inbox(
     }
 }
 
-async fn disconnected(app: Arc<App>, s: SocketRef) {
-    s.extensions.remove::<Inbox>();
+async fn disconnected(app: Arc<App>, expiries: Arc<Expiries>, s: SocketRef) {
     let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() else {
         return;
     };
+    expiries.remove(ctx.who.exp, s.id);
     let who = &ctx.who;
     let typing = ctx.typing_to.lock().expect("not poisoned").take();
     if let Some(room) = typing {

@@ -1,10 +1,13 @@
 //! The Socket.IO gateway: authentication at the handshake, rooms joined on connect, a per-socket
-//! inbox that runs each socket's events in the order they arrived, and disconnect cleanup.
+//! inbox that runs each socket's events in the order they arrived (`inbox`), sockets closed when
+//! their token expires (`expiry`), and disconnect cleanup.
 //!
 //! Event handlers live in [`handlers`], one function per client event.
 
+pub mod expiry;
 pub mod gateway;
 pub mod handlers;
+pub mod inbox;
 pub mod notify;
 pub mod outbox;
 pub mod presence;
