@@ -20,7 +20,13 @@ pub struct Ev {
     pub name: String,
     pub payload: Value,
     pub at: Instant,
+    /// With [`Sio::connect_lazy_ice`]: a relayed candidate's frame as it came, not decoded
+    /// (`payload` is null), so the load generator spends its core on load, not on JSON.
+    pub raw: Option<String>,
 }
+
+/// The frame prefix of a relayed candidate.
+pub const ICE_FRAME: &str = "42[\"v1OnIceCandidate\",";
 
 pub enum Out {
     Text(String),
@@ -145,6 +151,15 @@ impl Drop for Sio {
 
 impl Sio {
     pub async fn connect(addr: SocketAddr, token: &str) -> Result<Sio, String> {
+        Self::connect_with(addr, token, false).await
+    }
+
+    /// As [`Sio::connect`], but relayed candidates are handed over undecoded (see [`Ev::raw`]).
+    pub async fn connect_lazy_ice(addr: SocketAddr, token: &str) -> Result<Sio, String> {
+        Self::connect_with(addr, token, true).await
+    }
+
+    async fn connect_with(addr: SocketAddr, token: &str, lazy_ice: bool) -> Result<Sio, String> {
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("tcp connect: {e}"))?;
@@ -228,8 +243,20 @@ impl Sio {
                         let at = Instant::now();
                         if t == "2" {
                             let _ = pong.send(Out::Text("3".into()));
+                        } else if lazy_ice && t.starts_with(ICE_FRAME) {
+                            let _ = ev_tx.send(Ev {
+                                name: "v1OnIceCandidate".into(),
+                                payload: Value::Null,
+                                at,
+                                raw: Some(t),
+                            });
                         } else if let Some((name, payload)) = decode_event(&t) {
-                            let _ = ev_tx.send(Ev { name, payload, at });
+                            let _ = ev_tx.send(Ev {
+                                name,
+                                payload,
+                                at,
+                                raw: None,
+                            });
                         } else if t.starts_with("41") || t == "1" {
                             break;
                         }
@@ -244,6 +271,7 @@ impl Sio {
                 name: CLOSED.into(),
                 payload: Value::Null,
                 at: Instant::now(),
+                raw: None,
             });
         });
         Ok(Sio {

@@ -4,6 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use serde_json::Value;
+use socketioxide::extract::TryData;
+use socketioxide::handler::{ConnectHandler, MessageHandler};
+use socketioxide::socket::{Sid, Socket};
+
 use super::expiry::Expiries;
 use super::handlers;
 use super::inbox::{Inbound, Inbox, Pushed};
@@ -15,10 +20,6 @@ use crate::cluster::driver::{Adapter, Io};
 use crate::limits::EventVerdict;
 use crate::wire::events;
 use crate::wire::shapes::Exception;
-use serde_json::Value;
-use socketioxide::extract::TryData;
-use socketioxide::handler::{ConnectHandler, MessageHandler};
-use socketioxide::socket::{Sid, Socket};
 
 /// Events queued per socket before the client is told to slow down.
 const INBOX_DEPTH: usize = 256;
@@ -297,21 +298,19 @@ impl MessageHandler<Adapter, RawEvent> for Enqueue {
         ) else {
             return;
         };
-        {
-            match ctx.limiter.check(&app.limits) {
-                EventVerdict::Accept => {}
-                EventVerdict::Refuse => {
-                    exception(&format!(
-                        "too many events: at most {} per second",
-                        app.config.max_events_per_second
-                    ));
-                    return;
-                }
-                EventVerdict::Disconnect => {
-                    tracing::info!(user = %ctx.who.user_id, sid = %ctx.sid, "event flood; closing the socket");
-                    let _ = s.clone().disconnect();
-                    return;
-                }
+        match ctx.limiter.check(&app.limits) {
+            EventVerdict::Accept => {}
+            EventVerdict::Refuse => {
+                exception(&format!(
+                    "too many events: at most {} per second",
+                    app.config.max_events_per_second
+                ));
+                return;
+            }
+            EventVerdict::Disconnect => {
+                tracing::info!(user = %ctx.who.user_id, sid = %ctx.sid, "event flood; closing the socket");
+                let _ = s.clone().disconnect();
+                return;
             }
         }
         match inbox.push(Inbound { event, payload }) {
