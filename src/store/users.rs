@@ -175,17 +175,13 @@ impl Store {
         .await)
     }
 
-    /// Written on every disconnect. Through the group commit: when thousands of sockets close
-    /// at once (a node restarting, a network cut), each paying its own fsync queued the writes
-    /// behind one another for tens of seconds, calls and messages behind them.
     pub async fn touch_last_seen(&self, id: &str) -> sqlx::Result<()> {
-        let id = id.to_string();
-        db_commit!(self, |conn, sql| sqlx::query(&sql(
+        db!(self, |pool, sql| sqlx::query(&sql(
             "UPDATE users SET last_seen_at = $1 WHERE id = $2"
         ))
         .bind(now_iso())
-        .bind(&id)
-        .execute(conn)
+        .bind(id)
+        .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
         Ok(())
