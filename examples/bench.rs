@@ -578,6 +578,61 @@ async fn s_connections(t: Arc<Target>, z: Sizes, n: usize, rss0: f64) -> Res {
     res
 }
 
+/// When each step of one complete call flow was sent, and when its event arrived.
+struct Flow {
+    created: Instant,
+    rang: Instant,
+    accept_sent: Instant,
+    accepted: Instant,
+    end_sent: Instant,
+    /// When the later of the two sockets read `v1OnCallEnded`.
+    ended: Instant,
+}
+
+/// One complete call on pair `p`: `create` → callee's `v1OnNewCall`, `accept` → caller's
+/// `v1OnCallAccepted`, `end` → `v1OnCallEnded` on both. A call that cannot be accepted is ended,
+/// so the pair is free for the next one.
+async fn call_flow(t: &Target, p: &mut Pair, z: Sizes) -> Result<Flow, String> {
+    let api = &t.api;
+    let created = Instant::now();
+    let body = json!({ "payload": sdp("offer"), "withVideo": false });
+    let d = api
+        .post(&format!("call/create/{}", p.room), &p.ua.token, body)
+        .await?;
+    let meet = d["meetId"].as_str().unwrap_or_default().to_string();
+    let ring = p.b.wait("v1OnNewCall", is_meet(&meet), z.event_timeout);
+    let rang = ring.await.map_err(|e| format!("callee: {e}"))?.at;
+    let accept_sent = Instant::now();
+    let body = json!({ "payload": sdp("answer") });
+    if let Err(e) = api
+        .post(&format!("call/accept/{meet}"), &p.ub.token, body)
+        .await
+    {
+        let _ = api
+            .post(&format!("call/end/v2/{meet}"), &p.ua.token, json!({}))
+            .await;
+        return Err(e);
+    }
+    let accepted =
+        p.a.wait("v1OnCallAccepted", is_meet(&meet), z.event_timeout);
+    let accepted = accepted.await.map_err(|e| format!("caller: {e}"))?.at;
+    let end_sent = Instant::now();
+    api.post(&format!("call/end/{meet}"), &p.ua.token, json!({}))
+        .await?;
+    let a = p.a.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout);
+    let a = a.await.map_err(|e| format!("caller: {e}"))?.at;
+    let b = p.b.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout);
+    let b = b.await.map_err(|e| format!("callee: {e}"))?.at;
+    Ok(Flow {
+        created,
+        rang,
+        accept_sent,
+        accepted,
+        end_sent,
+        ended: a.max(b),
+    })
+}
+
 async fn s_calls(t: Arc<Target>, z: Sizes) -> Res {
     let mut res = Res::default();
     let pairs = make_pairs(&t, &fresh("k"), z.call_pairs, &mut res).await;
@@ -590,65 +645,16 @@ async fn s_calls(t: Arc<Target>, z: Sizes) -> Res {
         let (t, col, calls) = (t.clone(), col.clone(), calls.clone());
         set.spawn(async move {
             for _ in 0..z.calls_per_pair {
-                let api = &t.api;
-                let t0 = Instant::now();
-                let body = json!({ "payload": sdp("offer"), "withVideo": false });
-                let meet = match api
-                    .post(&format!("call/create/{}", p.room), &p.ua.token, body)
-                    .await
-                {
-                    Ok(d) => d["meetId"].as_str().unwrap_or_default().to_string(),
+                match call_flow(&t, &mut p, z).await {
+                    Ok(f) => {
+                        record(&col, "new", ms(f.rang - f.created));
+                        record(&col, "accepted", ms(f.accepted - f.accept_sent));
+                        record(&col, "ended", ms(f.ended - f.end_sent));
+                    }
                     Err(e) => {
                         fail(&col, e);
-                        break;
+                        continue;
                     }
-                };
-                match p
-                    .b
-                    .wait("v1OnNewCall", is_meet(&meet), z.event_timeout)
-                    .await
-                {
-                    Ok(ev) => record(&col, "new", ms(ev.at - t0)),
-                    Err(e) => fail(&col, format!("callee: {e}")),
-                }
-                let t1 = Instant::now();
-                let body = json!({ "payload": sdp("answer") });
-                if let Err(e) = api
-                    .post(&format!("call/accept/{meet}"), &p.ub.token, body)
-                    .await
-                {
-                    fail(&col, e);
-                    let _ = api
-                        .post(&format!("call/end/v2/{meet}"), &p.ua.token, json!({}))
-                        .await;
-                    continue;
-                }
-                match p
-                    .a
-                    .wait("v1OnCallAccepted", is_meet(&meet), z.event_timeout)
-                    .await
-                {
-                    Ok(ev) => record(&col, "accepted", ms(ev.at - t1)),
-                    Err(e) => fail(&col, format!("caller: {e}")),
-                }
-                let t2 = Instant::now();
-                if let Err(e) = api
-                    .post(&format!("call/end/{meet}"), &p.ua.token, json!({}))
-                    .await
-                {
-                    fail(&col, e);
-                    continue;
-                }
-                let ea =
-                    p.a.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout)
-                        .await;
-                let eb =
-                    p.b.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout)
-                        .await;
-                match (ea, eb) {
-                    (Ok(a), Ok(b)) => record(&col, "ended", ms(a.at.max(b.at) - t2)),
-                    (Err(e), _) => fail(&col, format!("caller: {e}")),
-                    (_, Err(e)) => fail(&col, format!("callee: {e}")),
                 }
                 calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -955,35 +961,10 @@ async fn s_setup_open(t: Arc<Target>, z: Sizes, rate: f64) -> Res {
         let (t, col, done, free) = (t.clone(), col.clone(), done.clone(), free_tx.clone());
         let due = due.into_std();
         set.spawn(async move {
-            let flow = async {
-                let api = &t.api;
-                let body = json!({ "payload": sdp("offer"), "withVideo": false });
-                let d = api
-                    .post(&format!("call/create/{}", p.room), &p.ua.token, body)
-                    .await?;
-                let meet = d["meetId"].as_str().unwrap_or_default().to_string();
-                let ev =
-                    p.b.wait("v1OnNewCall", is_meet(&meet), z.event_timeout)
-                        .await?;
-                record(&col, "ring", ms(ev.at - due));
-                let body = json!({ "payload": sdp("answer") });
-                api.post(&format!("call/accept/{meet}"), &p.ub.token, body)
-                    .await?;
-                p.a.wait("v1OnCallAccepted", is_meet(&meet), z.event_timeout)
-                    .await?;
-                api.post(&format!("call/end/{meet}"), &p.ua.token, json!({}))
-                    .await?;
-                let a =
-                    p.a.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout)
-                        .await?;
-                let b =
-                    p.b.wait("v1OnCallEnded", is_meet(&meet), z.event_timeout)
-                        .await?;
-                record(&col, "flow", ms(a.at.max(b.at) - due));
-                Ok::<_, String>(())
-            };
-            match flow.await {
-                Ok(()) => {
+            match call_flow(&t, &mut p, z).await {
+                Ok(f) => {
+                    record(&col, "ring", ms(f.rang - due));
+                    record(&col, "flow", ms(f.ended - due));
                     done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => fail(&col, e),
@@ -1193,7 +1174,7 @@ impl Table {
             return t.clone();
         }
         let v = &r.v[col];
-        match (self.rows_repeat(r, col), r.median(col)) {
+        match (v.len() > 1, r.median(col)) {
             (_, None) => "-".into(),
             (false, Some(m)) => num(m),
             (true, Some(m)) => {
@@ -1202,10 +1183,6 @@ impl Table {
                 format!("{} ({}–{})", num(m), num(lo), num(hi))
             }
         }
-    }
-
-    fn rows_repeat(&self, r: &Row, col: usize) -> bool {
-        r.v[col].len() > 1
     }
 
     fn print(&self) {

@@ -39,11 +39,9 @@ pub struct SocketCtx {
     pub limiter: crate::limits::SocketLimiter,
     /// The room this socket last said it was typing/recording in, for the automatic `stop`.
     pub typing_to: Mutex<Option<String>>,
+    /// Its events, waiting to run in arrival order.
+    inbox: Inbox,
 }
-
-/// The socket's inbox, kept in its extensions.
-#[derive(Clone)]
-struct SocketInbox(Arc<Inbox>);
 
 type SocketRef = socketioxide::extract::SocketRef<Adapter>;
 
@@ -174,11 +172,10 @@ async fn connect(
         addr,
         limiter: app.limits.socket_limiter(),
         typing_to: Mutex::new(None),
+        inbox: Inbox::new(INBOX_DEPTH),
     });
     s.extensions.insert(ctx.clone());
     s.extensions.insert(app.clone());
-    s.extensions
-        .insert(SocketInbox(Arc::new(Inbox::new(INBOX_DEPTH))));
     expiries.add(ctx.who.exp, s.clone());
     s.on_fallback(Enqueue);
 
@@ -291,8 +288,7 @@ impl MessageHandler<Adapter, RawEvent> for Enqueue {
         } else {
             args.swap_remove(0)
         };
-        let (Some(SocketInbox(inbox)), Some(ctx), Some(app)) = (
-            s.extensions.get::<SocketInbox>(),
+        let (Some(ctx), Some(app)) = (
             s.extensions.get::<Arc<SocketCtx>>(),
             s.extensions.get::<Arc<App>>(),
         ) else {
@@ -313,10 +309,10 @@ impl MessageHandler<Adapter, RawEvent> for Enqueue {
                 return;
             }
         }
-        match inbox.push(Inbound { event, payload }) {
+        match ctx.inbox.push(Inbound { event, payload }) {
             Pushed::Queued => {}
             Pushed::StartRunner => {
-                tokio::spawn(run_inbox(app, ctx, inbox));
+                tokio::spawn(run_inbox(app, ctx));
             }
             Pushed::Full => exception("too many events in flight; slow down"),
         }
@@ -325,8 +321,8 @@ impl MessageHandler<Adapter, RawEvent> for Enqueue {
 
 /// Runs one socket's events one after another, so each client sees its own events applied in
 /// the order it sent them; ends when the inbox is empty (the next event starts another).
-async fn run_inbox(app: Arc<App>, ctx: Arc<SocketCtx>, inbox: Arc<Inbox>) {
-    while let Some(msg) = inbox.next() {
+async fn run_inbox(app: Arc<App>, ctx: Arc<SocketCtx>) {
+    while let Some(msg) = ctx.inbox.next() {
         app.metrics.inc(|m| &m.socket_events);
         if let Err(error) = handlers::dispatch(&app, &ctx, &msg.event, &msg.payload).await {
             app.metrics.inc(|m| &m.socket_exceptions);
