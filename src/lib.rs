@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod calls;
 pub mod chat;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod http;

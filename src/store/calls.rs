@@ -5,26 +5,28 @@ use crate::ids::now_iso;
 const COLUMNS: &str = "id, room_id, caller_id, callee_id, caller_device, callee_device, with_video,
     platform, status, payload, answer, rev, created_at, accepted_at, ended_at";
 
-/// A call as stored: one row per call, updated on every transition.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct CallRecord {
-    pub id: String,
-    pub room_id: String,
-    pub caller_id: String,
-    pub callee_id: String,
-    pub caller_device: String,
-    pub callee_device: Option<String>,
-    pub with_video: bool,
-    pub platform: String,
-    pub status: String,
-    /// The offer as received, as JSON text (a JSON string stays a string).
-    pub payload: String,
-    pub answer: Option<String>,
-    /// Increases with each transition, so a late write never overwrites a newer state.
-    pub rev: i64,
-    pub created_at: String,
-    pub accepted_at: Option<String>,
-    pub ended_at: Option<String>,
+row! {
+    /// A call as stored: one row per call, updated on every transition.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct CallRecord {
+        pub id: String,
+        pub room_id: String,
+        pub caller_id: String,
+        pub callee_id: String,
+        pub caller_device: String,
+        pub callee_device: Option<String>,
+        pub with_video: bool,
+        pub platform: String,
+        pub status: String,
+        /// The offer as received, as JSON text (a JSON string stays a string).
+        pub payload: String,
+        pub answer: Option<String>,
+        /// Increases with each transition, so a late write never overwrites a newer state.
+        pub rev: i64,
+        pub created_at: String,
+        pub accepted_at: Option<String>,
+        pub ended_at: Option<String>,
+    }
 }
 
 #[derive(Debug, Clone)]

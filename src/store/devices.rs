@@ -13,12 +13,14 @@ pub struct NewSession<'a> {
     pub expires_at: String,
 }
 
-/// Where a push for a user goes: one device with a key.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PushDevice {
-    pub user_id: String,
-    pub device: String,
-    pub push_key: String,
+row! {
+    /// Where a push for a user goes: one device with a key.
+    #[derive(Debug, Clone)]
+    pub struct PushDevice {
+        pub user_id: String,
+        pub device: String,
+        pub push_key: String,
+    }
 }
 
 impl Store {

@@ -2,22 +2,26 @@
 
 use super::{Store, UserRow};
 
-/// A group's settings beyond title and image.
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
-pub struct GroupDetails {
-    pub description: String,
-    /// A JSON object, as text.
-    pub extra_data: Option<String>,
+row! {
+    /// A group's settings beyond title and image.
+    #[derive(Debug, Clone, Default)]
+    pub struct GroupDetails {
+        pub description: String,
+        /// A JSON object, as text.
+        pub extra_data: Option<String>,
+    }
 }
 
-/// A member and their role (`admin` or `member`).
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct MemberRow {
-    pub id: String,
-    pub full_name: String,
-    pub identifier: String,
-    pub img: String,
-    pub role: String,
+row! {
+    /// A member and their role (`admin` or `member`).
+    #[derive(Debug, Clone)]
+    pub struct MemberRow {
+        pub id: String,
+        pub full_name: String,
+        pub identifier: String,
+        pub img: String,
+        pub role: String,
+    }
 }
 
 impl MemberRow {
@@ -31,15 +35,17 @@ impl MemberRow {
     }
 }
 
-/// A member's receipt of one message: when their watermark last moved past it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ReceiptRow {
-    pub id: String,
-    pub full_name: String,
-    pub identifier: String,
-    pub img: String,
-    pub delivered_at: Option<String>,
-    pub seen_at: Option<String>,
+row! {
+    /// A member's receipt of one message: when their watermark last moved past it.
+    #[derive(Debug, Clone)]
+    pub struct ReceiptRow {
+        pub id: String,
+        pub full_name: String,
+        pub identifier: String,
+        pub img: String,
+        pub delivered_at: Option<String>,
+        pub seen_at: Option<String>,
+    }
 }
 
 impl ReceiptRow {

@@ -5,32 +5,34 @@ const COLUMNS: &str = "seq, id, room_id, sender_id, sender_name, sender_identifi
     platform, local_id, kind, content, is_encrypted, attachment, reply_to, forward_id,
     created_at, updated_at, delivered_at, seen_at, deleted_at, parent_broadcast_id, is_one_seen";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct MessageRow {
-    pub seq: i64,
-    pub id: String,
-    pub room_id: String,
-    pub sender_id: String,
-    pub sender_name: String,
-    pub sender_identifier: String,
-    pub sender_img: String,
-    pub platform: String,
-    pub local_id: String,
-    pub kind: String,
-    pub content: String,
-    pub is_encrypted: bool,
-    pub attachment: Option<String>,
-    pub reply_to: Option<String>,
-    pub forward_id: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub delivered_at: Option<String>,
-    pub seen_at: Option<String>,
-    pub deleted_at: Option<String>,
-    /// A copy of a broadcast message: the broadcast message's id.
-    pub parent_broadcast_id: Option<String>,
-    /// View-once: receivers may open it once.
-    pub is_one_seen: bool,
+row! {
+    #[derive(Debug, Clone)]
+    pub struct MessageRow {
+        pub seq: i64,
+        pub id: String,
+        pub room_id: String,
+        pub sender_id: String,
+        pub sender_name: String,
+        pub sender_identifier: String,
+        pub sender_img: String,
+        pub platform: String,
+        pub local_id: String,
+        pub kind: String,
+        pub content: String,
+        pub is_encrypted: bool,
+        pub attachment: Option<String>,
+        pub reply_to: Option<String>,
+        pub forward_id: Option<String>,
+        pub created_at: String,
+        pub updated_at: String,
+        pub delivered_at: Option<String>,
+        pub seen_at: Option<String>,
+        pub deleted_at: Option<String>,
+        /// A copy of a broadcast message: the broadcast message's id.
+        pub parent_broadcast_id: Option<String>,
+        /// View-once: receivers may open it once.
+        pub is_one_seen: bool,
+    }
 }
 
 /// What committing a message did.

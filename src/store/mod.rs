@@ -10,6 +10,35 @@
 //! which is what "durable before acknowledged" needs (a process kill or a power cut loses nothing
 //! acked). `VCHAT_DB_SYNC=normal` trades power-cut safety for latency; a crash still loses nothing.
 
+/// A struct read from a row (`query_as`), column by field name: what `#[derive(sqlx::FromRow)]`
+/// does, without sqlx's macro crate (which builds sqlx and SQLite a second time for the
+/// compiler: see `migrations`).
+macro_rules! row {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $(#[$fmeta])* $fvis $field : $ty ),*
+        }
+
+        impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for $name
+        where
+            &'static str: sqlx::ColumnIndex<R>,
+            $( $ty: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>, )*
+        {
+            fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+                Ok($name {
+                    $( $field: row.try_get(stringify!($field))?, )*
+                })
+            }
+        }
+    };
+}
+
 /// Runs `$body` against the store's database: compiled once per database, with `$pool` its pool
 /// and `$sql` the function that puts SQL into its dialect.
 macro_rules! db {
@@ -68,6 +97,7 @@ mod commit;
 mod devices;
 pub(crate) mod groups;
 mod messages;
+mod migrations;
 mod rooms;
 mod settings;
 mod sqlite_schema;
@@ -177,7 +207,10 @@ impl Store {
             .max_connections(4)
             .connect_with(opts.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        migrations::migrator(migrations::SQLITE)
+            .await?
+            .run(&pool)
+            .await?;
         sqlite_schema::allow_broadcast_rooms(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
@@ -197,7 +230,10 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        migrations::migrator(migrations::POSTGRES)
+            .await?
+            .run(&pool)
+            .await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
             commits: None,

@@ -19,14 +19,16 @@ impl RoomKind {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RoomRow {
-    pub id: String,
-    pub kind: String,
-    pub title: String,
-    pub img: String,
-    pub created_by: String,
-    pub created_at: String,
+row! {
+    #[derive(Debug, Clone)]
+    pub struct RoomRow {
+        pub id: String,
+        pub kind: String,
+        pub title: String,
+        pub img: String,
+        pub created_by: String,
+        pub created_at: String,
+    }
 }
 
 impl RoomRow {

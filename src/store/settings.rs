@@ -3,15 +3,17 @@
 
 use super::Store;
 
-/// One member's settings of one room.
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
-pub struct MemberSettings {
-    pub muted: bool,
-    pub archived: bool,
-    pub one_seen: bool,
-    pub nick_name: Option<String>,
-    pub trans_to: Option<String>,
-    pub cleared_seq: i64,
+row! {
+    /// One member's settings of one room.
+    #[derive(Debug, Clone, Default)]
+    pub struct MemberSettings {
+        pub muted: bool,
+        pub archived: bool,
+        pub one_seen: bool,
+        pub nick_name: Option<String>,
+        pub trans_to: Option<String>,
+        pub cleared_seq: i64,
+    }
 }
 
 /// A boolean setting.

@@ -1,12 +1,14 @@
 use super::Store;
 use crate::ids::{new_id, now_iso};
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct UserRow {
-    pub id: String,
-    pub full_name: String,
-    pub identifier: String,
-    pub img: String,
+row! {
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct UserRow {
+        pub id: String,
+        pub full_name: String,
+        pub identifier: String,
+        pub img: String,
+    }
 }
 
 /// The profile fields an external token's claims describe.
