@@ -70,6 +70,8 @@ struct Opts {
     setup_rates: Vec<f64>,
     /// Socket counts of the idle scenario (one step each).
     idle_sizes: Option<Vec<usize>>,
+    /// How long each open-loop step offers its load (seconds): longer runs for a profiler.
+    open_secs: Option<f64>,
     /// Every step this many times, alternating which server goes first; the table shows
     /// medians and spreads.
     repeat: usize,
@@ -155,7 +157,8 @@ fn usage() -> ! {
          \x20                                          [--server-core N] [--load-core N]\n\
          \x20                                          [--only connections,setup,setup-open,relay,relay-open,presence]\n\
          \x20                                          [--no-ceiling] [--relay-rates R,..] [--setup-rates R,..]\n\
-         \x20                                          [--idle-sizes N,..] [--repeat K] [--json FILE] [--plot DIR]"
+         \x20                                          [--idle-sizes N,..] [--open-secs S] [--repeat K]\n\
+         \x20                                          [--json FILE] [--plot DIR]"
     );
     std::process::exit(2)
 }
@@ -202,6 +205,7 @@ fn parse_opts() -> Opts {
         relay_rates: None,
         setup_rates: vec![200.0],
         idle_sizes: None,
+        open_secs: None,
         repeat: 1,
         json: None,
         plot: None,
@@ -216,6 +220,7 @@ fn parse_opts() -> Opts {
             "--relay-rates" => o.relay_rates = Some(list(args.next())),
             "--setup-rates" => o.setup_rates = list(args.next()),
             "--idle-sizes" => o.idle_sizes = Some(list(args.next())),
+            "--open-secs" => o.open_secs = Some(list::<f64>(args.next())[0]),
             "--repeat" => o.repeat = list::<usize>(args.next())[0],
             "--json" => o.json = Some(args.next().unwrap_or_else(|| usage()).into()),
             "--plot" => o.plot = Some(args.next().unwrap_or_else(|| usage()).into()),
@@ -1352,6 +1357,10 @@ async fn run(opts: Opts) -> Result<(), String> {
     let mut z = Sizes::new(opts.quick);
     if let Some(c) = opts.connect_concurrency {
         z.connect_concurrency = c;
+    }
+    if let Some(secs) = opts.open_secs {
+        z.open_relay_secs = secs;
+        z.open_setup_secs = secs;
     }
     let http = reqwest::Client::builder()
         .no_proxy()

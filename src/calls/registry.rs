@@ -149,6 +149,16 @@ impl Registry {
         guard.is_some().then_some(guard)
     }
 
+    /// The call's lock if nobody holds it now: `Ok(None)` if the call is not live, `Err(())`
+    /// if someone holds the lock (the caller waits with [`Calls::lock`] instead).
+    pub fn try_lock(&self, meet_id: &str) -> Result<Option<SlotGuard>, ()> {
+        let Some(slot) = self.calls.get(meet_id).map(|s| s.clone()) else {
+            return Ok(None);
+        };
+        let guard = slot.try_lock_owned().map_err(|_| ())?;
+        Ok(guard.is_some().then_some(guard))
+    }
+
     /// Ends a call held under `guard`: frees its parties and drops its timers. Contenders
     /// waiting on the lock find it empty.
     pub fn remove(&self, guard: &mut SlotGuard) -> Option<LiveCall> {

@@ -142,6 +142,21 @@ pub async fn relay_ice(
     }
 }
 
+/// [`relay_ice`] without waiting, for a call this node owns whose lock is free; `None` when
+/// the candidate has to wait (for the lock, or for the owning node).
+pub fn try_relay_ice(
+    app: &Arc<App>,
+    who: &Identity,
+    may_bind: bool,
+    meet_id: &str,
+    payload: Value,
+) -> Option<Result<(), String>> {
+    if app.cluster.is_some() && !app.calls.contains(meet_id) {
+        return None;
+    }
+    service::try_relay_ice_here(app, &who.user_id, &who.device, may_bind, meet_id, payload)
+}
+
 /// The user's live call, wherever it runs.
 async fn call_of(app: &App, user: &str) -> Option<String> {
     if let Some(m) = app.calls.call_of(user) {

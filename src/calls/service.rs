@@ -521,9 +521,44 @@ pub async fn relay_ice_here(
     payload: Value,
 ) -> Result<(), String> {
     let arrived = std::time::Instant::now();
-    let Some(mut guard) = app.calls.lock(meet_id).await else {
-        return Err(format!("no live call with meetId {meet_id:?}"));
+    let Some(guard) = app.calls.lock(meet_id).await else {
+        return Err(no_live_call(meet_id));
     };
+    relay_ice_locked(app, guard, user, device, may_bind, payload, arrived)
+}
+
+/// [`relay_ice_here`] without waiting: `None` when someone holds the call's lock.
+pub fn try_relay_ice_here(
+    app: &Arc<App>,
+    user: &str,
+    device: &str,
+    may_bind: bool,
+    meet_id: &str,
+    payload: Value,
+) -> Option<Result<(), String>> {
+    let arrived = std::time::Instant::now();
+    match app.calls.try_lock(meet_id) {
+        Err(()) => None,
+        Ok(None) => Some(Err(no_live_call(meet_id))),
+        Ok(Some(guard)) => Some(relay_ice_locked(
+            app, guard, user, device, may_bind, payload, arrived,
+        )),
+    }
+}
+
+fn no_live_call(meet_id: &str) -> String {
+    format!("no live call with meetId {meet_id:?}")
+}
+
+fn relay_ice_locked(
+    app: &Arc<App>,
+    mut guard: SlotGuard,
+    user: &str,
+    device: &str,
+    may_bind: bool,
+    payload: Value,
+    arrived: std::time::Instant,
+) -> Result<(), String> {
     let live = guard.as_mut().expect("a locked live call");
     let effects = machine::route_ice(&mut live.call, user, device, may_bind, payload)
         .map_err(|e| e.to_string())?;

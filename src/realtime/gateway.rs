@@ -309,6 +309,15 @@ impl MessageHandler<Adapter, RawEvent> for Enqueue {
                 return;
             }
         }
+        if event == events::ICE_CANDIDATE && ctx.inbox.is_idle() {
+            if let Some(done) = handlers::ice_candidate_now(&app, &ctx, &payload) {
+                app.metrics.inc(|m| &m.socket_events);
+                if let Err(error) = done {
+                    refused(&app, &ctx, &event, &error);
+                }
+                return;
+            }
+        }
         match ctx.inbox.push(Inbound { event, payload }) {
             Pushed::Queued => {}
             Pushed::StartRunner => {
@@ -325,12 +334,17 @@ async fn run_inbox(app: Arc<App>, ctx: Arc<SocketCtx>) {
     while let Some(msg) = ctx.inbox.next() {
         app.metrics.inc(|m| &m.socket_events);
         if let Err(error) = handlers::dispatch(&app, &ctx, &msg.event, &msg.payload).await {
-            app.metrics.inc(|m| &m.socket_exceptions);
-            tracing::debug!(user = %ctx.who.user_id, event = %msg.event, %error, "event refused");
-            app.notify
-                .to_socket(ctx.sid, events::ON_EXCEPTION, &Exception { error: &error });
+            refused(&app, &ctx, &msg.event, &error);
         }
     }
+}
+
+/// An event its handler refused: `v1OnException {error}` to the sending socket.
+fn refused(app: &App, ctx: &SocketCtx, event: &str, error: &str) {
+    app.metrics.inc(|m| &m.socket_exceptions);
+    tracing::debug!(user = %ctx.who.user_id, event, %error, "event refused");
+    app.notify
+        .to_socket(ctx.sid, events::ON_EXCEPTION, &Exception { error });
 }
 
 async fn disconnected(app: Arc<App>, expiries: Arc<Expiries>, s: SocketRef) {
@@ -346,7 +360,7 @@ async fn disconnected(app: Arc<App>, expiries: Arc<Expiries>, s: SocketRef) {
     app.limits.socket_closed(ctx.addr);
     // Last seen is written while the socket still counts as online, so `last-seen` never reads
     // an older time for a user who is no longer online.
-    let _ = app.store.touch_last_seen(&who.user_id).await;
+    app.store.touch_last_seen(&who.user_id);
     let gone = app.presence.remove(&who.user_id, s.id);
     if let Some(c) = &app.cluster {
         c.socket_down(&who.user_id, s.id.as_str()).await;

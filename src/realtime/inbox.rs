@@ -63,6 +63,14 @@ impl Inbox {
         }
     }
 
+    /// Nothing waits and no runner is on: an event arriving now may be handled where it
+    /// arrives without overtaking any (only the socket's reader pushes, so this stays true
+    /// until it pushes again).
+    pub fn is_idle(&self) -> bool {
+        let s = self.state.lock().expect("not poisoned");
+        !s.running && s.queue.is_empty()
+    }
+
     /// The next event for the runner; `None` ends the runner, and the next push starts one.
     pub fn next(&self) -> Option<Inbound> {
         let mut s = self.state.lock().expect("not poisoned");

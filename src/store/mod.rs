@@ -99,6 +99,7 @@ pub(crate) mod groups;
 mod messages;
 mod migrations;
 mod rooms;
+mod seen;
 mod settings;
 mod sqlite_schema;
 mod stars;
@@ -179,6 +180,8 @@ pub struct Store {
     pool: Pool,
     /// SQLite's group commit (none on PostgreSQL).
     commits: Option<commit::Committer>,
+    /// Last-seen times on their way to the database.
+    seen: std::sync::Arc<seen::SeenWrites>,
 }
 
 impl Store {
@@ -212,8 +215,10 @@ impl Store {
             .run(&pool)
             .await?;
         sqlite_schema::allow_broadcast_rooms(&pool).await?;
+        let pool = Pool::Sqlite(pool);
         Ok(Store {
-            pool: Pool::Sqlite(pool),
+            seen: seen::SeenWrites::start(pool.clone()),
+            pool,
             commits: Some(commit::Committer::start(&opts).await?),
         })
     }
@@ -234,8 +239,10 @@ impl Store {
             .await?
             .run(&pool)
             .await?;
+        let pool = Pool::Postgres(pool);
         Ok(Store {
-            pool: Pool::Postgres(pool),
+            seen: seen::SeenWrites::start(pool.clone()),
+            pool,
             commits: None,
         })
     }
@@ -300,6 +307,9 @@ impl Store {
 
     /// Flushes SQLite's WAL into the main file and closes every connection (graceful shutdown).
     pub async fn close(&self) {
+        if let Err(e) = self.seen.write_all(&self.pool).await {
+            tracing::warn!(error = %e, "last-seen times lost at shutdown");
+        }
         match &self.pool {
             Pool::Sqlite(pool) => {
                 let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -147,12 +147,16 @@ impl Store {
 
     /// (last seen, first seen) of a user.
     pub async fn last_seen(&self, id: &str) -> sqlx::Result<Option<(Option<String>, String)>> {
-        db!(self, |pool, sql| sqlx::query_as(&sql(
-            "SELECT last_seen_at, created_at FROM users WHERE id = $1"
-        ))
+        // The pending time first: one leaves `pending` only once committed, so when none is
+        // pending, the row read next holds every time recorded before.
+        let pending = self.seen.pending(id);
+        let stored: Option<(Option<String>, String)> = db!(self, |pool, sql| sqlx::query_as(
+            &sql("SELECT last_seen_at, created_at FROM users WHERE id = $1")
+        )
         .bind(id)
         .fetch_optional(pool)
-        .await)
+        .await)?;
+        Ok(stored.map(|(last, created)| (pending.or(last), created)))
     }
 
     /// Users whose name contains `name` (any when empty), by name, without `me`.
@@ -177,15 +181,9 @@ impl Store {
         .await)
     }
 
-    pub async fn touch_last_seen(&self, id: &str) -> sqlx::Result<()> {
-        db!(self, |pool, sql| sqlx::query(&sql(
-            "UPDATE users SET last_seen_at = $1 WHERE id = $2"
-        ))
-        .bind(now_iso())
-        .bind(id)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(())
+    /// The user was last seen now. Written in a batch with others' (see `seen`); reads see it
+    /// at once.
+    pub fn touch_last_seen(&self, id: &str) {
+        self.seen.record(id, now_iso());
     }
 }
