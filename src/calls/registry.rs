@@ -59,6 +59,14 @@ impl LiveCall {
 pub type Slot = Arc<Mutex<Option<LiveCall>>>;
 pub type SlotGuard = OwnedMutexGuard<Option<LiveCall>>;
 
+/// What [`Calls::try_lock`] found.
+pub enum TryLock {
+    Locked(SlotGuard),
+    /// Someone holds the call's lock.
+    Held,
+    NotLive,
+}
+
 /// Which side of a new call is already busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Busy {
@@ -149,14 +157,17 @@ impl Registry {
         guard.is_some().then_some(guard)
     }
 
-    /// The call's lock if nobody holds it now: `Ok(None)` if the call is not live, `Err(())`
-    /// if someone holds the lock (the caller waits with [`Calls::lock`] instead).
-    pub fn try_lock(&self, meet_id: &str) -> Result<Option<SlotGuard>, ()> {
+    /// The call's lock if nobody holds it now (the caller waits with [`Calls::lock`] when
+    /// someone does).
+    pub fn try_lock(&self, meet_id: &str) -> TryLock {
         let Some(slot) = self.calls.get(meet_id).map(|s| s.clone()) else {
-            return Ok(None);
+            return TryLock::NotLive;
         };
-        let guard = slot.try_lock_owned().map_err(|_| ())?;
-        Ok(guard.is_some().then_some(guard))
+        match slot.try_lock_owned() {
+            Err(_) => TryLock::Held,
+            Ok(guard) if guard.is_some() => TryLock::Locked(guard),
+            Ok(_) => TryLock::NotLive,
+        }
     }
 
     /// Ends a call held under `guard`: frees its parties and drops its timers. Contenders

@@ -15,7 +15,7 @@ use socketioxide::socket::Sid;
 use tokio::sync::mpsc;
 
 use super::machine::{self, Action, Actor, Call, CallNote, Effect, Role, Status, UNBOUND};
-use super::registry::{Busy, LiveCall, SlotGuard};
+use super::registry::{Busy, LiveCall, SlotGuard, TryLock};
 use super::timers::{now_unix_ms, Fired, TimerKind};
 use crate::app::App;
 use crate::auth::Identity;
@@ -538,9 +538,9 @@ pub fn try_relay_ice_here(
 ) -> Option<Result<(), String>> {
     let arrived = std::time::Instant::now();
     match app.calls.try_lock(meet_id) {
-        Err(()) => None,
-        Ok(None) => Some(Err(no_live_call(meet_id))),
-        Ok(Some(guard)) => Some(relay_ice_locked(
+        TryLock::Held => None,
+        TryLock::NotLive => Some(Err(no_live_call(meet_id))),
+        TryLock::Locked(guard) => Some(relay_ice_locked(
             app, guard, user, device, may_bind, payload, arrived,
         )),
     }
