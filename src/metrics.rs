@@ -77,14 +77,20 @@ fn latency() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new(None)
+        Metrics::new(None, Counter::default())
     }
 }
 
 impl Metrics {
     /// `commit_batches`: the store's writes per group commit, when it batches (SQLite).
-    pub fn new(commit_batches: Option<Histogram>) -> Self {
+    /// `emits_dropped`: the notifier's count of events a full send buffer refused.
+    pub fn new(commit_batches: Option<Histogram>, emits_dropped: Counter) -> Self {
         let mut registry = Registry::default();
+        registry.register(
+            "vchat_emits_dropped",
+            "Events not sent because the socket's send buffer was full (its client not reading).",
+            emits_dropped,
+        );
         if let Some(h) = commit_batches {
             registry.register(
                 "vchat_store_batch_size",

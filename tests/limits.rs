@@ -192,9 +192,9 @@ async fn events_past_a_full_inbox_are_refused_one_by_one() {
     // Entering the room marks bob's message seen: a write, which waits while writes are held,
     // so the first event holds the inbox and the next 256 wait behind it.
     let blocker = server.block_writes().await;
-    // Refusals are emitted as they happen, into the socket's outgoing buffer (128 packets);
-    // past that, under a flood from a client that does not read, they are dropped. This sends
-    // well under 128 past the inbox, so each one must arrive.
+    // Refusals are emitted as they happen, into the socket's outgoing buffer (1,024 events);
+    // past that, under a flood from a client that does not read, they are dropped (and
+    // counted). This sends well under that past the inbox, so each one must arrive.
     const SENT: usize = 320;
     const DEPTH: usize = 256;
     for _ in 0..SENT {

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError};
 use tokio::sync::mpsc;
 
 use super::outbox::{Offer, Outboxes};
@@ -62,6 +64,16 @@ pub struct Notifier {
     pub outbox: Arc<Outboxes>,
     /// Cluster mode: the queue to the task that reaches other nodes.
     remote: Option<mpsc::UnboundedSender<Remote>>,
+    /// Events not sent because the socket's send buffer was full (a client not reading).
+    pub dropped: Counter,
+}
+
+/// Counts an emit refused because the socket's send buffer was full (one to a closed socket
+/// is not counted: its client is gone).
+fn count_full(emitted: Result<(), SendError>, dropped: &Counter) {
+    if let Err(SendError::Socket(SocketError::InternalChannelFull)) = emitted {
+        dropped.inc();
+    }
 }
 
 pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
@@ -70,9 +82,10 @@ pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
 
 impl Notifier {
     pub fn new(io: Io, presence: Arc<Presence>, outbox: Arc<Outboxes>, clustered: bool) -> Self {
+        let dropped = Counter::default();
         let remote = clustered.then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(reach_other_nodes(io.clone(), rx));
+            tokio::spawn(reach_other_nodes(io.clone(), rx, dropped.clone()));
             tx
         });
         Notifier {
@@ -80,6 +93,7 @@ impl Notifier {
             presence,
             outbox,
             remote,
+            dropped,
         }
     }
 
@@ -93,7 +107,7 @@ impl Notifier {
         if self.remote.is_none() {
             for sid in sids {
                 if let Some(s) = self.io.get_socket(*sid) {
-                    let _ = s.emit(event, text);
+                    count_full(s.emit(event, text), &self.dropped);
                 }
             }
             return;
@@ -282,13 +296,13 @@ impl Notifier {
     }
 }
 
-async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>) {
+async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>, dropped: Counter) {
     while let Some(r) = rx.recv().await {
         let done = match r {
             Remote::Local { sids, event, text } => {
                 for sid in sids {
                     if let Some(s) = io.get_socket(sid) {
-                        let _ = s.emit(&event, &text);
+                        count_full(s.emit(&event, &text), &dropped);
                     }
                 }
                 Ok(())
