@@ -384,6 +384,44 @@ async fn create_rules_busy_group_nonmember_and_platform() {
         .ok();
 }
 
+/// A callee whose client stops reading: the server keeps relaying into its socket's send buffer
+/// until it is full, then drops what does not fit, counts it, and goes on serving everyone else
+/// (the caller's socket included). Nothing blocks on the hung client.
+#[tokio::test]
+async fn ice_to_a_client_that_stops_reading_is_dropped_and_counted() {
+    let server = TestServer::start_with(&[("VCHAT_MAX_EVENTS_PER_SECOND", "0")]);
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a-phone", &p.a).await;
+    let mut b = d.connect("b-phone", &p.b).await;
+    let meet = create(&p, json!("offer")).await;
+    b.expect("v1OnNewCall").await;
+    p.api
+        .post(
+            &format!("call/accept/{meet}"),
+            &p.b,
+            json!({"payload": "answer"}),
+        )
+        .await
+        .ok();
+    a.expect("v1OnCallAccepted").await;
+    assert_eq!(server.metric("vchat_emits_dropped_total").await, 0.0);
+
+    b.pause_reading().await;
+    // 4 KB candidates: the kernel's socket buffers (a few MB each way on loopback) fill first,
+    // then the server's send buffer of 1,024 events; 20,000 is well past both.
+    let big = json!({"meetId": meet, "data": {"candidate": "x".repeat(4000),
+                                              "sdpMid": "0", "sdpMLineIndex": 0}});
+    a.emit_repeated("v1IceCandidate", &big, 20_000).await;
+    server
+        .wait_metric("vchat_emits_dropped_total", |v| v >= 1.0)
+        .await;
+    // The caller's socket and the server are unaffected.
+    a.fence().await;
+    let mut other = d.connect("carol", &token("carol", None)).await;
+    other.fence().await;
+}
+
 #[tokio::test]
 async fn ice_flows_both_ways_to_the_other_party_only_and_early_ice_is_held() {
     let server = TestServer::start();

@@ -188,7 +188,7 @@ struct CallM {
     finishes: u32,
     /// The answer of the accept that succeeded.
     answer: Option<Value>,
-    /// Known to be over (a REST end succeeded, or a socket heard its end).
+    /// Known to be over (a REST end succeeded, a socket heard its end, or the history says so).
     over: bool,
     /// The answering client's device, and when it answered.
     callee_did: Option<Option<String>>,
@@ -2423,6 +2423,9 @@ impl Chaos {
             ));
         } else {
             self.count("vanish in call: ended".into());
+            // Known over from the history even when no socket of the other party heard it
+            // (one that answered over REST only has none): later steps must not count on it.
+            self.calls[ci].over = true;
         }
     }
 

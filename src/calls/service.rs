@@ -562,6 +562,10 @@ fn relay_ice_locked(
     let live = guard.as_mut().expect("a locked live call");
     let effects = machine::route_ice(&mut live.call, user, device, may_bind, payload)
         .map_err(|e| e.to_string())?;
+    // The other party's device may have just lost its socket, with its disconnect not handled
+    // yet (it waits for this lock): its grace starts now, so the candidate is kept for it
+    // rather than sent to no socket.
+    ensure_graces(app, live);
     let mut notes = Vec::new();
     for effect in effects {
         perform(app, live, effect, &mut notes);

@@ -676,6 +676,30 @@ impl Conn<'_> {
         self.emit_raw(event, json!([payload.to_string()])).await
     }
 
+    /// Emits the same event `n` times, as fast as the client can.
+    pub async fn emit_repeated(&self, event: &str, payload: &Value, n: usize) {
+        self.driver
+            .send(json!({ "op": "emit", "id": self.id, "event": event,
+                          "args": [payload.to_string()], "repeat": n }))
+            .await
+    }
+
+    /// Stops reading the socket's TCP stream, as a client that hangs: the server's writes to
+    /// it back up.
+    pub async fn pause_reading(&mut self) {
+        self.driver
+            .send(json!({ "op": "pause", "id": self.id }))
+            .await;
+        loop {
+            let m = self.next_raw().await.expect("pause outcome");
+            match m["type"].as_str() {
+                Some("paused") => return,
+                Some("fatal") => panic!("{}: {m}", self.id),
+                _ => self.backlog.push(m),
+            }
+        }
+    }
+
     /// Emits with exactly these Socket.IO arguments.
     pub async fn emit_raw(&self, event: &str, args: Value) {
         self.driver

@@ -4,10 +4,13 @@
 // in:  {"op":"connect","id":"a","url":"http://127.0.0.1:1234","version":4,
 //       "headers":{...},"query":{...},"auth":{...},"transports":["websocket"]}
 //      {"op":"emit","id":"a","event":"v1MyOnline","args":["[...]"]}
+//      {"op":"emit","id":"a","event":"v1IceCandidate","args":["..."],"repeat":1000}
+//      {"op":"pause","id":"a"}   (stops reading the socket's TCP stream: a client that hangs)
 //      {"op":"close","id":"a"}
 // out: {"id":"a","type":"connect","sid":"<socket id>"} | {"id":"a","type":"connect_error","message":"..."}
 //      {"id":"a","type":"event","event":"v1OnMyOnline","args":["..."]}
-//      {"id":"a","type":"disconnect","reason":"..."} | {"type":"fatal","message":"..."}
+//      {"id":"a","type":"disconnect","reason":"..."} | {"id":"a","type":"paused"}
+//      {"type":"fatal","message":"..."}
 
 import { createRequire } from "node:module";
 import readline from "node:readline";
@@ -68,9 +71,19 @@ rl.on("line", (line) => {
       connect(cmd);
       break;
     case "emit":
-      if (socket) socket.emit(cmd.event, ...(cmd.args ?? []));
-      else out({ id: cmd.id, type: "fatal", message: "no such socket" });
+      if (socket) {
+        for (let i = 0; i < (cmd.repeat ?? 1); i++) socket.emit(cmd.event, ...(cmd.args ?? []));
+      } else out({ id: cmd.id, type: "fatal", message: "no such socket" });
       break;
+    case "pause": {
+      // The `ws` WebSocket under engine.io-client's websocket transport, and its TCP socket.
+      const tcp = socket?.io?.engine?.transport?.ws?._socket;
+      if (tcp) {
+        tcp.pause();
+        out({ id: cmd.id, type: "paused" });
+      } else out({ id: cmd.id, type: "fatal", message: "no websocket to pause" });
+      break;
+    }
     case "close":
       if (socket) {
         socket.close();
