@@ -118,6 +118,21 @@ mod tests {
     }
 
     #[test]
+    fn idle_only_with_nothing_queued_and_no_runner() {
+        let inbox = Inbox::new(4);
+        assert!(inbox.is_idle());
+        assert_eq!(inbox.push(ev(1)), Pushed::StartRunner);
+        assert!(!inbox.is_idle(), "an event waits");
+        assert_eq!(inbox.next().unwrap().payload, 1);
+        assert!(
+            !inbox.is_idle(),
+            "the runner has not seen the queue empty yet"
+        );
+        assert!(inbox.next().is_none());
+        assert!(inbox.is_idle(), "the runner ended");
+    }
+
+    #[test]
     fn an_emptied_queue_gives_its_room_back() {
         let inbox = Inbox::new(1000);
         for n in 0..500 {
