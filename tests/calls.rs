@@ -32,6 +32,22 @@ impl Pair {
     }
 }
 
+/// A call from alice's socket `a` that bob answered (over REST) after `b` rang: its meetId.
+async fn answered(p: &Pair, a: &mut Conn<'_>, b: &mut Conn<'_>) -> String {
+    let meet = create(p, json!("offer")).await;
+    b.expect("v1OnNewCall").await;
+    p.api
+        .post(
+            &format!("call/accept/{meet}"),
+            &p.b,
+            json!({"payload": "answer"}),
+        )
+        .await
+        .ok();
+    a.expect("v1OnCallAccepted").await;
+    meet
+}
+
 async fn create(p: &Pair, payload: Value) -> String {
     let d = p
         .api
@@ -398,17 +414,7 @@ async fn ice_to_a_client_that_stops_reading_is_dropped_and_counted() {
     let d = Driver::new(&server).await;
     let mut a = d.connect("a-phone", &p.a).await;
     let mut b = d.connect("b-phone", &p.b).await;
-    let meet = create(&p, json!("offer")).await;
-    b.expect("v1OnNewCall").await;
-    p.api
-        .post(
-            &format!("call/accept/{meet}"),
-            &p.b,
-            json!({"payload": "answer"}),
-        )
-        .await
-        .ok();
-    a.expect("v1OnCallAccepted").await;
+    let meet = answered(&p, &mut a, &mut b).await;
     assert_eq!(server.metric("vchat_emits_dropped_total").await, 0.0);
 
     b.pause_reading().await;
@@ -1092,17 +1098,7 @@ async fn metrics_count_and_time_a_call() {
     let before = server.metrics().await;
     let moved = |after: &str, name: &str| metric_value(after, name) - metric_value(&before, name);
 
-    let meet = create(&p, json!("offer")).await;
-    b.expect("v1OnNewCall").await;
-    p.api
-        .post(
-            &format!("call/accept/{meet}"),
-            &p.b,
-            json!({"payload": "answer"}),
-        )
-        .await
-        .ok();
-    a.expect("v1OnCallAccepted").await;
+    let meet = answered(&p, &mut a, &mut b).await;
     let cand = json!({"meetId": meet, "data": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host",
                                                "sdpMid": "0", "sdpMLineIndex": 0}});
     a.emit("v1IceCandidate", &cand).await;
