@@ -32,6 +32,9 @@ pub struct Config {
     pub caller_grace_ms: u64,
     /// How long a party's call device may be gone during a call before it is finished.
     pub reconnect_grace_ms: u64,
+    /// A connection whose writes have made no progress this long (its client stopped reading)
+    /// is closed (see `http::stall`).
+    pub send_stall_ms: u64,
     /// A call still running after this long is finished by the server.
     pub max_call_ms: u64,
     /// tracing filter, e.g. `info` or `vchat_signal=debug`.
@@ -184,6 +187,7 @@ impl Default for Config {
             call_timeout_ms: 30_000,
             caller_grace_ms: 5_000,
             reconnect_grace_ms: 30_000,
+            send_stall_ms: 20_000,
             max_call_ms: 12 * 3600 * 1000,
             log: "info".into(),
             log_format: "text".into(),
@@ -285,6 +289,9 @@ impl Config {
     }
     pub fn reconnect_grace(&self) -> Duration {
         Duration::from_millis(self.reconnect_grace_ms)
+    }
+    pub fn send_stall(&self) -> Duration {
+        Duration::from_millis(self.send_stall_ms.max(1))
     }
     pub fn max_call_duration(&self) -> Duration {
         Duration::from_millis(self.max_call_ms)
@@ -492,6 +499,10 @@ pub struct ServeArgs {
     /// Grace before a call whose party device disconnected is finished, ms [default: 30000]
     #[arg(long, env = "VCHAT_RECONNECT_GRACE_MS")]
     pub reconnect_grace_ms: Option<u64>,
+    /// Close a connection whose writes made no progress this long (client not reading), ms
+    /// [default: 20000]
+    #[arg(long, env = "VCHAT_SEND_STALL_MS")]
+    pub send_stall_ms: Option<u64>,
     /// Longest a call may run before the server finishes it, ms [default: 43200000 (12 h)]
     #[arg(long, env = "VCHAT_MAX_CALL_MS")]
     pub max_call_ms: Option<u64>,
@@ -699,6 +710,7 @@ impl ServeArgs {
             call_timeout_ms,
             caller_grace_ms,
             reconnect_grace_ms,
+            send_stall_ms,
             max_call_ms,
             log,
             log_format,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use socketioxide::socket::Sid;
 use socketioxide::SocketIo;
 use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::oneshot;
@@ -15,6 +16,7 @@ use crate::auth::session::SessionKeys;
 use crate::auth::signin::Lockout;
 use crate::auth::{self, Verifier};
 use crate::config::Config;
+use crate::http::stall::{Peer, StallListener};
 use crate::push::{Provider, PushConfig, PushTarget, Pusher};
 use crate::realtime::notify::Notifier;
 use crate::realtime::outbox::Outboxes;
@@ -225,6 +227,21 @@ pub async fn start(config: Config) -> Result<Server, String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let send_stall = config.send_stall();
+    // A WebSocket session whose connection ended but which socketioxide still holds as connected
+    // (it closed while its connect middleware ran: see `http::stall`) is disconnected here.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<Sid>();
+    let io_ended = io.clone();
+    tokio::spawn(async move {
+        while let Some(sid) = ended.recv().await {
+            // `of`, not `get_socket`: the latter panics once a stop has removed the namespace.
+            let socket = io_ended.of("/").and_then(|ns| ns.get_socket(sid));
+            if let Some(s) = socket.filter(|s| s.connected()) {
+                tracing::debug!(%sid, "connection ended before its session: closed");
+                let _ = s.disconnect();
+            }
+        }
+    });
     let metrics_listener = match config.metrics_listen {
         Some(a) => Some(
             tokio::net::TcpListener::bind(a)
@@ -339,8 +356,8 @@ pub async fn start(config: Config) -> Result<Server, String> {
     });
     let task = tokio::spawn(async move {
         let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            StallListener::new(listener, send_stall, ended_tx),
+            router.into_make_service_with_connect_info::<Peer>(),
         )
         .with_graceful_shutdown(async move {
             let _ = closing_rx.await;

@@ -402,14 +402,23 @@ async fn create_rules_busy_group_nonmember_and_platform() {
 
 /// A callee whose client stops reading: the server keeps relaying into its socket's send buffer
 /// until it is full, then drops what does not fit, counts it, and goes on serving everyone else
-/// (the caller's socket included). Nothing blocks on the hung client.
-/// Ignored in the default run: in one clean-clone CI run (the PostgreSQL pass, 29 tests at
-/// once) the counter stayed 0 for 8 s, not reproduced here in 11 runs (3 under two busy cores);
-/// run it with `cargo test --release --test calls -- --ignored`.
+/// (the caller's socket included); once its connection has made no progress for
+/// `VCHAT_SEND_STALL_MS` it is closed, and the callee's device is in its grace as after any
+/// drop. Nothing blocks on the hung client, and nothing of it stays.
 #[tokio::test]
-#[ignore = "flaky once in CI's PostgreSQL pass; cause not found yet"]
-async fn ice_to_a_client_that_stops_reading_is_dropped_and_counted() {
-    let server = TestServer::start_with(&[("VCHAT_MAX_EVENTS_PER_SECOND", "0")]);
+async fn a_client_that_stops_reading_loses_what_overflows_then_is_closed() {
+    if common::cluster::single_node_only(
+        "a drop on a node reached through the Socket.IO adapter is logged there, not counted (README, Operations)",
+    ) {
+        return;
+    }
+    // The buffer fills within about five rounds of the loop below once the kernel's buffers are
+    // full; the stall limit is far above that so the drops are seen before the close.
+    const STALL: std::time::Duration = std::time::Duration::from_secs(5);
+    let server = TestServer::start_with(&[
+        ("VCHAT_MAX_EVENTS_PER_SECOND", "0"),
+        ("VCHAT_SEND_STALL_MS", "5000"),
+    ]);
     let p = pair(&server).await;
     let d = Driver::new(&server).await;
     let mut a = d.connect("a-phone", &p.a).await;
@@ -419,13 +428,35 @@ async fn ice_to_a_client_that_stops_reading_is_dropped_and_counted() {
 
     b.pause_reading().await;
     // 4 KB candidates: the kernel's socket buffers (a few MB each way on loopback) fill first,
-    // then the server's send buffer of 1,024 events; 20,000 is well past both.
+    // then the server's send buffer of 1,024 events. Sent in rounds the caller's inbox can hold
+    // (256), each closed by a fence: when it is answered, every candidate of the round has been
+    // relayed or refused, so the counter is read after a known amount, never after a wait.
     let big = json!({"meetId": meet, "data": {"candidate": "x".repeat(4000),
                                               "sdpMid": "0", "sdpMLineIndex": 0}});
-    a.emit_repeated("v1IceCandidate", &big, 20_000).await;
+    let mut sent = 0;
+    while server.metric("vchat_emits_dropped_total").await < 1.0 {
+        assert!(
+            sent < 40_000,
+            "{sent} candidates to a stopped reader and none dropped"
+        );
+        a.emit_repeated("v1IceCandidate", &big, 200).await;
+        a.fence().await;
+        sent += 200;
+    }
+    assert!(
+        a.drain("v1OnException").await.is_empty(),
+        "the caller was never refused"
+    );
+    // The server does not keep the hung client: once its writes have made no progress for
+    // VCHAT_SEND_STALL_MS its connection is closed, and its call device gets its grace (events
+    // kept) as after any drop; the call stays live.
     server
-        .wait_metric("vchat_emits_dropped_total", |v| v >= 1.0)
+        .wait_metric_within("vchat_sockets", |v| v == 1.0, STALL + common::WAIT)
         .await;
+    server
+        .wait_metric("vchat_outbox_devices", |v| v == 1.0)
+        .await;
+    assert_eq!(server.metric("vchat_live_calls").await, 1.0);
     // The caller's socket and the server are unaffected.
     a.fence().await;
     let mut other = d.connect("carol", &token("carol", None)).await;

@@ -3,7 +3,7 @@
 //! envelope. A request whose token is refused gets 450 even then: V Chat clients log out on 450
 //! and must never be told 429 instead.
 
-use std::net::SocketAddr;
+use super::stall::Peer;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -16,8 +16,8 @@ use crate::wire::ApiError;
 pub async fn admit(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0.addr.ip());
     let Some(peer) = peer else {
         return next.run(req).await;
     };

@@ -1,6 +1,8 @@
 //! Request extractors that answer in the V Chat envelope when they refuse.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+
+use super::stall::Peer;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -69,8 +71,8 @@ impl FromRequestParts<Arc<App>> for ClientAddr {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let peer = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
+            .get::<ConnectInfo<Peer>>()
+            .map(|c| c.0.addr.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let forwarded = parts
             .headers

@@ -13,6 +13,7 @@ mod groups;
 mod linger;
 mod ops;
 mod profile;
+pub mod stall;
 mod web;
 
 use std::sync::Arc;

@@ -41,6 +41,11 @@ pub struct SocketCtx {
     pub typing_to: Mutex<Option<String>>,
     /// Its events, waiting to run in arrival order.
     inbox: Inbox,
+    /// Its disconnect has begun. socketioxide sends the connect packet before it marks the
+    /// socket connected, so a client that leaves the moment it hears it is connected can be
+    /// disconnected before `after_connect` runs and still look connected there; this flag,
+    /// set before the disconnect leaves presence and read after the connect joins it, tells.
+    left: Mutex<bool>,
 }
 
 type SocketRef = socketioxide::extract::SocketRef<Adapter>;
@@ -162,6 +167,12 @@ async fn connect(
         who.device = socket_device(s.id.as_str());
     }
     let addr = client_addr(&app, &s);
+    if s.transport_type() == socketioxide::TransportType::Websocket {
+        // The session began as a WebSocket: it ends with this connection (see `http::stall`).
+        if connection(&s).is_some_and(|c| !c.carries(s.id)) {
+            return Err(Refused("the connection closed".into()));
+        }
+    }
     app.limits
         .open_socket(app.presence.sockets(&who.user_id).len(), addr)
         .map_err(|e| Refused(format!("Refused: {e}")))?;
@@ -173,6 +184,7 @@ async fn connect(
         limiter: app.limits.socket_limiter(),
         typing_to: Mutex::new(None),
         inbox: Inbox::new(INBOX_DEPTH),
+        left: Mutex::new(false),
     });
     s.extensions.insert(ctx.clone());
     s.extensions.insert(app.clone());
@@ -188,13 +200,21 @@ async fn connect(
     Ok(())
 }
 
+/// The connection of the socket's first request.
+fn connection(s: &SocketRef) -> Option<Arc<crate::http::stall::Conn>> {
+    s.req_parts()
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::http::stall::Peer>>()
+        .and_then(|c| c.0.conn.clone())
+}
+
 /// The client's address: the TCP peer, or what a trusted proxy says it is.
 fn client_addr(app: &App, s: &SocketRef) -> std::net::IpAddr {
     let parts = s.req_parts();
     let peer = parts
         .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<axum::extract::ConnectInfo<crate::http::stall::Peer>>()
+        .map(|c| c.0.addr.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let forwarded = parts
         .headers
@@ -214,17 +234,24 @@ async fn after_connect(app: Arc<App>, s: SocketRef) {
     app.presence.add(&who.user_id, &who.device, s.id);
     // socketioxide runs this and the disconnect handler as separate tasks: a socket that closed
     // right after connecting may have been cleaned up before it was added. Then undo the add.
-    if !s.connected() {
+    if !s.connected() || *ctx.left.lock().expect("not poisoned") {
         if let Some(device) = app.presence.remove(&who.user_id, s.id) {
             crate::calls::route::device_gone(&app, &who.user_id, &device).await;
         }
+        return;
+    }
+    // Its connection ended while the token was being checked: socketioxide added the socket
+    // after its transport closed and will never disconnect it. Do it here (the disconnect
+    // handler undoes everything, the add above included).
+    if connection(&s).is_some_and(|c| c.is_closed()) {
+        let _ = s.clone().disconnect();
         return;
     }
     if let Some(c) = &app.cluster {
         // Published before the call's owner hears the device is back (same connection, in
         // order), so the owner's presence already has this socket when it rings it.
         c.socket_up(&who.user_id, &who.device, s.id.as_str()).await;
-        if !s.connected() {
+        if !s.connected() || *ctx.left.lock().expect("not poisoned") {
             // Closed while we published: its `Down` may have gone out before our `Up`.
             c.socket_down(&who.user_id, s.id.as_str()).await;
         }
@@ -351,6 +378,7 @@ async fn disconnected(app: Arc<App>, expiries: Arc<Expiries>, s: SocketRef) {
     let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() else {
         return;
     };
+    *ctx.left.lock().expect("not poisoned") = true;
     expiries.remove(ctx.who.exp, s.id);
     let who = &ctx.who;
     let typing = ctx.typing_to.lock().expect("not poisoned").take();

@@ -251,7 +251,18 @@ impl TestServer {
     /// Polls `/metrics` until `name` satisfies `ok` (the server's own account of what it has
     /// done, so tests wait on facts rather than on time). Panics after `WAIT`.
     pub async fn wait_metric(&self, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_metric_within(name, ok, WAIT).await
+    }
+
+    /// [`Self::wait_metric`] for what the server does on its own clock (a heartbeat, a grace):
+    /// `limit` is that clock's period plus margin, not a guess at speed.
+    pub async fn wait_metric_within(
+        &self,
+        name: &str,
+        ok: impl Fn(f64) -> bool,
+        limit: Duration,
+    ) -> f64 {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let v = self.metric(name).await;
             if ok(v) {
