@@ -16,7 +16,8 @@ use crate::auth::session::SessionKeys;
 use crate::auth::signin::Lockout;
 use crate::auth::{self, Verifier};
 use crate::config::Config;
-use crate::http::stall::{Peer, StallListener};
+use crate::http::peer::Peer;
+use crate::http::stall::StallListener;
 use crate::push::{Provider, PushConfig, PushTarget, Pusher};
 use crate::realtime::notify::Notifier;
 use crate::realtime::outbox::Outboxes;
@@ -229,7 +230,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let send_stall = config.send_stall();
     // A WebSocket session whose connection ended but which socketioxide still holds as connected
-    // (it closed while its connect middleware ran: see `http::stall`) is disconnected here.
+    // (it closed while its connect middleware ran: see `http::peer`) is disconnected here.
     let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<Sid>();
     let io_ended = io.clone();
     tokio::spawn(async move {

@@ -3,7 +3,7 @@
 //! envelope. A request whose token is refused gets 450 even then: V Chat clients log out on 450
 //! and must never be told 429 instead.
 
-use super::stall::Peer;
+use super::peer::Peer;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};

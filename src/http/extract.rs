@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::stall::Peer;
+use super::peer::Peer;
 use std::sync::Arc;
 
 use axum::body::Bytes;

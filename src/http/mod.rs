@@ -12,6 +12,7 @@ pub mod extract;
 mod groups;
 mod linger;
 mod ops;
+pub mod peer;
 mod profile;
 pub mod stall;
 mod web;

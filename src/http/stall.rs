@@ -6,19 +6,13 @@
 //! everything after it, reads included (an end of stream, and the parked reader is woken), so
 //! every task on the connection ends and the session closes as after a dropped network.
 //! Plain HTTP responses get the same: a download nobody reads is given up.
-//!
-//! Each connection also tells the requests on it (as [`Peer`], axum's connect info) when it has
-//! ended. socketioxide loses a socket whose transport closed while its connect middleware (our
-//! token check) was still running: the socket is added afterwards and no disconnect ever comes
-//! for it. A WebSocket session lives exactly as long as its connection, so the gateway marks such
-//! a connection as carrying the session, and the end of the connection ends it (see
-//! `realtime::gateway`).
+//! The wrapper also holds the connection's [`Conn`], which it ends when the connection goes.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -29,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Sleep;
+
+use super::peer::{Conn, Peer};
 
 /// Accepts TCP connections, each wrapped in a [`Stall`].
 pub struct StallListener {
@@ -52,10 +48,7 @@ impl Listener for StallListener {
         // axum's own accept for TCP: it retries (and backs off) on errors such as EMFILE.
         let (io, addr) = Listener::accept(&mut self.tcp).await;
         let mut io = Stall::new(io, self.limit);
-        io.conn = Some(Arc::new(Conn {
-            state: Mutex::default(),
-            ended: self.ended.clone(),
-        }));
+        io.conn = Some(Arc::new(Conn::new(self.ended.clone())));
         (io, addr)
     }
 
@@ -64,55 +57,11 @@ impl Listener for StallListener {
     }
 }
 
-/// One accepted connection, as the requests on it see it.
-pub struct Conn {
-    state: Mutex<ConnState>,
-    ended: UnboundedSender<Sid>,
-}
-
-#[derive(Default)]
-struct ConnState {
-    closed: bool,
-    session: Option<Sid>,
-}
-
-impl Conn {
-    /// This connection carries the whole of Socket.IO session `sid` (a WebSocket from its first
-    /// request): when it ends, `sid` is reported. False if it has ended already.
-    pub fn carries(&self, sid: Sid) -> bool {
-        let mut state = self.state.lock().expect("not poisoned");
-        state.session = Some(sid);
-        !state.closed
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.state.lock().expect("not poisoned").closed
-    }
-
-    fn end(&self) {
-        let session = {
-            let mut state = self.state.lock().expect("not poisoned");
-            state.closed = true;
-            state.session.take()
-        };
-        if let Some(sid) = session {
-            let _ = self.ended.send(sid);
-        }
-    }
-}
-
-/// The peer of a request: its address and its connection (axum's `ConnectInfo<Peer>`).
-#[derive(Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub conn: Option<Arc<Conn>>,
-}
-
 impl Connected<IncomingStream<'_, StallListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, StallListener>) -> Self {
         Peer {
             addr: *stream.remote_addr(),
-            conn: stream.io().conn.clone(),
+            conn: stream.io().conn(),
         }
     }
 }
@@ -135,6 +84,10 @@ fn stalled() -> io::Error {
 }
 
 impl<S> Stall<S> {
+    pub(super) fn conn(&self) -> Option<Arc<Conn>> {
+        self.conn.clone()
+    }
+
     pub fn new(io: S, limit: Duration) -> Self {
         Stall {
             io,

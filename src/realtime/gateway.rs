@@ -168,7 +168,7 @@ async fn connect(
     }
     let addr = client_addr(&app, &s);
     if s.transport_type() == socketioxide::TransportType::Websocket {
-        // The session began as a WebSocket: it ends with this connection (see `http::stall`).
+        // The session began as a WebSocket: it ends with this connection (see `http::peer`).
         if connection(&s).is_some_and(|c| !c.carries(s.id)) {
             return Err(Refused("the connection closed".into()));
         }
@@ -201,10 +201,10 @@ async fn connect(
 }
 
 /// The connection of the socket's first request.
-fn connection(s: &SocketRef) -> Option<Arc<crate::http::stall::Conn>> {
+fn connection(s: &SocketRef) -> Option<Arc<crate::http::peer::Conn>> {
     s.req_parts()
         .extensions
-        .get::<axum::extract::ConnectInfo<crate::http::stall::Peer>>()
+        .get::<axum::extract::ConnectInfo<crate::http::peer::Peer>>()
         .and_then(|c| c.0.conn.clone())
 }
 
@@ -213,7 +213,7 @@ fn client_addr(app: &App, s: &SocketRef) -> std::net::IpAddr {
     let parts = s.req_parts();
     let peer = parts
         .extensions
-        .get::<axum::extract::ConnectInfo<crate::http::stall::Peer>>()
+        .get::<axum::extract::ConnectInfo<crate::http::peer::Peer>>()
         .map(|c| c.0.addr.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let forwarded = parts
