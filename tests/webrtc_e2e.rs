@@ -1127,12 +1127,17 @@ impl Drop for TempDir {
     }
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port free for both UDP and TCP: coturn listens on both, and a port the kernel handed out
+/// free for UDP may be some client's TCP port just then (seen once in CI: coturn retried its TCP
+/// bind and never answered STUN).
+fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn find_turnserver() -> Option<std::path::PathBuf> {
@@ -1165,7 +1170,7 @@ impl Coturn {
             vchat_signal::ids::random_hex(4)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let port = free_udp_port();
+        let port = free_udp_and_tcp_port();
         let log = std::fs::File::create(dir.join("coturn.log")).unwrap();
         let child = std::process::Command::new(turnserver)
             .arg("-c")
