@@ -24,6 +24,17 @@ async fn pair(server: &TestServer) -> Pair {
 }
 
 impl Pair {
+    /// Bob accepts `meet` over REST with the SDP answer `"answer"`.
+    async fn accept(&self, meet: &str) -> Reply {
+        self.api
+            .post(
+                &format!("call/accept/{meet}"),
+                &self.b,
+                json!({"payload": "answer"}),
+            )
+            .await
+    }
+
     /// `POST call/{action}/{meetId}` with an empty body, as `who`.
     async fn act(&self, action: &str, meet: &str, who: &str) -> Reply {
         self.api
@@ -36,14 +47,7 @@ impl Pair {
 async fn answered(p: &Pair, a: &mut Conn<'_>, b: &mut Conn<'_>) -> String {
     let meet = create(p, json!("offer")).await;
     b.expect("v1OnNewCall").await;
-    p.api
-        .post(
-            &format!("call/accept/{meet}"),
-            &p.b,
-            json!({"payload": "answer"}),
-        )
-        .await
-        .ok();
+    p.accept(&meet).await.ok();
     a.expect("v1OnCallAccepted").await;
     meet
 }
@@ -490,14 +494,7 @@ async fn ice_flows_both_ways_to_the_other_party_only_and_early_ice_is_held() {
     b.assert_none("v1OnIceCandidate").await;
     b_tablet.assert_none("v1OnIceCandidate").await;
 
-    p.api
-        .post(
-            &format!("call/accept/{meet}"),
-            &p.b,
-            json!({"payload": "answer"}),
-        )
-        .await
-        .ok();
+    p.accept(&meet).await.ok();
     assert_eq!(
         b.expect("v1OnIceCandidate").await,
         cand(1),
@@ -602,14 +599,7 @@ async fn accept_during_a_caller_blip_reaches_the_caller_when_it_comes_back() {
     server
         .wait_metric("vchat_outbox_devices", |v| v == 1.0)
         .await;
-    p.api
-        .post(
-            &format!("call/accept/{meet}"),
-            &p.b,
-            json!({"payload": "answer"}),
-        )
-        .await
-        .ok();
+    p.accept(&meet).await.ok();
     for c in ["c0", "c1", "c2"] {
         b.emit("v1IceCandidate", &candidate(&meet, c)).await;
     }
@@ -995,14 +985,7 @@ async fn a_failed_store_write_changes_nothing_and_can_be_retried() {
     b.expect("v1OnNewCall").await;
 
     let blocker = server.block_writes().await;
-    let r = p
-        .api
-        .post(
-            &format!("call/accept/{meet}"),
-            &p.b,
-            json!({"payload": "answer"}),
-        )
-        .await;
+    let r = p.accept(&meet).await;
     assert_eq!(r.status, 500, "{}", r.body);
     assert_eq!(r.body["code"], 500);
     assert!(r.body["data"].is_string());
@@ -1014,14 +997,7 @@ async fn a_failed_store_write_changes_nothing_and_can_be_retried() {
         "ring",
         "store unchanged"
     );
-    p.api
-        .post(
-            &format!("call/accept/{meet}"),
-            &p.b,
-            json!({"payload": "answer"}),
-        )
-        .await
-        .ok();
+    p.accept(&meet).await.ok();
     assert_eq!(a.expect("v1OnCallAccepted").await["peerAnswer"], "answer");
     assert_eq!(history_status(&p.api, &p.a, &meet).await, "inCall");
 }
@@ -1214,14 +1190,7 @@ async fn json_logs_carry_the_meet_id_and_user_on_call_lines() {
     ]);
     let p = pair(&server).await;
     let meet = create(&p, json!("offer")).await;
-    p.api
-        .post(
-            &format!("call/accept/{meet}"),
-            &p.b,
-            json!({"payload": "answer"}),
-        )
-        .await
-        .ok();
+    p.accept(&meet).await.ok();
     p.act("end", &meet, &p.a).await.ok();
 
     let text = std::fs::read_to_string(&log).unwrap();

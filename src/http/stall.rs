@@ -117,12 +117,20 @@ impl<S> Stall<S> {
         Poll::Ready(Err(stalled()))
     }
 
-    fn progressed<T>(
+    /// A write-side operation: refused once given up; its pending arms (or keeps) the timer,
+    /// any progress disarms it.
+    fn guarded<T>(
         &mut self,
-        r: Poll<io::Result<T>>,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<T>> {
-        match r {
+        op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>>
+    where
+        S: Unpin,
+    {
+        if self.given_up {
+            return Poll::Ready(Err(stalled()));
+        }
+        match op(Pin::new(&mut self.io), cx) {
             Poll::Pending => self.blocked(cx),
             ready => {
                 self.waiting = None;
@@ -169,12 +177,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.given_up {
-            return Poll::Ready(Err(stalled()));
-        }
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.progressed(r, cx)
+        self.get_mut().guarded(cx, |io, cx| io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -182,12 +185,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.given_up {
-            return Poll::Ready(Err(stalled()));
-        }
-        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.progressed(r, cx)
+        self.get_mut()
+            .guarded(cx, |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -195,12 +194,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.given_up {
-            return Poll::Ready(Err(stalled()));
-        }
-        let r = Pin::new(&mut this.io).poll_flush(cx);
-        this.progressed(r, cx)
+        self.get_mut().guarded(cx, |io, cx| io.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
