@@ -187,8 +187,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
 
     let pubsub = match (&config.redis_url, &cluster) {
         (Some(url), Some(_)) => {
-            let client = redis::Client::open(crate::cluster::link::resp3_url(url))
-                .map_err(|e| format!("redis url: {e}"))?;
+            let client = crate::cluster::link::redis_client(&crate::cluster::link::resp3_url(url))?;
             crate::cluster::driver::Pubsub::Redis(
                 crate::cluster::driver::Resilient::connect(&client)
                     .await
