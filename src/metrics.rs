@@ -60,6 +60,7 @@ pub struct Metrics {
     pub call_commit_failures: Counter,
     pub signins_failed: Counter,
     pub calls_taken_over: Counter,
+    pub call_owner_reads: Counter,
     /// From a create-call request to the callee's sockets having `v1OnNewCall`.
     pub time_to_ring: Histogram,
     /// From ringing to the callee's accept.
@@ -143,6 +144,10 @@ impl Metrics {
             "vchat_calls_taken_over",
             "Live calls of a dead node this node took over (cluster mode).",
         );
+        let call_owner_reads = counter(
+            "vchat_call_owner_reads",
+            "Reads of which node owns a call, by a node that does not hold it (cluster mode).",
+        );
         let calls_ended = Family::<Ended, Counter>::default();
         registry.register(
             "vchat_calls_ended",
@@ -200,6 +205,7 @@ impl Metrics {
             call_commit_failures,
             signins_failed,
             calls_taken_over,
+            call_owner_reads,
             time_to_ring,
             time_to_answer,
             relay,

@@ -100,12 +100,17 @@ async fn calls_ice_chat_and_presence_work_across_two_nodes() {
     assert_eq!(acc["peerAnswer"], json!({"type": "answer", "sdp": "v=0"}));
     assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, 1));
     // Bob's candidates go through node 1 to the owner and on to alice, in order.
+    let reads = c.node(1).metric("vchat_call_owner_reads_total").await;
     for n in 10..20 {
         bob.emit("v1IceCandidate", &cand(&meet, n)).await;
     }
     for n in 10..20 {
         assert_eq!(alice.expect("v1OnIceCandidate").await, cand(&meet, n));
     }
+    // Node 1 did not read who owns the call once per candidate (a read is trusted for a
+    // second; the accept may have made the one these use).
+    let reads = c.node(1).metric("vchat_call_owner_reads_total").await - reads;
+    assert!(reads < 10.0, "{reads} owner reads for 10 candidates");
     alice.emit("v1IceCandidate", &cand(&meet, 2)).await;
     assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, 2));
     // Busy across nodes: bob cannot be called by carol through node 1.

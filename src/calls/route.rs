@@ -30,14 +30,25 @@ async fn owner(app: &Arc<App>, meet_id: &str) -> Owner {
     if app.calls.contains(meet_id) {
         return Owner::Here;
     }
+    let now = std::time::Instant::now();
+    if let Some(node) = cluster.owners.get(meet_id, now) {
+        if cluster.is_alive(&node) {
+            return Owner::There(node);
+        }
+    }
     // A few rounds: another node may claim the call between our read and our claim.
     for _ in 0..3 {
+        app.metrics.inc(|m| &m.call_owner_reads);
         let node = match app.store.call_node(meet_id).await {
             Ok(Some((status, node))) if status.is_live() && node != cluster.node => node,
             // Not live, unknown, ours, or the store cannot say: the local path answers.
-            _ => return Owner::Here,
+            _ => {
+                cluster.owners.forget(meet_id);
+                return Owner::Here;
+            }
         };
         if cluster.is_alive(&node) {
+            cluster.owners.put(meet_id, &node, now);
             return Owner::There(node);
         }
         if takeover::claim(app, meet_id, &node).await {
@@ -74,6 +85,7 @@ async fn to_owner(app: &Arc<App>, meet_id: &str, req: Request) -> Routed {
             Ok(rep) => return Routed::Answered(rep),
             Err(e) => {
                 tracing::warn!(meet_id, node, error = %e, "the call's node did not answer");
+                cluster.owners.forget(meet_id);
                 cluster.refresh().await;
                 last = Some(e);
             }
@@ -205,6 +217,14 @@ pub async fn device_back(app: &Arc<App>, user: &str, device: &str, sid: Sid) {
 /// Runs a request another node sent here, as if its client had come to this node. If the call
 /// moved meanwhile, it is routed again.
 pub async fn serve(app: &Arc<App>, req: Request) -> Reply {
+    // Asked as the owner: if the call is not here (it moved, or ended), where it went is read
+    // from the store, never from what this node last read, so two nodes' stale reads cannot
+    // send a request back and forth.
+    if let (Some(cluster), Request::Act { meet_id, .. } | Request::Ice { meet_id, .. }) =
+        (app.cluster.as_ref(), &req)
+    {
+        cluster.owners.forget(meet_id);
+    }
     match req {
         Request::Act {
             meet_id,

@@ -39,6 +39,8 @@ pub struct Cluster {
     /// those heartbeats named.
     alive: RwLock<Alive>,
     pub(super) pending: DashMap<u64, oneshot::Sender<Reply>>,
+    /// Owners of other nodes' calls, as last read from the store.
+    pub owners: super::owners::Owners,
     next: AtomicU64,
     release: redis::Script,
     /// Set on a graceful stop: the heartbeat must not come back.
@@ -115,6 +117,7 @@ impl Cluster {
             client,
             conn,
             pending: DashMap::new(),
+            owners: Default::default(),
             next: AtomicU64::new(1),
             // Frees a user only from this call: a newer call may hold them already.
             stopping: AtomicBool::new(false),

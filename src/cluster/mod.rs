@@ -17,5 +17,6 @@ pub mod driver;
 pub mod graces;
 pub mod link;
 pub mod node;
+pub mod owners;
 pub mod takeover;
 pub mod wire;
