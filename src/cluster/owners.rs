@@ -44,14 +44,6 @@ impl Owners {
     pub fn forget(&self, meet_id: &str) {
         self.read.remove(meet_id);
     }
-
-    pub fn len(&self) -> usize {
-        self.read.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.read.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -79,10 +71,10 @@ mod tests {
         for i in 0..=SWEEP_ABOVE {
             o.put(&format!("old{i}"), "n2", t0);
         }
-        assert_eq!(o.len(), SWEEP_ABOVE + 1);
+        assert_eq!(o.read.len(), SWEEP_ABOVE + 1);
         let later = t0 + Owners::TRUST * 2;
         o.put("new", "n2", later);
-        assert_eq!(o.len(), 1, "only the fresh one is left");
+        assert_eq!(o.read.len(), 1, "only the fresh one is left");
         assert_eq!(o.get("new", later).as_deref(), Some("n2"));
     }
 }

@@ -48,6 +48,17 @@ pub struct SocketCtx {
     left: Mutex<bool>,
 }
 
+impl SocketCtx {
+    /// Its disconnect has begun (see `left`).
+    fn leave(&self) {
+        *self.left.lock().expect("not poisoned") = true;
+    }
+
+    fn has_left(&self) -> bool {
+        *self.left.lock().expect("not poisoned")
+    }
+}
+
 type SocketRef = socketioxide::extract::SocketRef<Adapter>;
 
 /// Registers the gateway. In a cluster this also subscribes the adapter to the other nodes,
@@ -200,23 +211,26 @@ async fn connect(
     Ok(())
 }
 
-/// The connection of the socket's first request.
-fn connection(s: &SocketRef) -> Option<Arc<crate::http::peer::Conn>> {
+/// The peer of the socket's first request (its address and connection).
+fn peer(s: &SocketRef) -> Option<&crate::http::peer::Peer> {
     s.req_parts()
         .extensions
         .get::<axum::extract::ConnectInfo<crate::http::peer::Peer>>()
-        .and_then(|c| c.0.conn.clone())
+        .map(|c| &c.0)
+}
+
+/// The connection of the socket's first request.
+fn connection(s: &SocketRef) -> Option<Arc<crate::http::peer::Conn>> {
+    peer(s).and_then(|p| p.conn.clone())
 }
 
 /// The client's address: the TCP peer, or what a trusted proxy says it is.
 fn client_addr(app: &App, s: &SocketRef) -> std::net::IpAddr {
-    let parts = s.req_parts();
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<crate::http::peer::Peer>>()
-        .map(|c| c.0.addr.ip())
+    let peer = peer(s)
+        .map(|p| p.addr.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let forwarded = parts
+    let forwarded = s
+        .req_parts()
         .headers
         .get("x-forwarded-for")
         .and_then(|h| h.to_str().ok());
@@ -234,7 +248,7 @@ async fn after_connect(app: Arc<App>, s: SocketRef) {
     app.presence.add(&who.user_id, &who.device, s.id);
     // socketioxide runs this and the disconnect handler as separate tasks: a socket that closed
     // right after connecting may have been cleaned up before it was added. Then undo the add.
-    if !s.connected() || *ctx.left.lock().expect("not poisoned") {
+    if !s.connected() || ctx.has_left() {
         if let Some(device) = app.presence.remove(&who.user_id, s.id) {
             crate::calls::route::device_gone(&app, &who.user_id, &device).await;
         }
@@ -251,7 +265,7 @@ async fn after_connect(app: Arc<App>, s: SocketRef) {
         // Published before the call's owner hears the device is back (same connection, in
         // order), so the owner's presence already has this socket when it rings it.
         c.socket_up(&who.user_id, &who.device, s.id.as_str()).await;
-        if !s.connected() || *ctx.left.lock().expect("not poisoned") {
+        if !s.connected() || ctx.has_left() {
             // Closed while we published: its `Down` may have gone out before our `Up`.
             c.socket_down(&who.user_id, s.id.as_str()).await;
         }
@@ -378,7 +392,7 @@ async fn disconnected(app: Arc<App>, expiries: Arc<Expiries>, s: SocketRef) {
     let Some(ctx) = s.extensions.get::<Arc<SocketCtx>>() else {
         return;
     };
-    *ctx.left.lock().expect("not poisoned") = true;
+    ctx.leave();
     expiries.remove(ctx.who.exp, s.id);
     let who = &ctx.who;
     let typing = ctx.typing_to.lock().expect("not poisoned").take();
