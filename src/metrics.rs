@@ -61,6 +61,7 @@ pub struct Metrics {
     pub signins_failed: Counter,
     pub calls_taken_over: Counter,
     pub call_owner_reads: Counter,
+    pub ice_told: Counter,
     /// From a create-call request to the callee's sockets having `v1OnNewCall`.
     pub time_to_ring: Histogram,
     /// From ringing to the callee's accept.
@@ -148,6 +149,10 @@ impl Metrics {
             "vchat_call_owner_reads",
             "Reads of which node owns a call, by a node that does not hold it (cluster mode).",
         );
+        let ice_told = counter(
+            "vchat_ice_told",
+            "ICE candidates sent to their call's node without waiting for it to run them (cluster mode).",
+        );
         let calls_ended = Family::<Ended, Counter>::default();
         registry.register(
             "vchat_calls_ended",
@@ -206,6 +211,7 @@ impl Metrics {
             signins_failed,
             calls_taken_over,
             call_owner_reads,
+            ice_told,
             time_to_ring,
             time_to_answer,
             relay,

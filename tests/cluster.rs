@@ -111,6 +111,21 @@ async fn calls_ice_chat_and_presence_work_across_two_nodes() {
     // second; the accept may have made the one these use).
     let reads = c.node(1).metric("vchat_call_owner_reads_total").await - reads;
     assert!(reads < 10.0, "{reads} owner reads for 10 candidates");
+    // ... nor waited for the owner to run each: they were told, not asked.
+    assert_eq!(c.node(1).metric("vchat_ice_told_total").await, 10.0);
+    // A told candidate the owner refuses comes back to the socket that sent it, on its node.
+    let eve = token("eve", Some("e-phone"));
+    let mut eve_s = d1.connect("e-phone", &eve).await;
+    c.settle(&[1, 2]).await;
+    eve_s.emit("v1IceCandidate", &cand(&meet, 99)).await;
+    let refused = eve_s.expect("v1OnException").await;
+    assert_eq!(
+        refused["error"],
+        "v1IceCandidate: you are not a party to this call"
+    );
+    assert_eq!(c.node(1).metric("vchat_ice_told_total").await, 11.0);
+    eve_s.close().await;
+    c.settle(&[1, 1]).await;
     alice.emit("v1IceCandidate", &cand(&meet, 2)).await;
     assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, 2));
     // Busy across nodes: bob cannot be called by carol through node 1.

@@ -12,10 +12,12 @@ use super::machine::{Action, Status};
 use super::service;
 use crate::app::App;
 use crate::auth::Identity;
+use crate::cluster::lanes::Filed;
 use crate::cluster::link::AskError;
 use crate::cluster::takeover;
-use crate::cluster::wire::{Reply, Request};
-use crate::wire::ApiError;
+use crate::cluster::wire::{Reply, Request, Told};
+use crate::wire::shapes::Exception;
+use crate::wire::{events, ApiError};
 
 enum Owner {
     Here,
@@ -122,27 +124,58 @@ pub async fn act(
     }
 }
 
-/// Relays one ICE candidate (see [`service::relay_ice_here`]).
+/// Relays one ICE candidate (see [`service::relay_ice_here`]). `sid`: the socket that sent it;
+/// a candidate for a call another node runs is then sent there without waiting for the owner
+/// to run it (the owner tells that socket if it fails). Without one (a request from a node that
+/// still asks), the owner is asked and its answer awaited.
 pub async fn relay_ice(
     app: &Arc<App>,
     who: &Identity,
+    sid: Option<Sid>,
     may_bind: bool,
     meet_id: &str,
     payload: Value,
 ) -> Result<(), String> {
-    if app.cluster.is_none() || app.calls.contains(meet_id) {
+    let Some(cluster) = app
+        .cluster
+        .as_ref()
+        .filter(|_| !app.calls.contains(meet_id))
+    else {
         // The hot path: no request to build.
         return service::relay_ice_here(app, &who.user_id, &who.device, may_bind, meet_id, payload)
             .await;
-    }
-    let req = Request::Ice {
+    };
+    let req = || Request::Ice {
         meet_id: meet_id.into(),
         user: who.user_id.clone(),
         device: who.device.clone(),
         may_bind,
         payload: payload.clone(),
     };
-    match to_owner(app, meet_id, req).await {
+    if let Some(sid) = sid {
+        let Owner::There(node) = owner(app, meet_id).await else {
+            return service::relay_ice_here(
+                app,
+                &who.user_id,
+                &who.device,
+                may_bind,
+                meet_id,
+                payload,
+            )
+            .await;
+        };
+        match cluster.tell(&node, sid.as_str(), req()).await {
+            Ok(true) => {
+                app.metrics.inc(|m| &m.ice_told);
+                return Ok(());
+            }
+            // Nobody reads the owner's channel (it died, or is subscribing again): asking
+            // finds whoever runs the call next.
+            Ok(false) => cluster.owners.forget(meet_id),
+            Err(e) => tracing::warn!(meet_id, node, error = %e, "candidate not told"),
+        }
+    }
+    match to_owner(app, meet_id, req()).await {
         Routed::Here => {
             service::relay_ice_here(app, &who.user_id, &who.device, may_bind, meet_id, payload)
                 .await
@@ -154,19 +187,115 @@ pub async fn relay_ice(
     }
 }
 
-/// [`relay_ice`] without waiting, for a call this node owns whose lock is free; `None` when
-/// the candidate has to wait (for the lock, or for the owning node).
+/// [`relay_ice`] without waiting, for a call this node owns whose lock is free; the payload
+/// back when the candidate has to wait (for the lock, or for the owning node).
 pub fn try_relay_ice(
     app: &Arc<App>,
     who: &Identity,
     may_bind: bool,
     meet_id: &str,
     payload: Value,
-) -> Option<Result<(), String>> {
+) -> Result<Result<(), String>, Value> {
     if app.cluster.is_some() && !app.calls.contains(meet_id) {
-        return None;
+        return Err(payload);
     }
     service::try_relay_ice_here(app, &who.user_id, &who.device, may_bind, meet_id, payload)
+}
+
+/// Runs a candidate another node told this node (see [`Told`]), called by the subscriber in
+/// the order candidates arrive: at once if nothing of its call is queued and the call's lock
+/// is free, else in the call's lane, behind the call's earlier candidates.
+pub fn serve_told(app: &Arc<App>, told: Told) {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    let Request::Ice { meet_id, .. } = &told.req else {
+        // Only candidates are told; anything else runs as if asked, unanswered.
+        let app = app.clone();
+        tokio::spawn(async move {
+            serve(&app, told.req).await;
+        });
+        return;
+    };
+    let meet_id = meet_id.clone();
+    let told = match cluster.lanes.file(&meet_id, told) {
+        Filed::Queued => return,
+        Filed::Full(told) => {
+            return refuse_told(app, &told.sid, "too many candidates waiting for this call")
+        }
+        Filed::Free(told) => told,
+    };
+    let Told {
+        sid,
+        req:
+            Request::Ice {
+                meet_id,
+                user,
+                device,
+                may_bind,
+                payload,
+            },
+    } = told
+    else {
+        return; // Only candidates are filed (above).
+    };
+    let who = Identity::of_user(&user, &device);
+    match try_relay_ice(app, &who, may_bind, &meet_id, payload) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => refuse_told(app, &sid, &e),
+        Err(payload) => {
+            let told = Told {
+                sid,
+                req: Request::Ice {
+                    meet_id: meet_id.clone(),
+                    user,
+                    device,
+                    may_bind,
+                    payload,
+                },
+            };
+            if cluster.lanes.open(&meet_id, told) {
+                tokio::spawn(drain_lane(app.clone(), meet_id));
+            }
+        }
+    }
+}
+
+/// Runs a call's lane until it is empty.
+async fn drain_lane(app: Arc<App>, meet_id: String) {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return;
+    };
+    while let Some(Told { sid, req }) = cluster.lanes.next(&meet_id) {
+        let Request::Ice {
+            user,
+            device,
+            may_bind,
+            payload,
+            ..
+        } = req
+        else {
+            continue;
+        };
+        // As in `serve`: if the call moved, where it went is read from the store.
+        cluster.owners.forget(&meet_id);
+        let who = Identity::of_user(&user, &device);
+        let from = sid.parse().ok();
+        if let Err(e) = relay_ice(&app, &who, from, may_bind, &meet_id, payload).await {
+            refuse_told(&app, &sid, &e);
+        }
+    }
+}
+
+/// A told candidate failed: its sender hears it as it would from its own node.
+fn refuse_told(app: &App, sid: &str, error: &str) {
+    app.metrics.inc(|m| &m.socket_exceptions);
+    let Ok(sid) = sid.parse::<Sid>() else {
+        return;
+    };
+    let error = format!("{}: {error}", events::ICE_CANDIDATE);
+    app.notify
+        .to_socket(sid, events::ON_EXCEPTION, &Exception { error: &error });
 }
 
 /// The user's live call, wherever it runs.
@@ -243,7 +372,7 @@ pub async fn serve(app: &Arc<App>, req: Request) -> Reply {
             payload,
         } => {
             let who = Identity::of_user(&user, &device);
-            let err = relay_ice(app, &who, may_bind, &meet_id, payload)
+            let err = relay_ice(app, &who, None, may_bind, &meet_id, payload)
                 .await
                 .err();
             Reply::Ice { err }

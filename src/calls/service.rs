@@ -527,7 +527,7 @@ pub async fn relay_ice_here(
     relay_ice_locked(app, guard, user, device, may_bind, payload, arrived)
 }
 
-/// [`relay_ice_here`] without waiting: `None` when someone holds the call's lock.
+/// [`relay_ice_here`] without waiting: the payload back when someone holds the call's lock.
 pub fn try_relay_ice_here(
     app: &Arc<App>,
     user: &str,
@@ -535,12 +535,12 @@ pub fn try_relay_ice_here(
     may_bind: bool,
     meet_id: &str,
     payload: Value,
-) -> Option<Result<(), String>> {
+) -> Result<Result<(), String>, Value> {
     let arrived = std::time::Instant::now();
     match app.calls.try_lock(meet_id) {
-        TryLock::Held => None,
-        TryLock::NotLive => Some(Err(no_live_call(meet_id))),
-        TryLock::Locked(guard) => Some(relay_ice_locked(
+        TryLock::Held => Err(payload),
+        TryLock::NotLive => Ok(Err(no_live_call(meet_id))),
+        TryLock::Locked(guard) => Ok(relay_ice_locked(
             app, guard, user, device, may_bind, payload, arrived,
         )),
     }

@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::oneshot;
 
-use super::wire::{Msg, Reply, Request};
+use super::wire::{Msg, Reply, Request, Told};
 
 /// How long a busy mark lives before its call is stored (see [`Cluster::hold`]).
 const HOLD_MS: u64 = 30_000;
@@ -41,6 +41,8 @@ pub struct Cluster {
     pub(super) pending: DashMap<u64, oneshot::Sender<Reply>>,
     /// Owners of other nodes' calls, as last read from the store.
     pub owners: super::owners::Owners,
+    /// Candidates other nodes told this node, waiting for their call's lock.
+    pub lanes: super::lanes::Lanes<Told>,
     next: AtomicU64,
     release: redis::Script,
     /// Set on a graceful stop: the heartbeat must not come back.
@@ -118,6 +120,7 @@ impl Cluster {
             conn,
             pending: DashMap::new(),
             owners: Default::default(),
+            lanes: Default::default(),
             next: AtomicU64::new(1),
             // Frees a user only from this call: a newer call may hold them already.
             stopping: AtomicBool::new(false),
@@ -360,6 +363,26 @@ impl Cluster {
                 Err(AskError::NoAnswer(node.to_string()))
             }
         }
+    }
+
+    /// Sends a request to `node` without waiting for it to be run. False when no node reads
+    /// `node`'s channel (it is gone, or subscribing again): the request was lost, and the
+    /// caller should [`ask`](Self::ask) instead, which finds the call's next owner.
+    pub async fn tell(&self, node: &str, sid: &str, req: Request) -> Result<bool, AskError> {
+        let msg = Msg::Tell(Told {
+            sid: sid.to_string(),
+            req,
+        });
+        let text = serde_json::to_string(&msg).expect("bus messages serialize");
+        let channel = self.bus_channel(node);
+        let heard: i64 = retried(|| {
+            let mut c = self.conn.clone();
+            let (channel, text) = (channel.clone(), text.clone());
+            async move { c.publish(channel, text).await }
+        })
+        .await
+        .map_err(|e| AskError::Bus(e.to_string()))?;
+        Ok(heard > 0)
     }
 
     pub(super) async fn answer(&self, to: &str, id: u64, rep: Reply) {

@@ -8,13 +8,15 @@
 //!   and a node whose heartbeat lapsed is purged from every replica.
 //! - Busy users: `busy:<user>` keys set with NX, so glare across nodes leaves one call.
 //! - Calls: each live call is owned by one node (the `node` column), which holds its lock, its
-//!   timers and its kept events. Requests about a call go to its owner ([`wire::Request`]); a
+//!   timers and its kept events. Requests about a call go to its owner ([`wire::Request`]); ICE
+//!   candidates go without waiting for an answer, in order per call ([`lanes`]); a
 //!   call whose owner is dead is claimed by a live node with a compare-and-swap in the store
 //!   ([`takeover`]): its ring timeout or max duration follows from the call's stored times,
 //!   and its graces keep the deadlines their last owner stored ([`graces`]).
 
 pub mod driver;
 pub mod graces;
+pub mod lanes;
 pub mod link;
 pub mod node;
 pub mod owners;

@@ -166,6 +166,7 @@ fn on_message(app: &Arc<App>, msg: Msg) {
                 let _ = tx.send(rep);
             }
         }
+        Msg::Tell(told) => crate::calls::route::serve_told(app, told),
         Msg::Ask { id, from, req } => {
             // Requests run concurrently; each asker waits for its answer before it asks again,
             // so one socket's requests still run in the order it sent them.

@@ -3,10 +3,11 @@
 //! query per candidate, on the one database every node shares. A read is trusted for a short
 //! while ([`Owners::TRUST`]); an owner that stops answering, or a read that finds no other
 //! owner, forgets it at once. Ownership moves only when an owner dies (see `takeover`), and a
-//! dead owner is noticed by the alive check the caller makes or by its ask failing, so the
-//! only staleness the window adds is a node that lost its call while still alive (cut off from
-//! Redis long enough to be declared dead): its candidates for that call go to it for at most
-//! that long, as they would have before its death was noticed.
+//! dead owner is noticed by the alive check the caller makes, by its ask failing or by a
+//! candidate told to it finding no listener, so the only staleness the window adds is a node
+//! that lost its call while still alive (cut off from Redis long enough to be declared dead):
+//! candidates for that call go to it for at most that long, and it sends them on to the call's
+//! new owner.
 
 use std::time::{Duration, Instant};
 

@@ -34,6 +34,17 @@ pub enum Msg {
     Ask { id: u64, from: String, req: Request },
     /// The answer to request `id`.
     Answer { id: u64, rep: Reply },
+    /// A request for the owner of a call that is not answered (see [`Told`]).
+    Tell(Told),
+}
+
+/// A request the sender does not wait for: if it fails, the owner tells the socket `sid`
+/// that sent it, with `v1OnException`. Only ICE candidates are sent so: a round trip per
+/// candidate was what a cluster cost most.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Told {
+    pub sid: String,
+    pub req: Request,
 }
 
 /// Work only a call's owner may do: it holds the call's lock, timers and kept events.
@@ -131,6 +142,19 @@ mod tests {
                 action: Action::DeviceLost { role: Role::Callee },
             },
         };
+        let text = serde_json::to_string(&m).unwrap();
+        let back: Msg = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        let m = Msg::Tell(Told {
+            sid: "s".into(),
+            req: Request::Ice {
+                meet_id: "m".into(),
+                user: "u".into(),
+                device: "d".into(),
+                may_bind: true,
+                payload: serde_json::json!({"meetId": "m", "data": {}}),
+            },
+        });
         let text = serde_json::to_string(&m).unwrap();
         let back: Msg = serde_json::from_str(&text).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), text);

@@ -213,7 +213,7 @@ async fn enter_chat_room(app: &App, ctx: &SocketCtx, payload: &Value) -> Result<
 /// `v1IceCandidate`: relayed to the other party of the call only.
 async fn ice_candidate(app: &Arc<App>, ctx: &SocketCtx, payload: &Value) -> Result<(), String> {
     let (meet_id, whole) = ice_checked(payload)?;
-    crate::calls::route::relay_ice(app, &ctx.who, ctx.scoped, &meet_id, whole)
+    crate::calls::route::relay_ice(app, &ctx.who, Some(ctx.sid), ctx.scoped, &meet_id, whole)
         .await
         .map_err(|e| format!("{}: {e}", events::ICE_CANDIDATE))
 }
@@ -231,6 +231,7 @@ pub fn ice_candidate_now(
         Err(e) => return Some(Err(e)),
     };
     crate::calls::route::try_relay_ice(app, &ctx.who, ctx.scoped, &meet_id, whole)
+        .ok()
         .map(|done| done.map_err(|e| format!("{}: {e}", events::ICE_CANDIDATE)))
 }
 
