@@ -79,19 +79,31 @@ fn latency() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new(None, Counter::default())
+        Metrics::new(None, Counter::default(), Counter::default())
     }
 }
 
 impl Metrics {
     /// `commit_batches`: the store's writes per group commit, when it batches (SQLite).
     /// `emits_dropped`: the notifier's count of events a full send buffer refused.
-    pub fn new(commit_batches: Option<Histogram>, emits_dropped: Counter) -> Self {
+    /// `adapter_dropped`: the Socket.IO adapter's messages from other nodes a full channel
+    /// refused (cluster mode).
+    pub fn new(
+        commit_batches: Option<Histogram>,
+        emits_dropped: Counter,
+        adapter_dropped: Counter,
+    ) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "vchat_emits_dropped",
             "Events not sent because the socket's send buffer was full (its client not reading).",
             emits_dropped,
+        );
+        registry.register(
+            "vchat_adapter_messages_dropped",
+            "Socket.IO adapter messages from other nodes (room emits, joins, leaves) dropped \
+             because this node's adapter fell behind (cluster mode).",
+            adapter_dropped,
         );
         if let Some(h) = commit_batches {
             registry.register(

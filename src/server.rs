@@ -185,11 +185,12 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let turn = turn.map(Arc::new);
     let turn_addr = turn.as_ref().map(|t| t.local_addr());
 
+    let adapter_dropped = prometheus_client::metrics::counter::Counter::default();
     let pubsub = match (&config.redis_url, &cluster) {
         (Some(url), Some(_)) => {
             let client = crate::cluster::link::redis_client(&crate::cluster::link::resp3_url(url))?;
             crate::cluster::driver::Pubsub::Redis(
-                crate::cluster::driver::Resilient::connect(&client)
+                crate::cluster::driver::Resilient::connect(&client, adapter_dropped.clone())
                     .await
                     .map_err(|e| format!("cannot reach Redis for Socket.IO: {e}"))?,
             )
@@ -294,7 +295,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         store,
         ice,
         turn: turn.clone(),
-        metrics: crate::metrics::Metrics::new(commit_batches, emits_dropped),
+        metrics: crate::metrics::Metrics::new(commit_batches, emits_dropped, adapter_dropped),
         addr,
         cluster,
         node_id,

@@ -126,6 +126,15 @@ async fn calls_ice_chat_and_presence_work_across_two_nodes() {
     assert_eq!(c.node(1).metric("vchat_ice_told_total").await, 11.0);
     eve_s.close().await;
     c.settle(&[1, 1]).await;
+    // Neither node's Socket.IO adapter fell behind the other's messages (and both count them).
+    for n in [0, 1] {
+        let text = c.node(n).metrics().await;
+        assert!(
+            text.lines()
+                .any(|l| l == "vchat_adapter_messages_dropped_total 0"),
+            "node {n}: {text}"
+        );
+    }
     alice.emit("v1IceCandidate", &cand(&meet, 2)).await;
     assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, 2));
     // Busy across nodes: bob cannot be called by carol through node 1.

@@ -258,6 +258,9 @@ async fn last_seen_and_user_search() {
         .contains("not found"));
     let d = Driver::new(&server).await;
     let sb = d.connect("b", &b).await;
+    // The client hears it is connected before the server has the socket in presence
+    // (socketioxide sends the connect packet before our connect handler runs).
+    server.wait_metric("vchat_sockets", |v| v == 1.0).await;
     let before = vchat_signal::ids::now_iso();
     let online = api.get("profile/users/bob/last-seen", &a).await.ok();
     assert!(online.as_str().unwrap() >= before.as_str(), "online: now");

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind};
 use socketioxide::adapter::Emitter;
@@ -41,7 +42,11 @@ pub struct Resilient {
 }
 
 impl Resilient {
-    pub async fn connect(client: &redis::Client) -> redis::RedisResult<Resilient> {
+    /// `dropped` counts the messages a full adapter channel refused.
+    pub async fn connect(
+        client: &redis::Client,
+        dropped: Counter,
+    ) -> redis::RedisResult<Resilient> {
         let handlers: Handlers = Arc::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
         let config = ConnectionManagerConfig::new()
@@ -51,7 +56,7 @@ impl Resilient {
         let h = handlers.clone();
         tokio::spawn(async move {
             while let Some(push) = rx.recv().await {
-                deliver(&h, push);
+                deliver(&h, push, &dropped);
             }
         });
         // A connection that sends nothing never learns it broke: a ping a second notices a
@@ -67,7 +72,7 @@ impl Resilient {
     }
 }
 
-fn deliver(handlers: &Handlers, push: PushInfo) {
+fn deliver(handlers: &Handlers, push: PushInfo, dropped: &Counter) {
     if !matches!(push.kind, PushKind::Message | PushKind::SMessage) || push.data.len() < 2 {
         return;
     }
@@ -82,7 +87,10 @@ fn deliver(handlers: &Handlers, push: PushInfo) {
         return;
     };
     if let Some(tx) = handlers.read().expect("not poisoned").get(&chan) {
+        // A full channel: the adapter is that far behind, and waiting here would hold up every
+        // other channel's messages (and the connection's replies) behind it.
         if tx.try_send((chan, msg)).is_err() {
+            dropped.inc();
             tracing::warn!("a Socket.IO adapter channel is full; a message was dropped");
         }
     }
@@ -159,5 +167,38 @@ impl Driver for Pubsub {
             Pubsub::Alone => Ok(1),
             Pubsub::Redis(d) => Ok(d.num_serv(chan).await?),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(chan: &str, body: &[u8]) -> PushInfo {
+        PushInfo {
+            kind: PushKind::Message,
+            data: vec![
+                redis::Value::BulkString(chan.as_bytes().to_vec()),
+                redis::Value::BulkString(body.to_vec()),
+            ],
+        }
+    }
+
+    #[test]
+    fn messages_go_to_their_channel_and_a_full_channel_counts_what_it_drops() {
+        let handlers: Handlers = Arc::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        handlers.write().unwrap().insert("c".into(), tx);
+        let dropped = Counter::default();
+        deliver(&handlers, message("c", b"one"), &dropped);
+        deliver(&handlers, message("other", b"no one listens"), &dropped);
+        assert_eq!(dropped.get(), 0);
+        deliver(&handlers, message("c", b"two"), &dropped);
+        assert_eq!(dropped.get(), 1, "the channel holds one message");
+        assert_eq!(rx.try_recv().unwrap(), ("c".to_string(), b"one".to_vec()));
+        assert!(rx.try_recv().is_err());
+        deliver(&handlers, message("c", b"three"), &dropped);
+        assert_eq!(rx.try_recv().unwrap().1, b"three".to_vec());
+        assert_eq!(dropped.get(), 1);
     }
 }
