@@ -12,7 +12,7 @@ use super::machine::{Action, Status};
 use super::service;
 use crate::app::App;
 use crate::auth::Identity;
-use crate::cluster::lanes::Filed;
+use crate::cluster::lanes::{Candidate, Filed};
 use crate::cluster::link::AskError;
 use crate::cluster::takeover;
 use crate::cluster::wire::{Reply, Request, Told};
@@ -209,52 +209,45 @@ pub fn serve_told(app: &Arc<App>, told: Told) {
     let Some(cluster) = app.cluster.as_ref() else {
         return;
     };
-    let Request::Ice { meet_id, .. } = &told.req else {
-        // Only candidates are told; anything else runs as if asked, unanswered.
-        let app = app.clone();
-        tokio::spawn(async move {
-            serve(&app, told.req).await;
-        });
-        return;
-    };
-    let meet_id = meet_id.clone();
-    let told = match cluster.lanes.file(&meet_id, told) {
-        Filed::Queued => return,
-        Filed::Full(told) => {
-            return refuse_told(app, &told.sid, "too many candidates waiting for this call")
-        }
-        Filed::Free(told) => told,
-    };
-    let Told {
-        sid,
-        req:
-            Request::Ice {
-                meet_id,
-                user,
-                device,
+    let (meet_id, candidate) = match told.req {
+        Request::Ice {
+            meet_id,
+            user,
+            device,
+            may_bind,
+            payload,
+        } => {
+            let candidate = Candidate {
+                sid: told.sid,
+                who: Identity::of_user(&user, &device),
                 may_bind,
                 payload,
-            },
-    } = told
-    else {
-        return; // Only candidates are filed (above).
-    };
-    let who = Identity::of_user(&user, &device);
-    match try_relay_ice(app, &who, may_bind, &meet_id, payload) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => refuse_told(app, &sid, &e),
-        Err(payload) => {
-            let told = Told {
-                sid,
-                req: Request::Ice {
-                    meet_id: meet_id.clone(),
-                    user,
-                    device,
-                    may_bind,
-                    payload,
-                },
             };
-            if cluster.lanes.open(&meet_id, told) {
+            (meet_id, candidate)
+        }
+        other => {
+            // Only candidates are told; anything else runs as if asked, unanswered.
+            let app = app.clone();
+            tokio::spawn(async move {
+                serve(&app, other).await;
+            });
+            return;
+        }
+    };
+    let mut c = match cluster.lanes.file(&meet_id, candidate) {
+        Filed::Queued => return,
+        Filed::Full(c) => {
+            return refuse_told(app, &c.sid, "too many candidates waiting for this call")
+        }
+        Filed::Free(c) => c,
+    };
+    let payload = std::mem::take(&mut c.payload);
+    match try_relay_ice(app, &c.who, c.may_bind, &meet_id, payload) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => refuse_told(app, &c.sid, &e),
+        Err(payload) => {
+            c.payload = payload;
+            if cluster.lanes.open(&meet_id, c) {
                 tokio::spawn(drain_lane(app.clone(), meet_id));
             }
         }
@@ -266,23 +259,12 @@ async fn drain_lane(app: Arc<App>, meet_id: String) {
     let Some(cluster) = app.cluster.as_ref() else {
         return;
     };
-    while let Some(Told { sid, req }) = cluster.lanes.next(&meet_id) {
-        let Request::Ice {
-            user,
-            device,
-            may_bind,
-            payload,
-            ..
-        } = req
-        else {
-            continue;
-        };
+    while let Some(c) = cluster.lanes.next(&meet_id) {
         // As in `serve`: if the call moved, where it went is read from the store.
         cluster.owners.forget(&meet_id);
-        let who = Identity::of_user(&user, &device);
-        let from = sid.parse().ok();
-        if let Err(e) = relay_ice(&app, &who, from, may_bind, &meet_id, payload).await {
-            refuse_told(&app, &sid, &e);
+        let from = c.sid.parse().ok();
+        if let Err(e) = relay_ice(&app, &c.who, from, c.may_bind, &meet_id, c.payload).await {
+            refuse_told(&app, &c.sid, &e);
         }
     }
 }

@@ -10,6 +10,18 @@ use std::collections::VecDeque;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use serde_json::Value;
+
+use crate::auth::Identity;
+
+/// A candidate another node told this node, as it waits in its call's lane.
+pub struct Candidate {
+    /// The socket that sent it, told if it fails.
+    pub sid: String,
+    pub who: Identity,
+    pub may_bind: bool,
+    pub payload: Value,
+}
 
 /// Candidates one call's lane holds before it refuses more: a sender whose candidates pile up
 /// that far is far faster than the call's lock is ever held.

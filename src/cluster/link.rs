@@ -42,7 +42,7 @@ pub struct Cluster {
     /// Owners of other nodes' calls, as last read from the store.
     pub owners: super::owners::Owners,
     /// Candidates other nodes told this node, waiting for their call's lock.
-    pub lanes: super::lanes::Lanes<Told>,
+    pub lanes: super::lanes::Lanes<super::lanes::Candidate>,
     next: AtomicU64,
     release: redis::Script,
     /// Set on a graceful stop: the heartbeat must not come back.
