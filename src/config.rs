@@ -80,6 +80,10 @@ pub struct Config {
     /// A node that has not renewed its heartbeat for this long is dead: its sockets leave
     /// presence and a live node takes its calls over.
     pub node_ttl_ms: u64,
+    /// Which node runs a new call: `caller`, the one holding the caller's socket (its
+    /// candidates then start at the call's owner), or `request`, the one the create request
+    /// reached (no forwarding of the creation).
+    pub call_placement: String,
 
     // ---- sign-in and tokens ----
     /// Audience external tokens must carry (`aud`); unset: any or none.
@@ -208,6 +212,7 @@ impl Default for Config {
             node_id: None,
             redis_prefix: "vchat".into(),
             node_ttl_ms: 3_000,
+            call_placement: "caller".into(),
             jwt_audience: None,
             jwt_issuer: None,
             jwt_jwks_url: None,
@@ -465,6 +470,12 @@ impl Config {
         if self.node_ttl_ms < 500 {
             return Err("node ttl must be at least 500 ms".into());
         }
+        if !matches!(self.call_placement.as_str(), "caller" | "request") {
+            return Err(format!(
+                "call placement must be caller or request, got {:?}",
+                self.call_placement
+            ));
+        }
         Ok(())
     }
 }
@@ -564,6 +575,9 @@ pub struct ServeArgs {
     /// A node silent this long is dead and its calls are taken over, ms [default: 3000]
     #[arg(long, env = "VCHAT_NODE_TTL_MS")]
     pub node_ttl_ms: Option<u64>,
+    /// Which node runs a new call: caller (the one holding the caller's socket) or request (the one the request reached) [default: caller]
+    #[arg(long, env = "VCHAT_CALL_PLACEMENT")]
+    pub call_placement: Option<String>,
     /// Audience (`aud`) external tokens must carry [default: not checked]
     #[arg(long, env = "VCHAT_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
@@ -736,6 +750,7 @@ impl ServeArgs {
             db_busy_timeout_ms,
             redis_prefix,
             node_ttl_ms,
+            call_placement,
             jwt_jwks_min_refresh_secs,
             signin_max_failures_per_identifier,
             signin_max_failures_per_address,

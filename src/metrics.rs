@@ -62,6 +62,7 @@ pub struct Metrics {
     pub calls_taken_over: Counter,
     pub call_owner_reads: Counter,
     pub ice_told: Counter,
+    pub calls_forwarded: Counter,
     /// From a create-call request to the callee's sockets having `v1OnNewCall`.
     pub time_to_ring: Histogram,
     /// From ringing to the callee's accept.
@@ -165,6 +166,10 @@ impl Metrics {
             "vchat_ice_told",
             "ICE candidates sent to their call's node without waiting for it to run them (cluster mode).",
         );
+        let calls_forwarded = counter(
+            "vchat_calls_forwarded",
+            "New calls this node had run by the node holding the caller's socket (cluster mode).",
+        );
         let calls_ended = Family::<Ended, Counter>::default();
         registry.register(
             "vchat_calls_ended",
@@ -224,6 +229,7 @@ impl Metrics {
             calls_taken_over,
             call_owner_reads,
             ice_told,
+            calls_forwarded,
             time_to_ring,
             time_to_answer,
             relay,

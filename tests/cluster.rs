@@ -161,6 +161,37 @@ async fn calls_ice_chat_and_presence_work_across_two_nodes() {
         .ok();
     bob.expect("v1OnCallCanceled").await;
 
+    // A call created through node 1 by alice, whose socket is on node 0, is run by node 0:
+    // node 1 forwards the creation and answers with the meetId node 0 gave it.
+    assert_eq!(c.node(1).metric("vchat_calls_forwarded_total").await, 0.0);
+    let placed = create_call(&api1, &a, &room).await;
+    assert_eq!(node_of_call(&c, &placed).await, "n0");
+    assert_eq!(c.node(1).metric("vchat_calls_forwarded_total").await, 1.0);
+    assert_eq!(bob.expect("v1OnNewCall").await["meetId"], placed.as_str());
+    // Bob's candidates are told to node 0; alice's start there.
+    api1.post(
+        &format!("call/accept/{placed}"),
+        &b,
+        json!({"payload": {"type": "answer", "sdp": "v=0"}}),
+    )
+    .await
+    .ok();
+    alice.expect("v1OnCallAccepted").await;
+    bob.emit("v1IceCandidate", &cand(&placed, 30)).await;
+    assert_eq!(alice.expect("v1OnIceCandidate").await, cand(&placed, 30));
+    alice.emit("v1IceCandidate", &cand(&placed, 31)).await;
+    assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&placed, 31));
+    api1.post(&format!("call/end/{placed}"), &a, json!({}))
+        .await
+        .ok();
+    for s in [&mut alice, &mut bob] {
+        assert_eq!(s.expect("v1OnCallEnded").await["meetId"], placed.as_str());
+    }
+    // A forwarded creation's refusal is the caller's answer, status and message kept.
+    let r = api1.post("call/create/no-such-room", &a, json!({})).await;
+    assert_eq!(r.err(404), "room \"no-such-room\" not found");
+    assert_eq!(c.node(1).metric("vchat_calls_forwarded_total").await, 1.0);
+
     // Bob leaves node 1: node 0 reads him offline.
     bob.close().await;
     c.settle(&[1, 0]).await;
@@ -184,10 +215,10 @@ async fn racing_actions_arriving_at_different_nodes_have_one_winner() {
     );
     api1.touch(&b).await;
     let room = api0.peer_room(&a, "bob").await;
-    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
-    let _alice = d0.connect("a-phone", &a).await;
+    // alice has no socket: each of her calls is run by the node her creation reaches.
+    let d1 = Driver::new(c.node(1)).await;
     let mut bob = d1.connect("b-phone", &b).await;
-    c.settle(&[1, 1]).await;
+    c.settle(&[0, 1]).await;
 
     let mut wins = [0u32; 2];
     for round in 0..12 {
@@ -198,6 +229,7 @@ async fn racing_actions_arriving_at_different_nodes_have_one_winner() {
             (&api1, &api0)
         };
         let meet = create_call(owner_api, &a, &room).await;
+        assert_eq!(node_of_call(&c, &meet).await, format!("n{}", round % 2));
         bob.expect("v1OnNewCall").await;
         let (accept_path, cancel_path) =
             (format!("call/accept/{meet}"), format!("call/cancel/{meet}"));
@@ -262,6 +294,8 @@ async fn a_killed_nodes_calls_are_taken_over_by_a_live_node() {
         &[
             ("VCHAT_CALLER_GRACE_MS", "1500"),
             ("VCHAT_RECONNECT_GRACE_MS", "20000"),
+            // Each call is run by node 0, where its creation arrives, wherever its caller is.
+            ("VCHAT_CALL_PLACEMENT", "request"),
         ],
     ) else {
         return;
@@ -381,7 +415,10 @@ async fn a_grace_keeps_its_stored_deadline_when_its_call_changes_node() {
     let Some(mut c) = TestCluster::start(
         "cluster: stored grace",
         2,
-        &[("VCHAT_RECONNECT_GRACE_MS", "6000")],
+        &[
+            ("VCHAT_RECONNECT_GRACE_MS", "6000"),
+            ("VCHAT_CALL_PLACEMENT", "request"),
+        ],
     ) else {
         return;
     };

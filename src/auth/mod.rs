@@ -37,7 +37,7 @@ pub struct Claims {
 pub const NO_DEVICE: &str = "default";
 
 /// Whose token it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TokenKind {
     /// Minted by `auth/connect`; `device` is the server-made session id.
     Session,
@@ -45,8 +45,9 @@ pub enum TokenKind {
     External,
 }
 
-/// Who is acting, from which device. Built from verified tokens only.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is acting, from which device. Built from verified tokens only (a node forwarding a
+/// request sends the identity it verified: nodes of a cluster trust each other's bus).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     pub user_id: String,
     /// The device: the token's `did`, or the session id of a sign-in. Empty when the token names

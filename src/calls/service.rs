@@ -32,7 +32,7 @@ use crate::wire::ApiError;
 const TIMER_RETRY: Duration = Duration::from_secs(1);
 
 /// `POST call/create/{roomId}` body. Gen-A sends `payload` as a JSON string and no platform.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCall {
     #[serde(default)]

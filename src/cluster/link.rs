@@ -2,7 +2,7 @@
 //! pub/sub bus requests and answers travel on. Knows nothing of calls or sockets; `node`
 //! runs the node on top of it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::oneshot;
 
-use super::wire::{Msg, Reply, Request, Told};
+use super::wire::{Msg, Reply, Request, Told, BUS_VERSION};
 
 /// How long a busy mark lives before its call is stored (see [`Cluster::hold`]).
 const HOLD_MS: u64 = 30_000;
@@ -22,6 +22,9 @@ const HOLD_MS: u64 = 30_000;
 pub enum AskError {
     #[error("node {0} did not answer")]
     NoAnswer(String),
+    /// No node reads the node's channel (it is gone, or subscribing again): nothing was run.
+    #[error("node {0} is not listening")]
+    Unheard(String),
     #[error("cluster bus: {0}")]
     Bus(String),
 }
@@ -53,6 +56,13 @@ pub struct Cluster {
 struct Alive {
     nodes: HashSet<String>,
     runs: HashSet<String>,
+    /// The bus version each live node announced (none: a build from before versions, 1).
+    versions: HashMap<String, u32>,
+}
+
+/// The node a run belongs to (a run is `<node>#<random>`, see [`Cluster::incarnation`]).
+pub fn node_of_run(run: &str) -> &str {
+    run.rsplit_once('#').map_or(run, |(node, _)| node)
 }
 
 /// Runs a Redis operation, and once more if the connection had dropped: the connection
@@ -111,6 +121,7 @@ impl Cluster {
             alive: RwLock::new(Alive {
                 nodes: HashSet::from([node.clone()]),
                 runs: HashSet::from([incarnation.clone()]),
+                versions: HashMap::from([(node.clone(), BUS_VERSION)]),
             }),
             incarnation,
             node,
@@ -151,6 +162,9 @@ impl Cluster {
     pub(super) fn presence_channel(&self) -> String {
         self.key("presence")
     }
+    fn bus_version_key(&self, node: &str) -> String {
+        self.key(&format!("bus-version:{node}"))
+    }
     fn presence_hash(&self, node: &str) -> String {
         self.key(&format!("pn:{node}"))
     }
@@ -172,6 +186,12 @@ impl Cluster {
             .arg("PX")
             .arg(ms)
             .arg("GET")
+            .cmd("SET")
+            .arg(self.bus_version_key(&self.node))
+            .arg(BUS_VERSION)
+            .arg("PX")
+            .arg(ms)
+            .ignore()
             .cmd("SADD")
             .arg(self.key("nodes"))
             .arg(&self.node)
@@ -192,22 +212,24 @@ impl Cluster {
         let mut now = Alive {
             nodes: HashSet::from([self.node.clone()]),
             runs: HashSet::from([self.incarnation.clone()]),
+            versions: HashMap::from([(self.node.clone(), BUS_VERSION)]),
         };
         if !nodes.is_empty() {
+            // Each node's heartbeat, then each node's bus version, in one MGET (never of a
+            // single key, which answers a bare value, not a list).
             let keys: Vec<String> = nodes
                 .iter()
                 .map(|n| self.key(&format!("node:{n}")))
+                .chain(nodes.iter().map(|n| self.bus_version_key(n)))
                 .collect();
-            // MGET of one key answers a bare value, not a list.
-            let beats: Vec<Option<String>> = if keys.len() == 1 {
-                vec![c.get(&keys[0]).await?]
-            } else {
-                c.mget(&keys).await?
-            };
-            for (n, b) in nodes.iter().zip(beats) {
+            let read: Vec<Option<String>> = c.mget(&keys).await?;
+            let (beats, versions) = read.split_at(nodes.len());
+            for ((n, b), v) in nodes.iter().zip(beats).zip(versions) {
                 if let Some(run) = b {
                     now.nodes.insert(n.clone());
-                    now.runs.insert(run);
+                    now.runs.insert(run.clone());
+                    let v = v.as_deref().and_then(|v| v.parse().ok()).unwrap_or(1);
+                    now.versions.insert(n.clone(), v);
                 }
             }
         }
@@ -256,6 +278,12 @@ impl Cluster {
             .expect("not poisoned")
             .nodes
             .contains(node)
+    }
+
+    /// Whether `node` is alive and reads bus messages of `version`.
+    pub fn speaks(&self, node: &str, version: u32) -> bool {
+        let alive = self.alive.read().expect("not poisoned");
+        alive.nodes.contains(node) && alive.versions.get(node).is_some_and(|v| *v >= version)
     }
 
     /// Whether a run of a node (a presence entry's origin) is the live one.
@@ -342,8 +370,20 @@ impl Cluster {
         }
     }
 
-    /// Sends a request to `node` and waits for its answer.
+    /// Sends a request to `node` and waits for its answer. A node that does not read its
+    /// channel right now gets the whole wait too: it may be subscribing again after a Redis
+    /// restart, and an asker that gave up at once would take a live node's call over.
     pub async fn ask(&self, node: &str, req: Request) -> Result<Reply, AskError> {
+        self.request(node, req, false).await
+    }
+
+    /// [`ask`](Self::ask), but [`AskError::Unheard`] at once when no node reads `node`'s
+    /// channel: then nothing was run, and the asker may run the request elsewhere.
+    pub async fn ask_if_heard(&self, node: &str, req: Request) -> Result<Reply, AskError> {
+        self.request(node, req, true).await
+    }
+
+    async fn request(&self, node: &str, req: Request, if_heard: bool) -> Result<Reply, AskError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.insert(id, tx);
@@ -352,9 +392,16 @@ impl Cluster {
             from: self.node.clone(),
             req,
         };
-        if let Err(e) = self.publish(self.bus_channel(node), &msg).await {
-            self.pending.remove(&id);
-            return Err(e);
+        match self.publish_heard(self.bus_channel(node), &msg).await {
+            Ok(false) if if_heard => {
+                self.pending.remove(&id);
+                return Err(AskError::Unheard(node.to_string()));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.pending.remove(&id);
+                return Err(e);
+            }
         }
         match tokio::time::timeout(self.ttl, rx).await {
             Ok(Ok(rep)) => Ok(rep),
@@ -373,8 +420,12 @@ impl Cluster {
             sid: sid.to_string(),
             req,
         });
-        let text = serde_json::to_string(&msg).expect("bus messages serialize");
-        let channel = self.bus_channel(node);
+        self.publish_heard(self.bus_channel(node), &msg).await
+    }
+
+    /// Publishes `msg`; whether any node read the channel.
+    async fn publish_heard(&self, channel: String, msg: &Msg) -> Result<bool, AskError> {
+        let text = serde_json::to_string(msg).expect("bus messages serialize");
         let heard: i64 = retried(|| {
             let mut c = self.conn.clone();
             let (channel, text) = (channel.clone(), text.clone());
@@ -497,6 +548,9 @@ impl Cluster {
         let _ = redis::pipe()
             .cmd("DEL")
             .arg(self.key(&format!("node:{}", self.node)))
+            .ignore()
+            .cmd("DEL")
+            .arg(self.bus_version_key(&self.node))
             .ignore()
             .cmd("DEL")
             .arg(self.presence_hash(&self.node))

@@ -7,8 +7,17 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::auth::Identity;
 use crate::calls::machine::{Action, Status};
+use crate::calls::service::CreateCall;
 use crate::wire::ApiError;
+
+/// What this build's bus carries, as each node announces it beside its heartbeat. A node sends
+/// another only what that node's version reads: nodes of an older build drop a message they
+/// cannot read, without an answer. 2: [`Request::Create`].
+pub const BUS_VERSION: u32 = 2;
+/// The first bus version with [`Request::Create`].
+pub const CREATE_SINCE: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t")]
@@ -68,6 +77,13 @@ pub enum Request {
         user: String,
         device: String,
     },
+    /// A new call, for the node holding the caller's socket to run (bus version 2).
+    Create {
+        who: Identity,
+        device: String,
+        room_id: String,
+        body: CreateCall,
+    },
     DeviceBack {
         user: String,
         device: String,
@@ -84,6 +100,10 @@ pub enum Reply {
     },
     Ice {
         err: Option<String>,
+    },
+    Created {
+        meet_id: Option<String>,
+        err: Option<WireError>,
     },
     Done,
 }
@@ -158,6 +178,37 @@ mod tests {
         let text = serde_json::to_string(&m).unwrap();
         let back: Msg = serde_json::from_str(&text).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        // A forwarded creation carries the whole identity the asking node verified (the ring
+        // shows the caller's name and picture) and the request's body as the client sent it.
+        let mut who = Identity::of_user("u", "d");
+        who.name = "Ann".into();
+        who.img = "a.png".into();
+        let m = Msg::Ask {
+            id: 8,
+            from: "n1".into(),
+            req: Request::Create {
+                who: who.clone(),
+                device: "d".into(),
+                room_id: "r".into(),
+                body: CreateCall {
+                    payload: serde_json::json!({"type": "offer", "sdp": "v=0"}),
+                    with_video: true,
+                    meet_platform: None,
+                },
+            },
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        let back: Msg = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        let Msg::Ask {
+            req: Request::Create { who: got, body, .. },
+            ..
+        } = back
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(got, who);
+        assert!(body.with_video);
         let r = Reply::of_status(&Err(ApiError::forbidden("no")));
         let Reply::Status { err: Some(e), .. } = r else {
             panic!()

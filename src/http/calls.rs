@@ -20,9 +20,10 @@ pub async fn create(
     Body(body): Body<CreateCall>,
 ) -> ApiResult {
     let device = acting_device(&app, &who, hint.as_deref());
-    Ok(ok(
-        service::create(&app, &who, device, &room_id, body).await?
-    ))
+    Ok(ok(crate::calls::route::create(
+        &app, &who, device, &room_id, body,
+    )
+    .await?))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -99,6 +99,19 @@ impl Presence {
             .is_some_and(|c| c.iter().any(|c| c.device == device))
     }
 
+    /// The run of the node holding a device's sockets, when they are all on other nodes (the
+    /// first such socket's, if several nodes hold one). `None`: a socket of it is here, or it
+    /// has none.
+    pub fn remote_run_of_device(&self, user: &str, device: &str) -> Option<Arc<str>> {
+        let conns = self.users.get(user)?;
+        let mut run = None;
+        for c in conns.iter().filter(|c| c.device == device) {
+            let node = c.node.as_ref()?;
+            run.get_or_insert_with(|| node.clone());
+        }
+        run
+    }
+
     pub fn sockets(&self, user: &str) -> Vec<Sid> {
         self.users
             .get(user)
@@ -183,5 +196,34 @@ impl Presence {
             .iter()
             .map(|c| c.iter().filter(|c| c.node.is_none()).count())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid() -> Sid {
+        Sid::new()
+    }
+
+    #[test]
+    fn a_devices_remote_run_is_known_only_when_no_socket_of_it_is_here() {
+        let p = Presence::default();
+        assert_eq!(p.remote_run_of_device("u", "phone"), None);
+        p.add_remote("n1#a", "u", "phone", sid());
+        p.add_remote("n2#b", "u", "tablet", sid());
+        assert_eq!(
+            p.remote_run_of_device("u", "phone").as_deref(),
+            Some("n1#a")
+        );
+        assert_eq!(
+            p.remote_run_of_device("u", "tablet").as_deref(),
+            Some("n2#b")
+        );
+        assert_eq!(p.remote_run_of_device("u", "laptop"), None);
+        // A socket of the device here wins over any elsewhere.
+        p.add("u", "phone", sid());
+        assert_eq!(p.remote_run_of_device("u", "phone"), None);
     }
 }
