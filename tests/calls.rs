@@ -739,6 +739,69 @@ async fn a_party_gone_past_the_reconnect_grace_finishes_the_call() {
     create(&p, Value::Null).await;
 }
 
+/// Whoever hears a call end may place the next one at once: both users are free before the
+/// end is announced (in a cluster the busy marks are in Redis, and the next call may be run by
+/// another node). Ended, canceled and rejected calls, each followed by a call the other way.
+#[tokio::test]
+async fn a_call_can_be_placed_the_moment_the_last_one_is_heard_ending() {
+    let server = TestServer::start();
+    let p = pair(&server).await;
+    let d = Driver::new(&server).await;
+    let mut a = d.connect("a", &p.a).await;
+    let mut b = d.connect("b", &p.b).await;
+    async fn call(p: &Pair, from: &str) -> String {
+        let d = p
+            .api
+            .post(&format!("call/create/{}", p.room), from, json!({}))
+            .await
+            .ok();
+        d["meetId"].as_str().unwrap().to_string()
+    }
+    for round in 0..6 {
+        // alice calls; bob ends it (answered), or alice cancels it, or bob rejects it.
+        let meet = call(&p, &p.a).await;
+        assert_eq!(b.expect("v1OnNewCall").await["meetId"], meet.as_str());
+        let heard = match round % 3 {
+            0 => {
+                p.accept(&meet).await.ok();
+                a.expect("v1OnCallAccepted").await;
+                p.act("end", &meet, &p.b).await.ok();
+                a.expect("v1OnCallEnded").await
+            }
+            1 => {
+                p.act("cancel", &meet, &p.a).await.ok();
+                b.expect("v1OnCallCanceled").await
+            }
+            _ => {
+                p.act("reject", &meet, &p.b).await.ok();
+                a.expect("v1OnCallRejected").await
+            }
+        };
+        assert_eq!(heard["meetId"], meet.as_str(), "round {round}");
+        // The one who just heard it calls the other at once (refused before: still busy).
+        let (caller, callee) = if round % 3 == 1 {
+            ((&p.b, &mut b), (&p.a, &mut a))
+        } else {
+            ((&p.a, &mut a), (&p.b, &mut b))
+        };
+        let next = call(&p, caller.0).await;
+        assert_eq!(
+            callee.1.expect("v1OnNewCall").await["meetId"],
+            next.as_str()
+        );
+        p.act("reject", &next, callee.0).await.ok();
+        assert_eq!(
+            caller.1.expect("v1OnCallRejected").await["meetId"],
+            next.as_str()
+        );
+        for s in [&mut a, &mut b] {
+            for event in ["v1OnCallEnded", "v1OnCallCanceled", "v1OnCallRejected"] {
+                s.drain(event).await;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_call_nobody_ends_is_finished_at_the_max_duration() {
     let server = TestServer::start_with(&[("VCHAT_MAX_CALL_MS", "400")]);

@@ -73,7 +73,6 @@ pub async fn confirm_pair(app: &App, a: &str, b: &str) {
 
 pub async fn unhold_pair(app: &App, a: &str, b: &str, meet_id: &str) {
     if let Some(cluster) = app.cluster.as_ref() {
-        cluster.unhold(a, meet_id).await;
-        cluster.unhold(b, meet_id).await;
+        tokio::join!(cluster.unhold(a, meet_id), cluster.unhold(b, meet_id));
     }
 }

@@ -394,6 +394,14 @@ async fn transition(
         status = live.call.status.as_str(),
         "call transition"
     );
+    if !live.call.status.is_live() {
+        // Free both users before the end is announced: a client that hears it may place its
+        // next call at once, and must not be told it is still in this one.
+        let c = &live.call;
+        app.calls.release(&c.caller, &c.meet_id);
+        app.calls.release(&c.callee, &c.meet_id);
+        crate::calls::busy::unhold_pair(app, &c.caller, &c.callee, &c.meet_id).await;
+    }
     let mut notes = Vec::new();
     for effect in effects {
         perform(app, live, effect, &mut notes);
@@ -405,7 +413,6 @@ async fn transition(
     let call = live.call.clone();
     if !call.status.is_live() {
         app.calls.remove(guard);
-        crate::calls::busy::unhold_pair(app, &call.caller, &call.callee, &call.meet_id).await;
         app.metrics.call_ended(call.status);
         app.limits
             .call_ended(&call.caller, &call.callee, call.accepted_at.is_some());
