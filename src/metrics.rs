@@ -187,7 +187,7 @@ impl Metrics {
         };
         let time_to_ring = histogram(
             "vchat_time_to_ring",
-            "From a create-call request to the callee's sockets having v1OnNewCall.",
+            "From a create-call request to the callee's sockets having v1OnNewCall, on the node that runs the call (a creation forwarded to the caller's node is timed from its arrival there).",
         );
         let time_to_answer = histogram(
             "vchat_time_to_answer",

@@ -110,7 +110,7 @@ pub async fn create(
     who: &Identity,
     device: String,
     room_id: &str,
-    body: service::CreateCall,
+    body: crate::wire::shapes::CreateCall,
 ) -> Result<service::CreatedCall, ApiError> {
     let Some(node) = callers_node(app, who, &device) else {
         return service::create(app, who, device, room_id, body).await;

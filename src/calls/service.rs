@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use socketioxide::socket::Sid;
 use tokio::sync::mpsc;
@@ -25,23 +25,11 @@ use crate::metrics::Commit;
 use crate::realtime::presence::{is_socket_device, socket_device};
 use crate::store::{CallRecord, RoomKind};
 use crate::wire::events;
-use crate::wire::shapes::{CallAccepted, CallRef, NewCall, UserData};
+use crate::wire::shapes::{CallAccepted, CallRef, CreateCall, NewCall, UserData};
 use crate::wire::ApiError;
 
 /// A timer whose transition could not be committed (store down) tries again after this.
 const TIMER_RETRY: Duration = Duration::from_secs(1);
-
-/// `POST call/create/{roomId}` body. Gen-A sends `payload` as a JSON string and no platform.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateCall {
-    #[serde(default)]
-    pub payload: Value,
-    #[serde(default)]
-    pub with_video: bool,
-    #[serde(default)]
-    pub meet_platform: Option<String>,
-}
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

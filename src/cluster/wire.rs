@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::auth::Identity;
 use crate::calls::machine::{Action, Status};
-use crate::calls::service::CreateCall;
+use crate::wire::shapes::CreateCall;
 use crate::wire::ApiError;
 
 /// What this build's bus carries, as each node announces it beside its heartbeat. A node sends

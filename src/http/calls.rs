@@ -9,8 +9,9 @@ use serde_json::Value;
 use super::extract::{Body, Me, SocketHint};
 use crate::app::App;
 use crate::calls::machine::Action;
-use crate::calls::service::{self, acting_device, CreateCall};
+use crate::calls::service::{self, acting_device};
 use crate::wire::envelope::{ok, ApiResult};
+use crate::wire::shapes::CreateCall;
 
 pub async fn create(
     State(app): State<Arc<App>>,

@@ -5,6 +5,20 @@ use serde_json::Value;
 
 use crate::store::{MessageRow, RoomKind, RoomSummary, UserRow};
 
+// ---------- calls ----------
+
+/// `POST call/create/{roomId}` body. Gen-A sends `payload` as a JSON string and no platform.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCall {
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default)]
+    pub with_video: bool,
+    #[serde(default)]
+    pub meet_platform: Option<String>,
+}
+
 // ---------- users ----------
 
 #[derive(Debug, Clone, Serialize)]
