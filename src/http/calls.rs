@@ -21,10 +21,8 @@ pub async fn create(
     Body(body): Body<CreateCall>,
 ) -> ApiResult {
     let device = acting_device(&app, &who, hint.as_deref());
-    Ok(ok(crate::calls::route::create(
-        &app, &who, device, &room_id, body,
-    )
-    .await?))
+    let created = crate::calls::route::create(&app, &who, device, &room_id, body).await?;
+    Ok(ok(created))
 }
 
 #[derive(Debug, Default, Deserialize)]
