@@ -50,7 +50,7 @@ pub struct App {
     /// The address the server listens on (the bound one, when the config asked for port 0).
     pub addr: SocketAddr,
     /// Cluster mode: this node's link to the others.
-    pub cluster: Option<crate::cluster::link::Cluster>,
+    pub cluster: Option<std::sync::Arc<crate::cluster::link::Cluster>>,
     /// This node's id (generated when not configured).
     pub node_id: String,
 }

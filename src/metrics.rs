@@ -80,31 +80,51 @@ fn latency() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new(None, Counter::default(), Counter::default())
+        Metrics::new(None, Counted::default())
     }
+}
+
+/// Counters that other parts count into, registered here.
+#[derive(Default)]
+pub struct Counted {
+    /// The notifier's count of events a full send buffer refused.
+    pub emits_dropped: Counter,
+    /// The Socket.IO adapter's messages from other nodes: those a full channel refused, and
+    /// all that arrived (cluster mode).
+    pub adapter_dropped: Counter,
+    pub adapter_received: Counter,
+    /// Bus messages from other nodes for sockets here (events, closes).
+    pub peer_emits: Counter,
 }
 
 impl Metrics {
     /// `commit_batches`: the store's writes per group commit, when it batches (SQLite).
-    /// `emits_dropped`: the notifier's count of events a full send buffer refused.
-    /// `adapter_dropped`: the Socket.IO adapter's messages from other nodes a full channel
-    /// refused (cluster mode).
-    pub fn new(
-        commit_batches: Option<Histogram>,
-        emits_dropped: Counter,
-        adapter_dropped: Counter,
-    ) -> Self {
+    pub fn new(commit_batches: Option<Histogram>, counted: Counted) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "vchat_emits_dropped",
-            "Events not sent because the socket's send buffer was full (its client not reading).",
-            emits_dropped,
+            "Events not sent because the socket's send buffer was full (its client not reading); \
+             in a cluster, also those other nodes sent over the bus.",
+            counted.emits_dropped,
         );
         registry.register(
             "vchat_adapter_messages_dropped",
-            "Socket.IO adapter messages from other nodes (room emits, joins, leaves) dropped \
-             because this node's adapter fell behind (cluster mode).",
-            adapter_dropped,
+            "Socket.IO adapter messages from other nodes dropped because this node's adapter \
+             fell behind (cluster mode).",
+            counted.adapter_dropped,
+        );
+        registry.register(
+            "vchat_adapter_messages_received",
+            "Socket.IO adapter messages read from Redis, this node's own included: room emits, \
+             joins, leaves, heartbeats, and events for sockets of nodes that do not read them on \
+             the bus (cluster mode).",
+            counted.adapter_received,
+        );
+        registry.register(
+            "vchat_cluster_socket_messages_received",
+            "Bus messages from other nodes for sockets on this node: events to send, and sockets \
+             to close (cluster mode).",
+            counted.peer_emits,
         );
         if let Some(h) = commit_batches {
             registry.register(

@@ -149,7 +149,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         .clone()
         .unwrap_or_else(|| format!("node-{}", crate::ids::random_hex(6)));
     let cluster = match &config.redis_url {
-        Some(url) => Some(
+        Some(url) => Some(Arc::new(
             crate::cluster::link::Cluster::connect(
                 url,
                 node_id.clone(),
@@ -157,7 +157,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
                 Duration::from_millis(config.node_ttl_ms),
             )
             .await?,
-        ),
+        )),
         None => None,
     };
     // Alone, calls left live by the last run have no one to finish them. In a cluster they
@@ -186,13 +186,18 @@ pub async fn start(config: Config) -> Result<Server, String> {
     let turn_addr = turn.as_ref().map(|t| t.local_addr());
 
     let adapter_dropped = prometheus_client::metrics::counter::Counter::default();
+    let adapter_received = prometheus_client::metrics::counter::Counter::default();
     let pubsub = match (&config.redis_url, &cluster) {
         (Some(url), Some(_)) => {
             let client = crate::cluster::link::redis_client(&crate::cluster::link::resp3_url(url))?;
             crate::cluster::driver::Pubsub::Redis(
-                crate::cluster::driver::Resilient::connect(&client, adapter_dropped.clone())
-                    .await
-                    .map_err(|e| format!("cannot reach Redis for Socket.IO: {e}"))?,
+                crate::cluster::driver::Resilient::connect(
+                    &client,
+                    adapter_dropped.clone(),
+                    adapter_received.clone(),
+                )
+                .await
+                .map_err(|e| format!("cannot reach Redis for Socket.IO: {e}"))?,
             )
         }
         _ => crate::cluster::driver::Pubsub::Alone,
@@ -275,9 +280,14 @@ pub async fn start(config: Config) -> Result<Server, String> {
         io.clone(),
         presence.clone(),
         outbox.clone(),
-        cluster.is_some(),
+        cluster.clone(),
     );
-    let emits_dropped = notify.dropped.clone();
+    let counted = crate::metrics::Counted {
+        emits_dropped: notify.dropped.clone(),
+        adapter_dropped,
+        adapter_received,
+        peer_emits: notify.peer_emits.clone(),
+    };
     let app = Arc::new(App {
         notify,
         presence,
@@ -295,7 +305,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         store,
         ice,
         turn: turn.clone(),
-        metrics: crate::metrics::Metrics::new(commit_batches, emits_dropped, adapter_dropped),
+        metrics: crate::metrics::Metrics::new(commit_batches, counted),
         addr,
         cluster,
         node_id,

@@ -411,11 +411,6 @@ async fn create_rules_busy_group_nonmember_and_platform() {
 /// drop. Nothing blocks on the hung client, and nothing of it stays.
 #[tokio::test]
 async fn a_client_that_stops_reading_loses_what_overflows_then_is_closed() {
-    if common::cluster::single_node_only(
-        "a drop on a node reached through the Socket.IO adapter is logged there, not counted (README, Operations)",
-    ) {
-        return;
-    }
     // The buffer fills within about five rounds of the loop below once the kernel's buffers are
     // full; the stall limit is far above that so the drops are seen before the close.
     const STALL: std::time::Duration = std::time::Duration::from_secs(5);

@@ -30,6 +30,29 @@ async fn create_call(api: &Api, t: &str, room: &str) -> String {
     d["meetId"].as_str().unwrap().to_string()
 }
 
+/// A call from alice (socket on node 0, request through node 0) to bob (socket on node 1), who
+/// accepts through node 1; returns its meetId once alice has heard the accept.
+async fn answered_across(
+    c: &TestCluster,
+    (a, b, room): (&str, &str, &str),
+    alice: &mut Conn<'_>,
+    bob: &mut Conn<'_>,
+) -> String {
+    let meet = create_call(&c.node(0).api(), a, room).await;
+    assert_eq!(bob.expect("v1OnNewCall").await["meetId"], meet.as_str());
+    c.node(1)
+        .api()
+        .post(
+            &format!("call/accept/{meet}"),
+            b,
+            json!({"payload": {"type": "answer", "sdp": "v=0"}}),
+        )
+        .await
+        .ok();
+    alice.expect("v1OnCallAccepted").await;
+    meet
+}
+
 async fn node_of_call(c: &TestCluster, meet: &str) -> String {
     let db = c.node(1).db().await;
     sqlx::query_scalar::<_, String>("SELECT node FROM calls WHERE id = $1")
@@ -629,4 +652,171 @@ async fn the_cluster_recovers_when_redis_restarts_empty() {
         .await
         .ok();
     bob.expect("v1OnCallEnded").await;
+}
+
+/// With three nodes, an event for one socket goes to that socket's node only: candidates
+/// relayed from node 0 to bob on node 1 never reach node 2, neither on the bus nor through the
+/// Socket.IO adapter's channel (which every node reads). A logout's socket close goes to the
+/// socket's node the same way; room joins and room emits still reach every node.
+#[tokio::test]
+async fn an_event_for_one_socket_reaches_only_its_node() {
+    const KEY: &str = "cluster-encrypt-hash-key";
+    let Some(c) = TestCluster::start(
+        "cluster: socket emits to their node",
+        3,
+        &[("VCHAT_ENCRYPT_HASH_KEY", KEY)],
+    ) else {
+        return;
+    };
+    let (api0, api1) = (c.node(0).api(), c.node(1).api());
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    // Carol signs in through node 0 (a session node 0 can end) and connects to node 2.
+    let form = reqwest::multipart::Form::new()
+        .text("identifier", "carol")
+        .text("deviceId", "c-build")
+        .text("password", sdk_password(KEY, "carol"))
+        .text("fullName", "Carol")
+        .text("language", "en")
+        .text("platform", "android");
+    let signed = api0
+        .multipart("POST", "auth/connect", None, form)
+        .await
+        .ok();
+    let carol = signed["accessToken"].as_str().unwrap().to_string();
+    api1.touch(&b).await;
+    let room = api0.peer_room(&a, "bob").await;
+    let (d0, d1, d2) = (
+        Driver::new(c.node(0)).await,
+        Driver::new(c.node(1)).await,
+        Driver::new(c.node(2)).await,
+    );
+    let mut alice = d0.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    let mut carol_s = d2
+        .open("c-phone", ConnectOpts::query(&carol))
+        .await
+        .unwrap();
+    c.settle(&[1, 1, 1]).await;
+
+    let meet = answered_across(&c, (&a, &b, &room), &mut alice, &mut bob).await;
+    assert_eq!(node_of_call(&c, &meet).await, "n0");
+
+    let n2 = c.node(2);
+    let adapter_before = n2.metric("vchat_adapter_messages_received_total").await;
+    let to_n1 = c
+        .node(1)
+        .metric("vchat_cluster_socket_messages_received_total")
+        .await;
+    for n in 0..100 {
+        alice.emit("v1IceCandidate", &cand(&meet, n)).await;
+    }
+    for n in 0..100 {
+        assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, n));
+    }
+    let to_n1 = c
+        .node(1)
+        .metric("vchat_cluster_socket_messages_received_total")
+        .await
+        - to_n1;
+    assert!(to_n1 >= 100.0, "node 1 got {to_n1} socket emits");
+    assert_eq!(
+        n2.metric("vchat_cluster_socket_messages_received_total")
+            .await,
+        0.0
+    );
+    // The adapter's own heartbeats still arrive (one every few seconds per node); 100 relayed
+    // candidates would have been 100 more.
+    let adapter = n2.metric("vchat_adapter_messages_received_total").await - adapter_before;
+    assert!(adapter < 25.0, "node 2's adapter read {adapter} messages");
+    api0.post(&format!("call/end/{meet}"), &a, json!({}))
+        .await
+        .ok();
+    for s in [&mut alice, &mut bob] {
+        assert_eq!(s.expect("v1OnCallEnded").await["meetId"], meet.as_str());
+        // The call's note in their room.
+        assert_eq!(s.expect("v1OnNewMessage").await["mT"], "call");
+    }
+
+    // A room made through node 1 puts carol's socket on node 2 in it at once, before the
+    // message sent right after.
+    let carol_room = api1.peer_room(&b, "carol").await;
+    let sent = api1
+        .post(
+            &format!("channel/{carol_room}/message/"),
+            &b,
+            json!({"content": "hi carol", "localId": "l-c", "messageType": "text"}),
+        )
+        .await
+        .ok();
+    assert_eq!(carol_s.expect("v1OnNewMessage").await, sent);
+    assert_eq!(bob.expect("v1OnNewMessage").await, sent);
+
+    // Logging out through node 0 closes carol's socket on node 2, told on node 2's channel.
+    let to_n2 = n2
+        .metric("vchat_cluster_socket_messages_received_total")
+        .await;
+    api0.post("auth/logout", &carol, json!({})).await.ok();
+    carol_s.expect_disconnect().await;
+    assert!(
+        n2.metric("vchat_cluster_socket_messages_received_total")
+            .await
+            > to_n2
+    );
+    for (i, s) in [(0, &mut alice), (1, &mut bob)] {
+        s.fence().await;
+        let text = c.node(i).metrics().await;
+        assert!(
+            text.lines().any(|l| l == "vchat_emits_dropped_total 0"),
+            "node {i}: {text}"
+        );
+    }
+}
+
+/// A client on node 1 that stops reading, in a call run by node 0: what node 0 sends it over
+/// the bus and does not fit its socket's send buffer is dropped on node 1 and counted there.
+#[tokio::test]
+async fn a_socket_that_stops_reading_has_its_drops_counted_on_its_node() {
+    let Some(c) = TestCluster::start(
+        "cluster: drops counted on the socket's node",
+        2,
+        &[("VCHAT_MAX_EVENTS_PER_SECOND", "0")],
+    ) else {
+        return;
+    };
+    let (api0, api1) = (c.node(0).api(), c.node(1).api());
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    api1.touch(&b).await;
+    let room = api0.peer_room(&a, "bob").await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let mut alice = d0.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    c.settle(&[1, 1]).await;
+    let meet = answered_across(&c, (&a, &b, &room), &mut alice, &mut bob).await;
+
+    bob.pause_reading().await;
+    // As in tests/calls.rs: 4 KB candidates in rounds closed by a fence, until node 1 counts a
+    // drop; a round still crossing the bus when the counter is read is counted in a later one.
+    let big = json!({"meetId": meet, "data": {"candidate": "x".repeat(4000),
+                                              "sdpMid": "0", "sdpMLineIndex": 0}});
+    let mut sent = 0;
+    while c.node(1).metric("vchat_emits_dropped_total").await < 1.0 {
+        assert!(
+            sent < 40_000,
+            "{sent} candidates to a stopped reader on another node and none dropped"
+        );
+        alice.emit_repeated("v1IceCandidate", &big, 200).await;
+        alice.fence().await;
+        sent += 200;
+    }
+    assert_eq!(c.node(0).metric("vchat_emits_dropped_total").await, 0.0);
+    assert!(
+        alice.drain("v1OnException").await.is_empty(),
+        "the caller was never refused"
+    );
 }

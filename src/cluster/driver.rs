@@ -42,10 +42,11 @@ pub struct Resilient {
 }
 
 impl Resilient {
-    /// `dropped` counts the messages a full adapter channel refused.
+    /// `dropped` counts the messages a full adapter channel refused, `received` all of them.
     pub async fn connect(
         client: &redis::Client,
         dropped: Counter,
+        received: Counter,
     ) -> redis::RedisResult<Resilient> {
         let handlers: Handlers = Arc::default();
         let (tx, mut rx) = mpsc::unbounded_channel::<PushInfo>();
@@ -56,7 +57,7 @@ impl Resilient {
         let h = handlers.clone();
         tokio::spawn(async move {
             while let Some(push) = rx.recv().await {
-                deliver(&h, push, &dropped);
+                deliver(&h, push, &dropped, &received);
             }
         });
         // A connection that sends nothing never learns it broke: a ping a second notices a
@@ -72,7 +73,7 @@ impl Resilient {
     }
 }
 
-fn deliver(handlers: &Handlers, push: PushInfo, dropped: &Counter) {
+fn deliver(handlers: &Handlers, push: PushInfo, dropped: &Counter, received: &Counter) {
     if !matches!(push.kind, PushKind::Message | PushKind::SMessage) || push.data.len() < 2 {
         return;
     }
@@ -87,6 +88,7 @@ fn deliver(handlers: &Handlers, push: PushInfo, dropped: &Counter) {
         return;
     };
     if let Some(tx) = handlers.read().expect("not poisoned").get(&chan) {
+        received.inc();
         // A full channel: the adapter is that far behind, and waiting here would hold up every
         // other channel's messages (and the connection's replies) behind it.
         if tx.try_send((chan, msg)).is_err() {
@@ -189,16 +191,23 @@ mod tests {
         let handlers: Handlers = Arc::default();
         let (tx, mut rx) = mpsc::channel(1);
         handlers.write().unwrap().insert("c".into(), tx);
-        let dropped = Counter::default();
-        deliver(&handlers, message("c", b"one"), &dropped);
-        deliver(&handlers, message("other", b"no one listens"), &dropped);
+        let (dropped, got) = (Counter::default(), Counter::default());
+        deliver(&handlers, message("c", b"one"), &dropped, &got);
+        deliver(
+            &handlers,
+            message("other", b"no one listens"),
+            &dropped,
+            &got,
+        );
         assert_eq!(dropped.get(), 0);
-        deliver(&handlers, message("c", b"two"), &dropped);
+        deliver(&handlers, message("c", b"two"), &dropped, &got);
         assert_eq!(dropped.get(), 1, "the channel holds one message");
         assert_eq!(rx.try_recv().unwrap(), ("c".to_string(), b"one".to_vec()));
         assert!(rx.try_recv().is_err());
-        deliver(&handlers, message("c", b"three"), &dropped);
+        deliver(&handlers, message("c", b"three"), &dropped, &got);
         assert_eq!(rx.try_recv().unwrap().1, b"three".to_vec());
         assert_eq!(dropped.get(), 1);
+        // Every message for the adapter is counted, the dropped one too.
+        assert_eq!(got.get(), 3);
     }
 }

@@ -306,6 +306,29 @@ impl Cluster {
         .map_err(|e| AskError::Bus(e.to_string()))
     }
 
+    /// An event for sockets on `node`: only that node hears it. Returns whether it did (no
+    /// one reads its channel while it subscribes again, after a Redis restart).
+    pub async fn emit_on(
+        &self,
+        node: &str,
+        sids: Vec<String>,
+        event: &str,
+        text: &str,
+    ) -> Result<bool, AskError> {
+        let msg = Msg::Emit {
+            sids,
+            event: event.to_string(),
+            text: text.to_string(),
+        };
+        self.publish_heard(self.bus_channel(node), &msg).await
+    }
+
+    /// Closes a socket on `node`; returns whether that node heard it.
+    pub async fn kick(&self, node: &str, sid: String) -> Result<bool, AskError> {
+        self.publish_heard(self.bus_channel(node), &Msg::Kick { sid })
+            .await
+    }
+
     /// A local socket joined presence: tell every node, and keep it in this node's hash for
     /// nodes that start later.
     pub async fn socket_up(&self, user: &str, device: &str, sid: &str) {

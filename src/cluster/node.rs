@@ -167,6 +167,8 @@ fn on_message(app: &Arc<App>, msg: Msg) {
             }
         }
         Msg::Tell(told) => crate::calls::route::serve_told(app, told),
+        Msg::Emit { sids, event, text } => app.notify.from_peer(&sids, &event, &text),
+        Msg::Kick { sid } => app.notify.from_peer_kick(&sid),
         Msg::Ask { id, from, req } => {
             // Requests run concurrently; each asker waits for its answer before it asks again,
             // so one socket's requests still run in the order it sent them.

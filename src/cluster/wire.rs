@@ -14,10 +14,13 @@ use crate::wire::ApiError;
 
 /// What this build's bus carries, as each node announces it beside its heartbeat. A node sends
 /// another only what that node's version reads: nodes of an older build drop a message they
-/// cannot read, without an answer. 2: [`Request::Create`].
-pub const BUS_VERSION: u32 = 2;
+/// cannot read, without an answer. 2: [`Request::Create`]. 3: [`Msg::Emit`] and [`Msg::Kick`].
+pub const BUS_VERSION: u32 = 3;
 /// The first bus version with [`Request::Create`].
 pub const CREATE_SINCE: u32 = 2;
+/// The first bus version that carries events for sockets: before it, they go through the
+/// Socket.IO adapter's channel, which every node reads.
+pub const EMITS_SINCE: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t")]
@@ -45,6 +48,14 @@ pub enum Msg {
     Answer { id: u64, rep: Reply },
     /// A request for the owner of a call that is not answered (see [`Told`]).
     Tell(Told),
+    /// An event for sockets on the node whose channel this is (sent there only).
+    Emit {
+        sids: Vec<String>,
+        event: String,
+        text: String,
+    },
+    /// Close a socket on the node whose channel this is.
+    Kick { sid: String },
 }
 
 /// A request the sender does not wait for: if it fails, the owner tells the socket `sid`

@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
 use crate::cluster::driver::Io;
+use crate::cluster::link::{node_of_run, Cluster};
+use crate::cluster::wire::EMITS_SINCE;
 
 /// Socket.IO room holding every socket of a user (all devices).
 pub fn user_room(user: &str) -> String {
@@ -32,11 +34,21 @@ pub fn socket_room(sid: Sid) -> String {
 
 /// Cluster mode: every socket operation of this node, done in order by one task, so a room
 /// emit is never overtaken by a leave after it, a join always lands before the emits after it,
-/// and one call's events leave in the order the machine decided them.
+/// and one call's events leave in the order the machine decided them. An event for sockets on
+/// another node goes to that node's bus channel only ([`EMITS_SINCE`]), so the other nodes
+/// never read it; room emits and membership changes go through the Socket.IO adapter's
+/// channel, which every node reads, and so do events for sockets whose node does not read
+/// them on the bus (an older build, or one subscribing again after a Redis restart).
 enum Remote {
     /// Sockets on this node.
     Local {
         sids: Vec<Sid>,
+        event: String,
+        text: String,
+    },
+    /// Sockets on other nodes, each with the run presence has it on.
+    Elsewhere {
+        sids: Vec<(Sid, Option<Arc<str>>)>,
         event: String,
         text: String,
     },
@@ -54,7 +66,8 @@ enum Remote {
         join: bool,
         done: tokio::sync::oneshot::Sender<()>,
     },
-    Disconnect(Sid),
+    /// A socket here, or on the run presence has it on.
+    Disconnect(Sid, Option<Arc<str>>),
 }
 
 #[derive(Clone)]
@@ -66,6 +79,8 @@ pub struct Notifier {
     remote: Option<mpsc::UnboundedSender<Remote>>,
     /// Events not sent because the socket's send buffer was full (a client not reading).
     pub dropped: Counter,
+    /// Bus messages from other nodes for sockets here (events, closes).
+    pub peer_emits: Counter,
 }
 
 /// Counts an emit refused because the socket's send buffer was full (one to a closed socket
@@ -81,11 +96,16 @@ pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
 }
 
 impl Notifier {
-    pub fn new(io: Io, presence: Arc<Presence>, outbox: Arc<Outboxes>, clustered: bool) -> Self {
+    pub fn new(
+        io: Io,
+        presence: Arc<Presence>,
+        outbox: Arc<Outboxes>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         let dropped = Counter::default();
-        let remote = clustered.then(|| {
+        let remote = cluster.map(|cluster| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(reach_other_nodes(io.clone(), rx, dropped.clone()));
+            tokio::spawn(reach_other_nodes(io.clone(), cluster, rx, dropped.clone()));
             tx
         });
         Notifier {
@@ -94,6 +114,7 @@ impl Notifier {
             outbox,
             remote,
             dropped,
+            peer_emits: Counter::default(),
         }
     }
 
@@ -123,8 +144,11 @@ impl Notifier {
             });
         }
         if !elsewhere.is_empty() {
-            self.send_remote(Remote::Emit {
-                rooms: elsewhere.into_iter().map(socket_room).collect(),
+            self.send_remote(Remote::Elsewhere {
+                sids: elsewhere
+                    .into_iter()
+                    .map(|sid| (sid, self.presence.run_of(sid)))
+                    .collect(),
                 event: event.to_string(),
                 text: text.to_string(),
             });
@@ -287,7 +311,7 @@ impl Notifier {
         let sids = self.presence.sockets_where(user, |d| d == device);
         for sid in &sids {
             if self.remote.is_some() {
-                self.send_remote(Remote::Disconnect(*sid));
+                self.send_remote(Remote::Disconnect(*sid, self.presence.run_of(*sid)));
             } else if let Some(s) = self.io.get_socket(*sid) {
                 let _ = s.disconnect();
             }
@@ -296,7 +320,56 @@ impl Notifier {
     }
 }
 
-async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>, dropped: Counter) {
+/// What other nodes send over the bus for sockets here (cluster mode). Called in the order
+/// the bus delivers, so one node's events for a socket arrive in the order it sent them.
+impl Notifier {
+    /// An event for sockets on this node.
+    pub fn from_peer(&self, sids: &[String], event: &str, text: &str) {
+        self.peer_emits.inc();
+        for sid in sids {
+            if let Some(s) = sid.parse().ok().and_then(|sid| self.io.get_socket(sid)) {
+                count_full(s.emit(event, text), &self.dropped);
+            }
+        }
+    }
+
+    /// Closes a socket on this node.
+    pub fn from_peer_kick(&self, sid: &str) {
+        self.peer_emits.inc();
+        if let Some(s) = sid.parse().ok().and_then(|sid| self.io.get_socket(sid)) {
+            let _ = s.disconnect();
+        }
+    }
+}
+
+/// Sockets on other nodes, by where the bus reaches them: each node that reads events for
+/// sockets gets its own, and the rest (place unknown, or a node of an older build) go through
+/// the adapter.
+fn by_node(
+    sids: Vec<(Sid, Option<Arc<str>>)>,
+    on_bus: impl Fn(&str) -> bool,
+) -> (Vec<(String, Vec<Sid>)>, Vec<Sid>) {
+    let mut nodes: Vec<(String, Vec<Sid>)> = Vec::new();
+    let mut adapter = Vec::new();
+    for (sid, run) in sids {
+        let node = run.as_deref().map(node_of_run).filter(|n| on_bus(n));
+        match node {
+            Some(node) => match nodes.iter_mut().find(|(n, _)| n == node) {
+                Some((_, list)) => list.push(sid),
+                None => nodes.push((node.to_string(), vec![sid])),
+            },
+            None => adapter.push(sid),
+        }
+    }
+    (nodes, adapter)
+}
+
+async fn reach_other_nodes(
+    io: Io,
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::UnboundedReceiver<Remote>,
+    dropped: Counter,
+) {
     while let Some(r) = rx.recv().await {
         let done = match r {
             Remote::Local { sids, event, text } => {
@@ -307,11 +380,47 @@ async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>, drop
                 }
                 Ok(())
             }
-            Remote::Disconnect(sid) if io.get_socket(sid).is_some() => {
+            Remote::Elsewhere { sids, event, text } => {
+                let (nodes, mut adapter) = by_node(sids, |n| cluster.speaks(n, EMITS_SINCE));
+                for (node, sids) in nodes {
+                    let names = sids.iter().map(Sid::to_string).collect();
+                    // Unheard (or the bus is down): the adapter's own subscription may be back.
+                    if !matches!(cluster.emit_on(&node, names, &event, &text).await, Ok(true)) {
+                        adapter.extend(sids);
+                    }
+                }
+                if adapter.is_empty() {
+                    Ok(())
+                } else {
+                    io.to(adapter.into_iter().map(socket_room).collect::<Vec<_>>())
+                        .emit(&event, &text)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }
+            Remote::Disconnect(sid, _) if io.get_socket(sid).is_some() => {
                 if let Some(s) = io.get_socket(sid) {
                     let _ = s.disconnect();
                 }
                 Ok(())
+            }
+            Remote::Disconnect(sid, run) => {
+                let node = run
+                    .as_deref()
+                    .map(node_of_run)
+                    .filter(|n| cluster.speaks(n, EMITS_SINCE));
+                let heard = match node {
+                    Some(node) => matches!(cluster.kick(node, sid.to_string()).await, Ok(true)),
+                    None => false,
+                };
+                if heard {
+                    Ok(())
+                } else {
+                    io.to(socket_room(sid))
+                        .disconnect()
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             }
             Remote::Emit { rooms, event, text } => io
                 .to(rooms)
@@ -333,14 +442,29 @@ async fn reach_other_nodes(io: Io, mut rx: mpsc::UnboundedReceiver<Remote>, drop
                 let _ = done.send(());
                 r.map_err(|e| e.to_string())
             }
-            Remote::Disconnect(sid) => io
-                .to(socket_room(sid))
-                .disconnect()
-                .await
-                .map_err(|e| e.to_string()),
         };
         if let Err(e) = done {
             tracing::warn!(error = %e, "could not reach another node");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_elsewhere_go_to_their_nodes_or_through_the_adapter() {
+        let (a, b, c, d) = (Sid::new(), Sid::new(), Sid::new(), Sid::new());
+        let sids = vec![
+            (a, Some(Arc::from("n1#x"))),
+            (b, Some(Arc::from("n2#y"))),
+            (c, Some(Arc::from("n1#x"))),
+            (d, None),
+        ];
+        // n2 is of an older build: its socket and the one of unknown place take the adapter.
+        let (nodes, adapter) = by_node(sids, |n| n == "n1");
+        assert_eq!(nodes, vec![("n1".to_string(), vec![a, c])]);
+        assert_eq!(adapter, vec![b, d]);
     }
 }

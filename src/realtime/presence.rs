@@ -28,6 +28,9 @@ pub fn is_socket_device(device: &str) -> bool {
 #[derive(Default)]
 pub struct Presence {
     users: DashMap<String, Vec<Conn>>,
+    /// The run of each socket on another node, so an emit to a socket finds its node without
+    /// knowing its user.
+    runs: DashMap<Sid, Arc<str>>,
 }
 
 impl Presence {
@@ -43,10 +46,12 @@ impl Presence {
     pub fn add_remote(&self, node: &str, user: &str, device: &str, sid: Sid) {
         let mut conns = self.users.entry(user.to_string()).or_default();
         if !conns.iter().any(|c| c.sid == sid) {
+            let node: Arc<str> = node.into();
+            self.runs.insert(sid, node.clone());
             conns.push(Conn {
                 sid,
                 device: device.to_string(),
-                node: Some(node.into()),
+                node: Some(node),
             });
         }
     }
@@ -57,7 +62,13 @@ impl Presence {
         let mut gone = Vec::new();
         for mut entry in self.users.iter_mut() {
             let before: Vec<String> = entry.iter().map(|c| c.device.clone()).collect();
-            entry.retain(|c| !c.node.as_deref().is_some_and(&dead));
+            entry.retain(|c| {
+                let keep = !c.node.as_deref().is_some_and(&dead);
+                if !keep {
+                    self.runs.remove(&c.sid);
+                }
+                keep
+            });
             // (Sockets of this node have no `node` and are never purged.)
             for device in before {
                 if !entry.iter().any(|c| c.device == device)
@@ -84,6 +95,9 @@ impl Presence {
         if let Some(mut conns) = self.users.get_mut(user) {
             if let Some(i) = conns.iter().position(|c| c.sid == sid) {
                 let c = conns.swap_remove(i);
+                if c.node.is_some() {
+                    self.runs.remove(&sid);
+                }
                 if !conns.iter().any(|o| o.device == c.device) {
                     gone = Some(c.device);
                 }
@@ -110,6 +124,11 @@ impl Presence {
             run.get_or_insert_with(|| node.clone());
         }
         run
+    }
+
+    /// The run of the node holding a socket; `None`: it is here, or unknown.
+    pub fn run_of(&self, sid: Sid) -> Option<Arc<str>> {
+        self.runs.get(&sid).map(|r| r.clone())
     }
 
     pub fn sockets(&self, user: &str) -> Vec<Sid> {
@@ -225,5 +244,22 @@ mod tests {
         // A socket of the device here wins over any elsewhere.
         p.add("u", "phone", sid());
         assert_eq!(p.remote_run_of_device("u", "phone"), None);
+    }
+
+    #[test]
+    fn a_remote_sockets_run_is_known_until_it_leaves_or_its_node_dies() {
+        let p = Presence::default();
+        let (a, b, here) = (sid(), sid(), sid());
+        p.add_remote("n1#a", "u", "phone", a);
+        p.add_remote("n2#b", "v", "phone", b);
+        p.add("w", "phone", here);
+        assert_eq!(p.run_of(a).as_deref(), Some("n1#a"));
+        assert_eq!(p.run_of(b).as_deref(), Some("n2#b"));
+        assert_eq!(p.run_of(here), None);
+        p.remove("u", a);
+        assert_eq!(p.run_of(a), None);
+        p.purge(|run| run == "n2#b");
+        assert_eq!(p.run_of(b), None);
+        assert!(p.runs.is_empty());
     }
 }
