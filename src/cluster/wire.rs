@@ -1,5 +1,6 @@
 //! What nodes say to each other over Redis pub/sub. Presence changes go to every node; a
-//! request about a call goes to the node that owns the call, and its answer back to the asker.
+//! request about a call goes to the node that owns the call, and its answer back to the asker;
+//! an event for a socket goes to the node holding the socket.
 //! Everything one node publishes leaves on one connection, in order, and every node reads its
 //! channels on one subscriber connection, so a node hears a socket arrive before it hears a
 //! request that depends on it.

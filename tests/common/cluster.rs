@@ -517,6 +517,11 @@ impl Spread {
         self.peers.iter().map(|p| p.data_dir.clone()).collect()
     }
 
+    /// The other nodes' embedded TURN servers.
+    pub fn peer_turns(&self) -> Vec<String> {
+        self.peers.iter().filter_map(|p| p.turn.clone()).collect()
+    }
+
     /// Every node's `/metrics`, each sample summed over the nodes, except who is online:
     /// `vchat_sockets` and `vchat_online_users` are the cluster's, as every node sees it (-1
     /// while the nodes disagree), so a test waiting for the server to have seen a socket go

@@ -210,6 +210,15 @@ impl TestServer {
         dirs
     }
 
+    /// Every node's embedded TURN server (one, unless spread over a cluster).
+    pub fn turn_addrs(&self) -> Vec<String> {
+        let mut turns: Vec<String> = self.turn.iter().cloned().collect();
+        if let Some(spread) = &self.spread {
+            turns.extend(spread.peer_turns());
+        }
+        turns
+    }
+
     /// The names of the files kept under `folder` (`m`: media messages), wherever the server
     /// keeps them: its bucket, else its data dir.
     pub async fn kept_files(&self, folder: &str) -> Vec<String> {
