@@ -30,6 +30,18 @@ async fn create_call(api: &Api, t: &str, room: &str) -> String {
     d["meetId"].as_str().unwrap().to_string()
 }
 
+/// Alice's and bob's tokens (devices `a-phone` and `b-phone`), bob made known through node 1,
+/// and their room, made by alice through node 0.
+async fn alice_and_bob(c: &TestCluster) -> (String, String, String) {
+    let (a, b) = (
+        token("alice", Some("a-phone")),
+        token("bob", Some("b-phone")),
+    );
+    c.node(1).api().touch(&b).await;
+    let room = c.node(0).api().peer_room(&a, "bob").await;
+    (a, b, room)
+}
+
 /// A call from alice (socket on node 0, request through node 0) to bob (socket on node 1), who
 /// accepts through node 1; returns its meetId once alice has heard the accept.
 async fn answered_across(
@@ -68,12 +80,7 @@ async fn calls_ice_chat_and_presence_work_across_two_nodes() {
         return;
     };
     let (api0, api1) = (c.node(0).api(), c.node(1).api());
-    let (a, b) = (
-        token("alice", Some("a-phone")),
-        token("bob", Some("b-phone")),
-    );
-    api1.touch(&b).await;
-    let room = api0.peer_room(&a, "bob").await;
+    let (a, b, room) = alice_and_bob(&c).await;
     let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
     let mut alice = d0.connect("a-phone", &a).await;
     let mut bob = d1.connect("b-phone", &b).await;
@@ -232,12 +239,7 @@ async fn racing_actions_arriving_at_different_nodes_have_one_winner() {
         return;
     };
     let (api0, api1) = (c.node(0).api(), c.node(1).api());
-    let (a, b) = (
-        token("alice", Some("a-phone")),
-        token("bob", Some("b-phone")),
-    );
-    api1.touch(&b).await;
-    let room = api0.peer_room(&a, "bob").await;
+    let (a, b, room) = alice_and_bob(&c).await;
     // alice has no socket: each of her calls is run by the node her creation reaches.
     let d1 = Driver::new(c.node(1)).await;
     let mut bob = d1.connect("b-phone", &b).await;
@@ -610,12 +612,7 @@ async fn the_cluster_recovers_when_redis_restarts_empty() {
         return;
     };
     let (api0, api1) = (c.node(0).api(), c.node(1).api());
-    let (a, b) = (
-        token("alice", Some("a-phone")),
-        token("bob", Some("b-phone")),
-    );
-    api1.touch(&b).await;
-    let room = api0.peer_room(&a, "bob").await;
+    let (a, b, room) = alice_and_bob(&c).await;
     let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
     let mut alice = d0.connect("a-phone", &a).await;
     let mut bob = d1.connect("b-phone", &b).await;
@@ -669,10 +666,7 @@ async fn an_event_for_one_socket_reaches_only_its_node() {
         return;
     };
     let (api0, api1) = (c.node(0).api(), c.node(1).api());
-    let (a, b) = (
-        token("alice", Some("a-phone")),
-        token("bob", Some("b-phone")),
-    );
+    let (a, b, room) = alice_and_bob(&c).await;
     // Carol signs in through node 0 (a session node 0 can end) and connects to node 2.
     let form = reqwest::multipart::Form::new()
         .text("identifier", "carol")
@@ -686,8 +680,6 @@ async fn an_event_for_one_socket_reaches_only_its_node() {
         .await
         .ok();
     let carol = signed["accessToken"].as_str().unwrap().to_string();
-    api1.touch(&b).await;
-    let room = api0.peer_room(&a, "bob").await;
     let (d0, d1, d2) = (
         Driver::new(c.node(0)).await,
         Driver::new(c.node(1)).await,
@@ -786,13 +778,7 @@ async fn a_socket_that_stops_reading_has_its_drops_counted_on_its_node() {
     ) else {
         return;
     };
-    let (api0, api1) = (c.node(0).api(), c.node(1).api());
-    let (a, b) = (
-        token("alice", Some("a-phone")),
-        token("bob", Some("b-phone")),
-    );
-    api1.touch(&b).await;
-    let room = api0.peer_room(&a, "bob").await;
+    let (a, b, room) = alice_and_bob(&c).await;
     let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
     let mut alice = d0.connect("a-phone", &a).await;
     let mut bob = d1.connect("b-phone", &b).await;

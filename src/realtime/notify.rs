@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
-use crate::cluster::driver::Io;
+use crate::cluster::driver::{Adapter, Io};
 use crate::cluster::link::{node_of_run, Cluster};
 use crate::cluster::wire::EMITS_SINCE;
 
@@ -326,20 +326,29 @@ impl Notifier {
     /// An event for sockets on this node.
     pub fn from_peer(&self, sids: &[String], event: &str, text: &str) {
         self.peer_emits.inc();
-        for sid in sids {
-            if let Some(s) = sid.parse().ok().and_then(|sid| self.io.get_socket(sid)) {
-                count_full(s.emit(event, text), &self.dropped);
-            }
+        for s in sids.iter().filter_map(|sid| self.socket_named(sid)) {
+            count_full(s.emit(event, text), &self.dropped);
         }
     }
 
     /// Closes a socket on this node.
     pub fn from_peer_kick(&self, sid: &str) {
         self.peer_emits.inc();
-        if let Some(s) = sid.parse().ok().and_then(|sid| self.io.get_socket(sid)) {
+        if let Some(s) = self.socket_named(sid) {
             let _ = s.disconnect();
         }
     }
+
+    /// A socket of this node by the id another node wrote.
+    fn socket_named(&self, sid: &str) -> Option<socketioxide::extract::SocketRef<Adapter>> {
+        self.io.get_socket(sid.parse().ok()?)
+    }
+}
+
+/// The node whose bus channel reaches a socket on `run`, if that node reads events for sockets
+/// (`on_bus`); `None`: the adapter has to.
+fn bus_node(run: Option<&str>, on_bus: impl Fn(&str) -> bool) -> Option<&str> {
+    run.map(node_of_run).filter(|n| on_bus(n))
 }
 
 /// Sockets on other nodes, by where the bus reaches them: each node that reads events for
@@ -352,8 +361,7 @@ fn by_node(
     let mut nodes: Vec<(String, Vec<Sid>)> = Vec::new();
     let mut adapter = Vec::new();
     for (sid, run) in sids {
-        let node = run.as_deref().map(node_of_run).filter(|n| on_bus(n));
-        match node {
+        match bus_node(run.as_deref(), &on_bus) {
             Some(node) => match nodes.iter_mut().find(|(n, _)| n == node) {
                 Some((_, list)) => list.push(sid),
                 None => nodes.push((node.to_string(), vec![sid])),
@@ -398,30 +406,27 @@ async fn reach_other_nodes(
                         .map_err(|e| e.to_string())
                 }
             }
-            Remote::Disconnect(sid, _) if io.get_socket(sid).is_some() => {
-                if let Some(s) = io.get_socket(sid) {
+            Remote::Disconnect(sid, run) => match io.get_socket(sid) {
+                Some(s) => {
                     let _ = s.disconnect();
-                }
-                Ok(())
-            }
-            Remote::Disconnect(sid, run) => {
-                let node = run
-                    .as_deref()
-                    .map(node_of_run)
-                    .filter(|n| cluster.speaks(n, EMITS_SINCE));
-                let heard = match node {
-                    Some(node) => matches!(cluster.kick(node, sid.to_string()).await, Ok(true)),
-                    None => false,
-                };
-                if heard {
                     Ok(())
-                } else {
-                    io.to(socket_room(sid))
-                        .disconnect()
-                        .await
-                        .map_err(|e| e.to_string())
                 }
-            }
+                None => {
+                    let node = bus_node(run.as_deref(), |n| cluster.speaks(n, EMITS_SINCE));
+                    let heard = match node {
+                        Some(node) => matches!(cluster.kick(node, sid.to_string()).await, Ok(true)),
+                        None => false,
+                    };
+                    if heard {
+                        Ok(())
+                    } else {
+                        io.to(socket_room(sid))
+                            .disconnect()
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                }
+            },
             Remote::Emit { rooms, event, text } => io
                 .to(rooms)
                 .emit(&event, &text)
