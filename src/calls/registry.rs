@@ -141,13 +141,8 @@ impl Registry {
     /// Drops a call from this node without ending it (another node owns it now): its timers go,
     /// its parties stay busy in the cluster.
     pub fn forget(&self, guard: &mut SlotGuard) {
-        if let Some(live) = guard.take() {
-            self.calls.remove(&live.call.meet_id);
-            self.busy
-                .remove_if(&live.call.caller, |_, m| *m == live.call.meet_id);
-            self.busy
-                .remove_if(&live.call.callee, |_, m| *m == live.call.meet_id);
-        }
+        // The same removal as an end's; only what it means differs (the call goes on elsewhere).
+        self.remove(guard);
     }
 
     /// Waits for the call's lock. `None` if the call is not live.
