@@ -651,6 +651,126 @@ async fn the_cluster_recovers_when_redis_restarts_empty() {
     bob.expect("v1OnCallEnded").await;
 }
 
+/// Redis restarting empty wipes every heartbeat, and a live node writes its own again only
+/// every TTL/3, so for a while a live node's heartbeat is missing. Until Redis has been up for
+/// a whole TTL that proves nothing: node 1 is stopped (SIGSTOP) across the restart, and node 0
+/// keeps it alive for as long as Redis says it is younger than the TTL. Taking it for dead
+/// then would let a request take node 1's calls over while node 1 runs them. Once Redis is a
+/// TTL old, node 1 (still stopped) is dead and bob leaves presence; resumed, node 1 rejoins.
+#[tokio::test]
+async fn a_node_is_not_taken_for_dead_while_redis_is_younger_than_a_ttl() {
+    // A longer TTL than the other tests': node 0 looks every 2 s, so it has looked at least
+    // once when Redis is 5 s old, in the last second of the 6 s in which node 1 must stay.
+    const TTL_S: u64 = 6;
+    let Some(mut c) =
+        TestCluster::start_own_redis("cluster: young redis", 2, &[("VCHAT_NODE_TTL_MS", "6000")])
+    else {
+        return;
+    };
+    let (a, b, _room) = alice_and_bob(&c).await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let _bob = d1.connect("b-phone", &b).await;
+    c.settle(&[1, 1]).await;
+
+    let n1 = c.node(1).pid();
+    unsafe_kill(n1, 19); // SIGSTOP
+    c.redis().restart_empty();
+    let redis = redis::Client::open(c.redis().url.as_str()).unwrap();
+    let mut con = redis.get_multiplexed_async_connection().await.unwrap();
+    let n0 = c.node(0);
+    let mut last_second_seen = false;
+    loop {
+        // Node 0's view first, Redis's age after: a view read while Redis was young was also
+        // taken while it was young.
+        let nodes = n0.metric("vchat_cluster_nodes").await;
+        let info: redis::InfoDict = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let up: u64 = info.get("uptime_in_seconds").unwrap();
+        if up >= TTL_S {
+            break;
+        }
+        assert_eq!(
+            nodes, 2.0,
+            "node 0 took stopped node 1 for dead {up} s after Redis restarted empty"
+        );
+        last_second_seen |= up == TTL_S - 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        last_second_seen,
+        "no view of node 0 read in Redis's last young second"
+    );
+    // Redis is a TTL old and node 1 has not beaten: now it is dead, and bob left presence.
+    n0.wait_metric("vchat_cluster_nodes", |v| v == 1.0).await;
+    n0.wait_metric("vchat_remote_sockets", |v| v == 0.0).await;
+
+    unsafe_kill(n1, 18); // SIGCONT
+    c.settle(&[1, 1]).await;
+}
+
+/// A request that reaches a node while Redis is younger than a TTL goes to the call's live
+/// owner even if the owner has not written its heartbeat since Redis came back empty: it is
+/// never taken over from under it. Node 1 runs bob's call and is stopped (SIGSTOP) across the
+/// restart; alice's rejection through node 0 is asked of node 1, which answers once resumed.
+#[tokio::test]
+async fn a_live_nodes_call_is_not_taken_over_after_redis_restarts_empty() {
+    let Some(mut c) = TestCluster::start_own_redis(
+        "cluster: no takeover from a young redis",
+        2,
+        &[("VCHAT_NODE_TTL_MS", "6000")],
+    ) else {
+        return;
+    };
+    let (a, b, room) = alice_and_bob(&c).await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let mut alice = d0.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    c.settle(&[1, 1]).await;
+    // Bob calls: the call runs on his node, 1.
+    let meet = create_call(&c.node(1).api(), &b, &room).await;
+    alice.expect("v1OnNewCall").await;
+    assert_eq!(node_of_call(&c, &meet).await, "n1");
+
+    let n1 = c.node(1).pid();
+    unsafe_kill(n1, 19); // SIGSTOP
+    c.redis().restart_empty();
+    // Node 0 has subscribed again, and looked at the heartbeats: node 1's is not there.
+    c.wait_bus(0).await;
+    let client = redis::Client::open(c.redis().url.as_str()).unwrap();
+    let mut bus1 = client.get_async_pubsub().await.unwrap();
+    bus1.subscribe(c.bus_channel(1)).await.unwrap();
+    let mut heard = bus1.into_on_message();
+
+    let api0 = c.node(0).api();
+    let reject = format!("call/reject/{meet}");
+    let hang_up = api0.post(&reject, &a, json!({}));
+    tokio::pin!(hang_up);
+    // Node 0 asks node 1 (so it took node 1 for alive); node 1 is resumed only then.
+    loop {
+        tokio::select! {
+            m = futures_util::StreamExt::next(&mut heard) => {
+                let text: String = m.expect("bus subscription").get_payload().unwrap();
+                if text.contains(r#""t":"Ask""#) {
+                    break;
+                }
+            }
+            r = &mut hang_up => panic!(
+                "node 0 ran a request on node 1's call without asking node 1: {:?}",
+                r.data()
+            ),
+        }
+    }
+    unsafe_kill(n1, 18); // SIGCONT
+    hang_up.await.ok();
+    bob.expect("v1OnCallRejected").await;
+    assert_eq!(node_of_call(&c, &meet).await, "n1");
+    assert_eq!(c.node(0).metric("vchat_calls_taken_over_total").await, 0.0);
+}
+
 /// With three nodes, an event for one socket goes to that socket's node only: candidates
 /// relayed from node 0 to bob on node 1 never reach node 2, neither on the bus nor through the
 /// Socket.IO adapter's channel (which every node reads). A logout's socket close goes to the

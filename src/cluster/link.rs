@@ -58,6 +58,30 @@ struct Alive {
     runs: HashSet<String>,
     /// The bus version each live node announced (none: a build from before versions, 1).
     versions: HashMap<String, u32>,
+    /// Redis had been up for less than one heartbeat TTL at the last look: a missing
+    /// heartbeat proved nothing then, so nobody was taken for dead.
+    young: bool,
+}
+
+impl Alive {
+    /// What a look found, judged against the last look. A Redis younger than one TTL may have
+    /// restarted empty, and a live node writes its heartbeat only every TTL/3: its heartbeat
+    /// missing then is no sign of death. Taking it for dead would drop its sockets from
+    /// presence and let a request take its live calls over. So while Redis is young, every
+    /// node alive at the last look stays alive; one that really died is found a TTL later.
+    /// Returns the runs that are gone.
+    fn next(&mut self, mut seen: Alive) -> Vec<String> {
+        if seen.young {
+            seen.nodes.extend(self.nodes.iter().cloned());
+            seen.runs.extend(self.runs.iter().cloned());
+            for (node, v) in &self.versions {
+                seen.versions.entry(node.clone()).or_insert(*v);
+            }
+        }
+        let lost = self.runs.difference(&seen.runs).cloned().collect();
+        *self = seen;
+        lost
+    }
 }
 
 /// The node a run belongs to (a run is `<node>#<random>`, see [`Cluster::incarnation`]).
@@ -122,6 +146,7 @@ impl Cluster {
                 nodes: HashSet::from([node.clone()]),
                 runs: HashSet::from([incarnation.clone()]),
                 versions: HashMap::from([(node.clone(), BUS_VERSION)]),
+                young: false,
             }),
             incarnation,
             node,
@@ -208,11 +233,13 @@ impl Cluster {
     /// Reads which nodes are alive; returns those that were alive and are not any more.
     pub(super) async fn look(&self) -> redis::RedisResult<Vec<String>> {
         let mut c = self.conn.clone();
+        let young = self.redis_is_young().await?;
         let nodes: Vec<String> = c.smembers(self.key("nodes")).await?;
         let mut now = Alive {
             nodes: HashSet::from([self.node.clone()]),
             runs: HashSet::from([self.incarnation.clone()]),
             versions: HashMap::from([(self.node.clone(), BUS_VERSION)]),
+            young,
         };
         if !nodes.is_empty() {
             // Each node's heartbeat, then each node's bus version, in one MGET (never of a
@@ -233,10 +260,36 @@ impl Cluster {
                 }
             }
         }
-        let mut alive = self.alive.write().expect("not poisoned");
-        let lost = alive.runs.difference(&now.runs).cloned().collect();
-        *alive = now;
-        Ok(lost)
+        Ok(self.alive.write().expect("not poisoned").next(now))
+    }
+
+    /// Whether Redis has been up for less than one heartbeat TTL (see [`Alive::next`]). A
+    /// Redis that refuses to say (INFO not allowed) is taken as old: missing heartbeats count
+    /// at once then, as they did before this check. A Redis that cannot be reached is an
+    /// error: the look judges nobody.
+    async fn redis_is_young(&self) -> redis::RedisResult<bool> {
+        // Retried: after a restart, this is often the first command to meet the dead socket.
+        let info = retried(|| {
+            let mut c = self.conn.clone();
+            async move {
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async::<redis::InfoDict>(&mut c)
+                    .await
+            }
+        })
+        .await;
+        match info {
+            // Whole seconds, rounded down: young until a whole TTL has passed.
+            Ok(i) => Ok(i
+                .get::<u64>("uptime_in_seconds")
+                .is_some_and(|up| u128::from(up) * 1000 < self.ttl.as_millis())),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis does not say how long it has been up");
+                Ok(false)
+            }
+        }
     }
 
     /// Nodes in the node list whose heartbeat is gone (their calls want an owner).
@@ -244,6 +297,10 @@ impl Cluster {
         let mut c = self.conn.clone();
         let nodes: Vec<String> = c.smembers(self.key("nodes")).await?;
         let alive = self.alive.read().expect("not poisoned");
+        if alive.young {
+            // Nothing is known dead until Redis has held heartbeats for a whole TTL.
+            return Ok(Vec::new());
+        }
         Ok(nodes
             .into_iter()
             .filter(|n| !alive.nodes.contains(n))
@@ -598,5 +655,34 @@ mod tests {
             redis::ProtocolVersion::RESP3
         );
         assert!(redis_client("no-scheme").is_err());
+    }
+
+    fn seen(nodes: &[&str], young: bool) -> Alive {
+        Alive {
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            runs: nodes.iter().map(|n| format!("{n}#1")).collect(),
+            versions: nodes.iter().map(|n| (n.to_string(), BUS_VERSION)).collect(),
+            young,
+        }
+    }
+
+    #[test]
+    fn a_missing_heartbeat_kills_a_node_only_once_redis_is_a_ttl_old() {
+        let mut alive = seen(&["a", "b"], false);
+        // Redis came back empty: only "a" has beaten since. "b" is still taken for alive,
+        // with its run and bus version, and a node first seen now is added.
+        assert!(alive.next(seen(&["a", "c"], true)).is_empty());
+        assert_eq!(alive.nodes, seen(&["a", "b", "c"], true).nodes);
+        assert!(alive.runs.contains("b#1"));
+        assert_eq!(alive.versions.get("b"), Some(&BUS_VERSION));
+        assert!(alive.young);
+        // A TTL later "b" has not beaten: now it is dead.
+        assert_eq!(
+            alive.next(seen(&["a", "c"], false)),
+            vec!["b#1".to_string()]
+        );
+        assert!(!alive.nodes.contains("b") && !alive.young);
+        // Without a young Redis a missing heartbeat counts at once.
+        assert_eq!(alive.next(seen(&["a"], false)), vec!["c#1".to_string()]);
     }
 }

@@ -298,14 +298,29 @@ impl TestCluster {
 impl TestCluster {
     /// Waits until `n` Socket.IO adapters listen on the cluster's request channel.
     pub async fn wait_adapters(&self, n: usize) {
+        self.wait_subscribers(&format!("{}-socket.io-request#/#", self.prefix), n)
+            .await;
+    }
+
+    /// The channel node `i` reads requests and events for it on.
+    pub fn bus_channel(&self, i: usize) -> String {
+        format!("{}:bus:n{i}", self.prefix)
+    }
+
+    /// Waits until node `i` listens on its bus channel: it has subscribed since Redis last
+    /// started, and reads who is where right after.
+    pub async fn wait_bus(&self, i: usize) {
+        self.wait_subscribers(&self.bus_channel(i), 1).await;
+    }
+
+    async fn wait_subscribers(&self, chan: &str, n: usize) {
         let client = redis::Client::open(self._redis.url.as_str()).unwrap();
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        let chan = format!("{}-socket.io-request#/#", self.prefix);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let (_, subs): (String, usize) = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
-                .arg(&chan)
+                .arg(chan)
                 .query_async(&mut con)
                 .await
                 .unwrap();
@@ -314,7 +329,7 @@ impl TestCluster {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{subs} adapters on {chan}, not {n}"
+                "{subs} subscribers on {chan}, not {n}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
