@@ -6,8 +6,9 @@
 //! cargo run --release --example bench -- [--node-reference PATH] [--quick]
 //! ```
 //!
-//! `--cluster`: instead, one node against two nodes (Redis + PostgreSQL), each behind nginx
-//! running `deploy/nginx-vchat.conf`, same client, same run (see README, Running as a cluster).
+//! `--cluster`: instead, one node against two nodes (`--nodes N`: N) on Redis and PostgreSQL,
+//! each behind nginx running `deploy/nginx-vchat.conf`, same client, same run (see README,
+//! Running as a cluster).
 //!
 //! See `bench/README.md` for what every figure means. Both servers are child processes bound to
 //! 127.0.0.1 with `kill_on_drop`, so they die with the bench, also when it panics.
@@ -46,8 +47,9 @@ const DEVICE: &str = "bench-device";
 
 struct Opts {
     quick: bool,
-    /// One node against two nodes behind nginx, instead of against the Node reference.
+    /// One node against `nodes` nodes behind nginx, instead of against the Node reference.
     cluster: bool,
+    nodes: usize,
     node_reference: PathBuf,
     no_node: bool,
     vchat_bin: Option<PathBuf>,
@@ -152,7 +154,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cargo run --release --example bench -- [--quick] [--node-reference PATH] [--no-node]\n\
          \x20                                          [--vchat-bin PATH] [--client-threads N]\n\
-         \x20                                          [--connect-concurrency N] [--cluster]\n\
+         \x20                                          [--connect-concurrency N] [--cluster [--nodes N]]\n\
          \x20                                          [--against OTHER-VCHAT-BINARY]\n\
          \x20                                          [--server-core N] [--load-core N]\n\
          \x20                                          [--only connections,setup,setup-open,relay,relay-open,presence]\n\
@@ -192,6 +194,7 @@ fn parse_opts() -> Opts {
     let mut o = Opts {
         quick: false,
         cluster: false,
+        nodes: 2,
         node_reference: manifest.join("../shared/bench/node-reference"),
         no_node: false,
         vchat_bin: None,
@@ -215,6 +218,13 @@ fn parse_opts() -> Opts {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--cluster" => o.cluster = true,
+            "--nodes" => {
+                o.nodes = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n >= 2)
+                    .unwrap_or_else(|| usage())
+            }
             "--no-node" => o.no_node = true,
             "--no-ceiling" => o.ceiling = false,
             "--relay-rates" => o.relay_rates = Some(list(args.next())),
@@ -1878,7 +1888,9 @@ async fn run_cluster(
     let mut keep: Vec<Proc> = Vec::new();
     let mut fronts: Vec<support::nginx::Nginx> = Vec::new();
     let mut procs: Vec<Option<Proc>> = Vec::new();
-    for (col, nodes) in [1usize, 2].into_iter().enumerate() {
+    // Column names live as long as the report; the bench makes two.
+    let many: &'static str = Box::leak(format!("{} nodes", opts.nodes).into_boxed_str());
+    for (col, nodes) in [1usize, opts.nodes].into_iter().enumerate() {
         let db =
             fresh_database(&admin, &format!("vchat_bench_{}_{col}", std::process::id())).await?;
         let mut started: Vec<Proc> = Vec::new();
@@ -1915,7 +1927,7 @@ async fn run_cluster(
             .map_err(|e| format!("{e}"))?;
         let mut first = started.remove(0);
         first.target = Arc::new(Target {
-            name: if nodes == 1 { "1 node" } else { "2 nodes" },
+            name: if nodes == 1 { "1 node" } else { many },
             addr,
             pid: first.target.pid,
             others: started.iter().map(|p| p.target.pid).collect(),
@@ -1929,26 +1941,18 @@ async fn run_cluster(
         procs.push(Some(first));
     }
     // The nodes of the cluster see each other within a heartbeat.
-    wait_cluster(&http, &keep).await?;
+    wait_cluster(&http, &keep, opts.nodes).await?;
     let setup_secs = began.elapsed().as_secs_f64();
     let notes = vec![
         "both columns: PostgreSQL store (synchronous_commit on), nginx in front (round-robin); \
          nginx's own CPU is not counted; server CPU is every node's"
             .to_string(),
-        "2 nodes: Redis pub/sub between the nodes; about half the pairs have their two sockets \
-         on different nodes, and work on a call placed on the other node is forwarded to it"
-            .to_string(),
+        format!(
+            "{many}: Redis pub/sub between the nodes; nginx spreads the sockets over the nodes \
+             (round-robin), and work on a call placed on another node is forwarded to it"
+        ),
     ];
-    let r = report(
-        &opts,
-        z,
-        procs,
-        &["1 node", "2 nodes"],
-        began,
-        setup_secs,
-        notes,
-    )
-    .await;
+    let r = report(&opts, z, procs, &["1 node", many], began, setup_secs, notes).await;
     drop(fronts);
     for mut p in keep {
         let _ = p.child.start_kill();
@@ -1956,8 +1960,9 @@ async fn run_cluster(
     r
 }
 
-/// Waits until a cluster node reports two live nodes.
-async fn wait_cluster(http: &reqwest::Client, nodes: &[Proc]) -> Result<(), String> {
+/// Waits until every node of the cluster reports `n` live nodes.
+async fn wait_cluster(http: &reqwest::Client, nodes: &[Proc], n: usize) -> Result<(), String> {
+    let all = format!("vchat_cluster_nodes {n}");
     for p in nodes {
         let url = format!("http://{}/metrics", p.target.addr);
         for _ in 0..200 {
@@ -1965,7 +1970,7 @@ async fn wait_cluster(http: &reqwest::Client, nodes: &[Proc]) -> Result<(), Stri
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
             };
-            if text.lines().any(|l| l == "vchat_cluster_nodes 2") {
+            if text.lines().any(|l| l == all) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
