@@ -712,6 +712,84 @@ async fn a_node_is_not_taken_for_dead_while_redis_is_younger_than_a_ttl() {
     c.settle(&[1, 1]).await;
 }
 
+/// Redis can lose the cluster's keys without restarting (`FLUSHALL`, a failover to an empty
+/// replica), which its uptime does not show. The first look after that marks the keys as new
+/// for a TTL, and during it nobody is taken for dead either: node 1, stopped across the flush,
+/// stays alive to node 0 until the mark expires, and is dead after.
+#[tokio::test]
+async fn a_node_is_not_taken_for_dead_while_the_clusters_keys_are_younger_than_a_ttl() {
+    const TTL_MS: i64 = 6000;
+    let Some(mut c) = TestCluster::start_own_redis(
+        "cluster: flushed redis",
+        2,
+        &[("VCHAT_NODE_TTL_MS", "6000")],
+    ) else {
+        return;
+    };
+    let (a, b, _room) = alice_and_bob(&c).await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let _bob = d1.connect("b-phone", &b).await;
+    c.settle(&[1, 1]).await;
+    let (born, settling) = (c.redis_key("born"), c.redis_key("settling"));
+    let client = redis::Client::open(c.redis().url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    // Redis is a TTL old, and so are the cluster's keys: only the flush can make them young.
+    loop {
+        let info: redis::InfoDict = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let up: i64 = info.get("uptime_in_seconds").unwrap();
+        let marked: bool = redis::cmd("EXISTS")
+            .arg(&settling)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if up * 1000 >= TTL_MS && !marked {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let n1 = c.node(1).pid();
+    unsafe_kill(n1, 19); // SIGSTOP
+    let () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    let n0 = c.node(0);
+    let mut last_second_seen = false;
+    loop {
+        // Node 0's view first, then the keys' age: see the test above.
+        let nodes = n0.metric("vchat_cluster_nodes").await;
+        let (is_born, left): (bool, i64) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(&born)
+            .cmd("PTTL")
+            .arg(&settling)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if is_born && left < 0 {
+            break;
+        }
+        assert_eq!(
+            nodes, 2.0,
+            "node 0 took stopped node 1 for dead while the cluster's keys were new \
+             (settling mark: {left} ms left)"
+        );
+        last_second_seen |= (0..1000).contains(&left);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        last_second_seen,
+        "no view of node 0 read in the keys' last young second"
+    );
+    n0.wait_metric("vchat_cluster_nodes", |v| v == 1.0).await;
+
+    unsafe_kill(n1, 18); // SIGCONT
+    c.settle(&[1, 1]).await;
+}
+
 /// A request that reaches a node while Redis is younger than a TTL goes to the call's live
 /// owner even if the owner has not written its heartbeat since Redis came back empty: it is
 /// never taken over from under it. Node 1 runs bob's call and is stopped (SIGSTOP) across the

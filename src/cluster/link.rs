@@ -48,6 +48,9 @@ pub struct Cluster {
     pub lanes: super::lanes::Lanes<super::lanes::Candidate>,
     next: AtomicU64,
     release: redis::Script,
+    /// Tells whether the cluster's keys in Redis are younger than a TTL (see
+    /// [`Cluster::data_is_young`]).
+    data_age: redis::Script,
     /// Set on a graceful stop: the heartbeat must not come back.
     pub(super) stopping: AtomicBool,
 }
@@ -58,15 +61,17 @@ struct Alive {
     runs: HashSet<String>,
     /// The bus version each live node announced (none: a build from before versions, 1).
     versions: HashMap<String, u32>,
-    /// Redis had been up for less than one heartbeat TTL at the last look: a missing
-    /// heartbeat proved nothing then, so nobody was taken for dead.
+    /// At the last look Redis had been up, or had held the cluster's keys, for less than one
+    /// heartbeat TTL: a missing heartbeat proved nothing then, so nobody was taken for dead.
     young: bool,
+    /// Read from Redis (not the state before this node's first look).
+    looked: bool,
 }
 
 impl Alive {
-    /// What a look found, judged against the last look. A Redis younger than one TTL may have
-    /// restarted empty, and a live node writes its heartbeat only every TTL/3: its heartbeat
-    /// missing then is no sign of death. Taking it for dead would drop its sockets from
+    /// What a look found, judged against the last look. A Redis (or its keys) younger than one
+    /// TTL may have lost every heartbeat, and a live node writes its own only every TTL/3: its
+    /// heartbeat missing then is no sign of death. Taking it for dead would drop its sockets from
     /// presence and let a request take its live calls over. So while Redis is young, every
     /// node alive at the last look stays alive; one that really died is found a TTL later.
     /// Returns the runs that are gone.
@@ -147,6 +152,7 @@ impl Cluster {
                 runs: HashSet::from([incarnation.clone()]),
                 versions: HashMap::from([(node.clone(), BUS_VERSION)]),
                 young: false,
+                looked: false,
             }),
             incarnation,
             node,
@@ -162,6 +168,11 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             release: redis::Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            ),
+            // The first look at a Redis without the cluster's birth mark sets it, and a
+            // "settling" mark that lives one TTL; while that lives the data is young.
+            data_age: redis::Script::new(
+                "if redis.call('SET', KEYS[1], '1', 'NX') then redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) end return redis.call('EXISTS', KEYS[2])",
             ),
         };
         // What an earlier run of this node left in presence is gone with it.
@@ -233,13 +244,17 @@ impl Cluster {
     /// Reads which nodes are alive; returns those that were alive and are not any more.
     pub(super) async fn look(&self) -> redis::RedisResult<Vec<String>> {
         let mut c = self.conn.clone();
-        let young = self.redis_is_young().await?;
+        // Both, always: the keys' birth mark is set at the first look after they were lost,
+        // so a restarted Redis's window is not followed by a second one.
+        let (new_redis, new_keys) = (self.redis_is_young().await?, self.data_is_young().await?);
+        let young = new_redis || new_keys;
         let nodes: Vec<String> = c.smembers(self.key("nodes")).await?;
         let mut now = Alive {
             nodes: HashSet::from([self.node.clone()]),
             runs: HashSet::from([self.incarnation.clone()]),
             versions: HashMap::from([(self.node.clone(), BUS_VERSION)]),
             young,
+            looked: true,
         };
         if !nodes.is_empty() {
             // Each node's heartbeat, then each node's bus version, in one MGET (never of a
@@ -260,7 +275,37 @@ impl Cluster {
                 }
             }
         }
-        Ok(self.alive.write().expect("not poisoned").next(now))
+        let mut alive = self.alive.write().expect("not poisoned");
+        // Not at this node's first look: a new cluster's keys are young too.
+        if young && !alive.young && alive.looked {
+            tracing::warn!(
+                "Redis restarted or lost the cluster's keys less than a heartbeat TTL ago: \
+                 no node is taken for dead until it has held them that long"
+            );
+        }
+        Ok(alive.next(now))
+    }
+
+    /// Whether the cluster's keys have been in Redis for less than one TTL: Redis may have
+    /// lost them without restarting (`FLUSHALL`, a failover to an empty replica), which its
+    /// uptime does not show. Heartbeats are gone then just as after an empty restart.
+    async fn data_is_young(&self) -> redis::RedisResult<bool> {
+        let mut c = self.conn.clone();
+        let settling: redis::RedisResult<bool> = self
+            .data_age
+            .key(self.key("born"))
+            .key(self.key("settling"))
+            .arg(self.ttl.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await;
+        match settling {
+            Ok(young) => Ok(young),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot tell how old the cluster's keys are");
+                Ok(false)
+            }
+        }
     }
 
     /// Whether Redis has been up for less than one heartbeat TTL (see [`Alive::next`]). A
@@ -663,6 +708,7 @@ mod tests {
             runs: nodes.iter().map(|n| format!("{n}#1")).collect(),
             versions: nodes.iter().map(|n| (n.to_string(), BUS_VERSION)).collect(),
             young,
+            looked: true,
         }
     }
 

@@ -302,6 +302,11 @@ impl TestCluster {
             .await;
     }
 
+    /// The cluster's Redis key `{prefix}:{name}`.
+    pub fn redis_key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
     /// The channel node `i` reads requests and events for it on.
     pub fn bus_channel(&self, i: usize) -> String {
         format!("{}:bus:n{i}", self.prefix)
