@@ -651,6 +651,88 @@ async fn the_cluster_recovers_when_redis_restarts_empty() {
     bob.expect("v1OnCallEnded").await;
 }
 
+/// The heartbeat TTL of the young-Redis tests: node 0 looks every 2 s, so it has looked at
+/// least once in the last second of the 6 s in which a stopped node 1 must stay alive to it.
+const SLOW_TTL_MS: i64 = 6000;
+
+/// Two nodes on a Redis of their own (to restart or flush), with heartbeats every 2 s.
+fn slow_heartbeat_cluster(what: &str) -> Option<TestCluster> {
+    TestCluster::start_own_redis(what, 2, &[("VCHAT_NODE_TTL_MS", "6000")])
+}
+
+/// What makes Redis young to the nodes, as a test reads it.
+enum Youth<'a> {
+    /// Its uptime (whole seconds) is under the TTL.
+    Uptime,
+    /// The cluster's keys are new: no birth mark yet, or its settling mark still lives.
+    Keys { born: &'a str, settling: &'a str },
+}
+
+/// About how many milliseconds Redis stays young by `how`; `None` once it is old.
+async fn young_for(con: &mut redis::aio::MultiplexedConnection, how: &Youth<'_>) -> Option<i64> {
+    match how {
+        Youth::Uptime => {
+            let info: redis::InfoDict = redis::cmd("INFO")
+                .arg("server")
+                .query_async(con)
+                .await
+                .unwrap();
+            let up: i64 = info.get("uptime_in_seconds").unwrap();
+            (up * 1000 < SLOW_TTL_MS).then(|| SLOW_TTL_MS - up * 1000)
+        }
+        Youth::Keys { born, settling } => {
+            let (is_born, left): (bool, i64) = redis::pipe()
+                .cmd("EXISTS")
+                .arg(born)
+                .cmd("PTTL")
+                .arg(settling)
+                .query_async(con)
+                .await
+                .unwrap();
+            match (is_born, left) {
+                (false, _) => Some(SLOW_TTL_MS),
+                (true, left) if left >= 0 => Some(left),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Node 0 keeps stopped node 1 alive for as long as Redis is young by `how` (and was seen
+/// doing so in the last second of it), then takes it for dead.
+async fn node_0_keeps_node_1_while_young(
+    c: &TestCluster,
+    con: &mut redis::aio::MultiplexedConnection,
+    how: Youth<'_>,
+) {
+    let n0 = c.node(0);
+    let mut last_second_seen = false;
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis never got old by this measure"
+        );
+        // Node 0's view first, Redis's age after: a view read while Redis was young was also
+        // taken while it was young.
+        let nodes = n0.metric("vchat_cluster_nodes").await;
+        let Some(left) = young_for(con, &how).await else {
+            break;
+        };
+        assert_eq!(
+            nodes, 2.0,
+            "node 0 took stopped node 1 for dead about {left} ms before Redis was old"
+        );
+        last_second_seen |= left <= 1000;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        last_second_seen,
+        "no view of node 0 read in Redis's last young second"
+    );
+    n0.wait_metric("vchat_cluster_nodes", |v| v == 1.0).await;
+}
+
 /// Redis restarting empty wipes every heartbeat, and a live node writes its own again only
 /// every TTL/3, so for a while a live node's heartbeat is missing. Until Redis has been up for
 /// a whole TTL that proves nothing: node 1 is stopped (SIGSTOP) across the restart, and node 0
@@ -659,12 +741,7 @@ async fn the_cluster_recovers_when_redis_restarts_empty() {
 /// TTL old, node 1 (still stopped) is dead and bob leaves presence; resumed, node 1 rejoins.
 #[tokio::test]
 async fn a_node_is_not_taken_for_dead_while_redis_is_younger_than_a_ttl() {
-    // A longer TTL than the other tests': node 0 looks every 2 s, so it has looked at least
-    // once when Redis is 5 s old, in the last second of the 6 s in which node 1 must stay.
-    const TTL_S: u64 = 6;
-    let Some(mut c) =
-        TestCluster::start_own_redis("cluster: young redis", 2, &[("VCHAT_NODE_TTL_MS", "6000")])
-    else {
+    let Some(mut c) = slow_heartbeat_cluster("cluster: young redis") else {
         return;
     };
     let (a, b, _room) = alice_and_bob(&c).await;
@@ -678,35 +755,11 @@ async fn a_node_is_not_taken_for_dead_while_redis_is_younger_than_a_ttl() {
     c.redis().restart_empty();
     let redis = redis::Client::open(c.redis().url.as_str()).unwrap();
     let mut con = redis.get_multiplexed_async_connection().await.unwrap();
-    let n0 = c.node(0);
-    let mut last_second_seen = false;
-    loop {
-        // Node 0's view first, Redis's age after: a view read while Redis was young was also
-        // taken while it was young.
-        let nodes = n0.metric("vchat_cluster_nodes").await;
-        let info: redis::InfoDict = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        let up: u64 = info.get("uptime_in_seconds").unwrap();
-        if up >= TTL_S {
-            break;
-        }
-        assert_eq!(
-            nodes, 2.0,
-            "node 0 took stopped node 1 for dead {up} s after Redis restarted empty"
-        );
-        last_second_seen |= up == TTL_S - 1;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        last_second_seen,
-        "no view of node 0 read in Redis's last young second"
-    );
-    // Redis is a TTL old and node 1 has not beaten: now it is dead, and bob left presence.
-    n0.wait_metric("vchat_cluster_nodes", |v| v == 1.0).await;
-    n0.wait_metric("vchat_remote_sockets", |v| v == 0.0).await;
+    node_0_keeps_node_1_while_young(&c, &mut con, Youth::Uptime).await;
+    // Node 1 is dead to node 0 now, and bob left presence.
+    c.node(0)
+        .wait_metric("vchat_remote_sockets", |v| v == 0.0)
+        .await;
 
     unsafe_kill(n1, 18); // SIGCONT
     c.settle(&[1, 1]).await;
@@ -718,12 +771,7 @@ async fn a_node_is_not_taken_for_dead_while_redis_is_younger_than_a_ttl() {
 /// stays alive to node 0 until the mark expires, and is dead after.
 #[tokio::test]
 async fn a_node_is_not_taken_for_dead_while_the_clusters_keys_are_younger_than_a_ttl() {
-    const TTL_MS: i64 = 6000;
-    let Some(mut c) = TestCluster::start_own_redis(
-        "cluster: flushed redis",
-        2,
-        &[("VCHAT_NODE_TTL_MS", "6000")],
-    ) else {
+    let Some(mut c) = slow_heartbeat_cluster("cluster: flushed redis") else {
         return;
     };
     let (a, b, _room) = alice_and_bob(&c).await;
@@ -732,59 +780,28 @@ async fn a_node_is_not_taken_for_dead_while_the_clusters_keys_are_younger_than_a
     let _bob = d1.connect("b-phone", &b).await;
     c.settle(&[1, 1]).await;
     let (born, settling) = (c.redis_key("born"), c.redis_key("settling"));
+    let keys = Youth::Keys {
+        born: &born,
+        settling: &settling,
+    };
     let client = redis::Client::open(c.redis().url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     // Redis is a TTL old, and so are the cluster's keys: only the flush can make them young.
-    loop {
-        let info: redis::InfoDict = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        let up: i64 = info.get("uptime_in_seconds").unwrap();
-        let marked: bool = redis::cmd("EXISTS")
-            .arg(&settling)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        if up * 1000 >= TTL_MS && !marked {
-            break;
-        }
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    while young_for(&mut con, &Youth::Uptime).await.is_some()
+        || young_for(&mut con, &keys).await.is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster's keys never got a TTL old (no birth mark?)"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
     let n1 = c.node(1).pid();
     unsafe_kill(n1, 19); // SIGSTOP
     let () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
-    let n0 = c.node(0);
-    let mut last_second_seen = false;
-    loop {
-        // Node 0's view first, then the keys' age: see the test above.
-        let nodes = n0.metric("vchat_cluster_nodes").await;
-        let (is_born, left): (bool, i64) = redis::pipe()
-            .cmd("EXISTS")
-            .arg(&born)
-            .cmd("PTTL")
-            .arg(&settling)
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        if is_born && left < 0 {
-            break;
-        }
-        assert_eq!(
-            nodes, 2.0,
-            "node 0 took stopped node 1 for dead while the cluster's keys were new \
-             (settling mark: {left} ms left)"
-        );
-        last_second_seen |= (0..1000).contains(&left);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(
-        last_second_seen,
-        "no view of node 0 read in the keys' last young second"
-    );
-    n0.wait_metric("vchat_cluster_nodes", |v| v == 1.0).await;
+    node_0_keeps_node_1_while_young(&c, &mut con, keys).await;
 
     unsafe_kill(n1, 18); // SIGCONT
     c.settle(&[1, 1]).await;
@@ -796,11 +813,7 @@ async fn a_node_is_not_taken_for_dead_while_the_clusters_keys_are_younger_than_a
 /// restart; alice's rejection through node 0 is asked of node 1, which answers once resumed.
 #[tokio::test]
 async fn a_live_nodes_call_is_not_taken_over_after_redis_restarts_empty() {
-    let Some(mut c) = TestCluster::start_own_redis(
-        "cluster: no takeover from a young redis",
-        2,
-        &[("VCHAT_NODE_TTL_MS", "6000")],
-    ) else {
+    let Some(mut c) = slow_heartbeat_cluster("cluster: no takeover from a young redis") else {
         return;
     };
     let (a, b, room) = alice_and_bob(&c).await;
