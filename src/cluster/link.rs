@@ -74,11 +74,24 @@ impl Alive {
     /// heartbeat missing then is no sign of death. Taking it for dead would drop its sockets from
     /// presence and let a request take its live calls over. So while Redis is young, every
     /// node alive at the last look stays alive; one that really died is found a TTL later.
+    /// A node whose heartbeat is there names its current run, so an earlier run of it (the
+    /// node restarted under the same id) is gone either way, and its sockets with it.
     /// Returns the runs that are gone.
     fn next(&mut self, mut seen: Alive) -> Vec<String> {
         if seen.young {
             seen.nodes.extend(self.nodes.iter().cloned());
-            seen.runs.extend(self.runs.iter().cloned());
+            let beaten: HashSet<String> = seen
+                .runs
+                .iter()
+                .map(|r| node_of_run(r).to_string())
+                .collect();
+            let kept: Vec<String> = self
+                .runs
+                .iter()
+                .filter(|r| !beaten.contains(node_of_run(r)))
+                .cloned()
+                .collect();
+            seen.runs.extend(kept);
             for (node, v) in &self.versions {
                 seen.versions.entry(node.clone()).or_insert(*v);
             }
@@ -730,5 +743,17 @@ mod tests {
         assert!(!alive.nodes.contains("b") && !alive.young);
         // Without a young Redis a missing heartbeat counts at once.
         assert_eq!(alive.next(seen(&["a"], false)), vec!["c#1".to_string()]);
+    }
+
+    #[test]
+    fn a_node_restarted_under_its_id_loses_its_old_run_even_while_redis_is_young() {
+        let mut alive = seen(&["a", "b"], false);
+        // Redis came back empty and "b" restarted meanwhile: its heartbeat names run "b#2".
+        let mut now = seen(&["a"], true);
+        now.nodes.insert("b".into());
+        now.runs.insert("b#2".into());
+        assert_eq!(alive.next(now), vec!["b#1".to_string()]);
+        assert!(alive.nodes.contains("b") && alive.runs.contains("b#2"));
+        assert!(!alive.runs.contains("b#1"));
     }
 }
