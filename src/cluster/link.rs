@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::oneshot;
 
-use super::wire::{Msg, Reply, Request, Told, BUS_VERSION};
+use super::wire::{EmitOut, Msg, Reply, Request, Told, BUS_VERSION};
 
 /// How long a busy mark lives before its call is stored (see [`Cluster::hold`]).
 const HOLD_MS: u64 = 30_000;
@@ -413,8 +413,7 @@ impl Cluster {
     async fn publish(&self, channel: String, msg: &Msg) -> Result<(), AskError> {
         let text = serde_json::to_string(msg).expect("bus messages serialize");
         retried(|| {
-            let mut c = self.conn.clone();
-            let (channel, text) = (channel.clone(), text.clone());
+            let (mut c, channel, text) = (self.conn.clone(), &channel, &text);
             async move { c.publish::<_, _, ()>(channel, text).await }
         })
         .await
@@ -430,10 +429,11 @@ impl Cluster {
         event: &str,
         text: &str,
     ) -> Result<bool, AskError> {
-        let msg = Msg::Emit {
-            sids,
-            event: event.to_string(),
-            text: text.to_string(),
+        // Borrowed: the text is copied once, into the bus message.
+        let msg = EmitOut {
+            sids: &sids,
+            event,
+            text,
         };
         self.publish_heard(self.bus_channel(node), &msg).await
     }
@@ -562,11 +562,14 @@ impl Cluster {
     }
 
     /// Publishes `msg`; whether any node read the channel.
-    async fn publish_heard(&self, channel: String, msg: &Msg) -> Result<bool, AskError> {
+    async fn publish_heard(
+        &self,
+        channel: String,
+        msg: &impl serde::Serialize,
+    ) -> Result<bool, AskError> {
         let text = serde_json::to_string(msg).expect("bus messages serialize");
         let heard: i64 = retried(|| {
-            let mut c = self.conn.clone();
-            let (channel, text) = (channel.clone(), text.clone());
+            let (mut c, channel, text) = (self.conn.clone(), &channel, &text);
             async move { c.publish(channel, text).await }
         })
         .await

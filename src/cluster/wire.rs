@@ -59,6 +59,15 @@ pub enum Msg {
     Kick { sid: String },
 }
 
+/// [`Msg::Emit`] as it is sent, borrowing what it carries (the same JSON).
+#[derive(Serialize)]
+#[serde(tag = "t", rename = "Emit")]
+pub struct EmitOut<'a> {
+    pub sids: &'a [String],
+    pub event: &'a str,
+    pub text: &'a str,
+}
+
 /// A request the sender does not wait for: if it fails, the owner tells the socket `sid`
 /// that sent it, with `v1OnException`. Only ICE candidates are sent so: a round trip per
 /// candidate was what a cluster cost most.
@@ -226,5 +235,28 @@ mod tests {
             panic!()
         };
         assert!(matches!(ApiError::from(e), ApiError::Forbidden(m) if m == "no"));
+    }
+
+    #[test]
+    fn an_emit_sent_borrowed_is_read_as_an_emit() {
+        let sids = vec!["s1".to_string(), "s2".to_string()];
+        let out = EmitOut {
+            sids: &sids,
+            event: "v1OnIceCandidate",
+            text: "{\"a\":\"\\\"q\"}",
+        };
+        let text = serde_json::to_string(&out).unwrap();
+        let Msg::Emit {
+            sids: got,
+            event,
+            text: body,
+        } = serde_json::from_str(&text).unwrap()
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(
+            (got.as_slice(), event.as_str(), body.as_str()),
+            (out.sids, out.event, out.text)
+        );
     }
 }

@@ -389,44 +389,9 @@ async fn reach_other_nodes(
                 Ok(())
             }
             Remote::Elsewhere { sids, event, text } => {
-                let (nodes, mut adapter) = by_node(sids, |n| cluster.speaks(n, EMITS_SINCE));
-                for (node, sids) in nodes {
-                    let names = sids.iter().map(Sid::to_string).collect();
-                    // Unheard (or the bus is down): the adapter's own subscription may be back.
-                    if !matches!(cluster.emit_on(&node, names, &event, &text).await, Ok(true)) {
-                        adapter.extend(sids);
-                    }
-                }
-                if adapter.is_empty() {
-                    Ok(())
-                } else {
-                    io.to(adapter.into_iter().map(socket_room).collect::<Vec<_>>())
-                        .emit(&event, &text)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                emit_elsewhere(&io, &cluster, sids, &event, &text).await
             }
-            Remote::Disconnect(sid, run) => match io.get_socket(sid) {
-                Some(s) => {
-                    let _ = s.disconnect();
-                    Ok(())
-                }
-                None => {
-                    let node = bus_node(run.as_deref(), |n| cluster.speaks(n, EMITS_SINCE));
-                    let heard = match node {
-                        Some(node) => matches!(cluster.kick(node, sid.to_string()).await, Ok(true)),
-                        None => false,
-                    };
-                    if heard {
-                        Ok(())
-                    } else {
-                        io.to(socket_room(sid))
-                            .disconnect()
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                }
-            },
+            Remote::Disconnect(sid, run) => close_socket(&io, &cluster, sid, run).await,
             Remote::Emit { rooms, event, text } => io
                 .to(rooms)
                 .emit(&event, &text)
@@ -452,6 +417,55 @@ async fn reach_other_nodes(
             tracing::warn!(error = %e, "could not reach another node");
         }
     }
+}
+
+/// An event for sockets on other nodes: on each node's own channel where that node reads it,
+/// through the adapter for the rest.
+async fn emit_elsewhere(
+    io: &Io,
+    cluster: &Cluster,
+    sids: Vec<(Sid, Option<Arc<str>>)>,
+    event: &str,
+    text: &str,
+) -> Result<(), String> {
+    let (nodes, mut adapter) = by_node(sids, |n| cluster.speaks(n, EMITS_SINCE));
+    for (node, sids) in nodes {
+        let names = sids.iter().map(Sid::to_string).collect();
+        // Unheard (or the bus is down): the adapter's own subscription may be back.
+        if !matches!(cluster.emit_on(&node, names, event, text).await, Ok(true)) {
+            adapter.extend(sids);
+        }
+    }
+    if adapter.is_empty() {
+        return Ok(());
+    }
+    io.to(adapter.into_iter().map(socket_room).collect::<Vec<_>>())
+        .emit(event, text)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Closes a socket here, or on the node presence has it on (through the adapter when that
+/// node does not hear it on its channel).
+async fn close_socket(
+    io: &Io,
+    cluster: &Cluster,
+    sid: Sid,
+    run: Option<Arc<str>>,
+) -> Result<(), String> {
+    if let Some(s) = io.get_socket(sid) {
+        let _ = s.disconnect();
+        return Ok(());
+    }
+    if let Some(node) = bus_node(run.as_deref(), |n| cluster.speaks(n, EMITS_SINCE)) {
+        if matches!(cluster.kick(node, sid.to_string()).await, Ok(true)) {
+            return Ok(());
+        }
+    }
+    io.to(socket_room(sid))
+        .disconnect()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
