@@ -1875,6 +1875,33 @@ async fn fresh_database(admin: &str, name: &str) -> Result<String, String> {
     Ok(format!("{base}/{name}"))
 }
 
+/// What a cluster run leaves behind once its nodes are gone: its databases, and its keys in
+/// Redis (the node list and the keys' birth mark never expire by themselves).
+async fn clean_up_cluster(admin: &str, redis: &str, databases: &[String], prefix: &str) {
+    use sqlx::{Connection, Executor};
+    if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {
+        for name in databases {
+            let _ = c
+                .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                .await;
+        }
+    }
+    let Ok(client) = redis::Client::open(redis) else {
+        return;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+    }
+}
+
 async fn run_cluster(
     opts: Opts,
     z: Sizes,
@@ -1888,11 +1915,14 @@ async fn run_cluster(
     let mut keep: Vec<Proc> = Vec::new();
     let mut fronts: Vec<support::nginx::Nginx> = Vec::new();
     let mut procs: Vec<Option<Proc>> = Vec::new();
+    let mut databases: Vec<String> = Vec::new();
+    let prefix = format!("vchat-bench-{}", std::process::id());
     // Column names live as long as the report; the bench makes two.
     let many: &'static str = Box::leak(format!("{} nodes", opts.nodes).into_boxed_str());
     for (col, nodes) in [1usize, opts.nodes].into_iter().enumerate() {
-        let db =
-            fresh_database(&admin, &format!("vchat_bench_{}_{col}", std::process::id())).await?;
+        let name = format!("vchat_bench_{}_{col}", std::process::id());
+        let db = fresh_database(&admin, &name).await?;
+        databases.push(name);
         let mut started: Vec<Proc> = Vec::new();
         for i in 0..nodes {
             let mut env: Vec<(String, String)> = vec![
@@ -1901,10 +1931,7 @@ async fn run_cluster(
             ];
             if nodes > 1 {
                 env.push(("VCHAT_REDIS_URL".into(), redis.clone()));
-                env.push((
-                    "VCHAT_REDIS_PREFIX".into(),
-                    format!("vchat-bench-{}", std::process::id()),
-                ));
+                env.push(("VCHAT_REDIS_PREFIX".into(), prefix.clone()));
                 env.push(("VCHAT_NODE_ID".into(), format!("b{i}")));
             }
             let o = VchatOpts {
@@ -1956,7 +1983,10 @@ async fn run_cluster(
     drop(fronts);
     for mut p in keep {
         let _ = p.child.start_kill();
+        // Gone before its keys are: a live node would write its heartbeat back.
+        let _ = tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await;
     }
+    clean_up_cluster(&admin, &redis, &databases, &prefix).await;
     r
 }
 
