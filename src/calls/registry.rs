@@ -123,6 +123,20 @@ impl Registry {
         guard
     }
 
+    /// As [`Registry::insert`], unless the call is here already (live, or being taken over by
+    /// another task of this node): then `None`, and the slot there is left alone.
+    pub fn insert_new(&self, live: LiveCall) -> Option<SlotGuard> {
+        match self.calls.entry(live.call.meet_id.clone()) {
+            Entry::Occupied(_) => None,
+            Entry::Vacant(v) => {
+                let slot: Slot = Arc::new(Mutex::new(Some(live)));
+                let guard = slot.clone().try_lock_owned().expect("a new lock is free");
+                v.insert(slot);
+                Some(guard)
+            }
+        }
+    }
+
     /// Marks users busy with a call this node took over (the cluster already holds them).
     pub fn mark_busy(&self, user: &str, meet_id: &str) {
         self.busy.insert(user.to_string(), meet_id.to_string());
@@ -169,7 +183,10 @@ impl Registry {
     /// waiting on the lock find it empty.
     pub fn remove(&self, guard: &mut SlotGuard) -> Option<LiveCall> {
         let live = guard.take()?;
-        self.calls.remove(&live.call.meet_id);
+        // Only this guard's own slot: the call's id may name another slot by now.
+        let own = OwnedMutexGuard::mutex(guard);
+        self.calls
+            .remove_if(&live.call.meet_id, |_, slot| Arc::ptr_eq(slot, own));
         self.release(&live.call.caller, &live.call.meet_id);
         self.release(&live.call.callee, &live.call.meet_id);
         Some(live)
@@ -224,6 +241,51 @@ mod tests {
             assert_eq!(wins.filter(|w| *w).count(), 1);
             assert_eq!(r.call_of("alice"), r.call_of("bob"));
         }
+    }
+
+    fn ringing_call() -> LiveCall {
+        let caller = crate::store::UserRow {
+            id: "alice".into(),
+            full_name: "Alice".into(),
+            identifier: "alice".into(),
+            img: String::new(),
+        };
+        LiveCall::new(
+            crate::calls::machine::sample_call(crate::calls::machine::Status::Ring),
+            UserData::from(&caller),
+        )
+    }
+
+    /// Two tasks of one node taking over the same call (the sweep and a request for it): one
+    /// slot is registered, and the loser's removal of a slot it lost cannot drop the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_takeovers_of_one_call_register_one_slot() {
+        for round in 0..300 {
+            let r = Arc::new(Registry::default());
+            let barrier = Arc::new(tokio::sync::Barrier::new(2));
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let (r, barrier) = (r.clone(), barrier.clone());
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        r.insert_new(ringing_call()).is_some()
+                    })
+                })
+                .collect();
+            let mut won = 0;
+            for h in handles {
+                won += usize::from(h.await.unwrap());
+            }
+            assert_eq!(won, 1, "round {round}");
+            assert!(r.lock(&ringing_call().call.meet_id).await.is_some());
+        }
+        // A guard whose slot was replaced removes nothing but its own call.
+        let r = Registry::default();
+        let id = ringing_call().call.meet_id;
+        let mut stale = r.insert(ringing_call());
+        let _current = r.insert(ringing_call());
+        assert!(r.remove(&mut stale).is_some());
+        assert!(r.contains(&id), "the newer slot stays");
     }
 
     /// Accept, reject, cancel and the ring timer on worker threads, on one ringing call, many

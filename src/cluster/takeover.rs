@@ -17,7 +17,7 @@ pub async fn claim(app: &Arc<App>, meet_id: &str, dead: &str) -> bool {
         return false;
     };
     if app.calls.contains(meet_id) {
-        return true;
+        return taken_here(app, meet_id).await;
     }
     let rec = match app.store.call(meet_id).await {
         Ok(Some(r)) => r,
@@ -37,7 +37,10 @@ pub async fn claim(app: &Arc<App>, meet_id: &str, dead: &str) -> bool {
     // In the registry (locked) before the claim is visible: a request that finds us in the
     // store waits for the rebuild instead of finding no call.
     let (caller_id, callee_id) = (call.caller.clone(), call.callee.clone());
-    let mut guard = app.calls.insert(LiveCall::new(call, caller));
+    let Some(mut guard) = app.calls.insert_new(LiveCall::new(call, caller)) else {
+        // Another task of this node (the sweep, or a request for the call) got here first.
+        return taken_here(app, meet_id).await;
+    };
     match app
         .store
         .claim_call(meet_id, dead, &cluster.node, rec.rev)
@@ -67,4 +70,10 @@ pub async fn claim(app: &Arc<App>, meet_id: &str, dead: &str) -> bool {
         "call taken over"
     );
     true
+}
+
+/// The call is in this node's registry: live here, or being claimed by another task of this
+/// node, whose outcome (behind the call's lock) is this one's too.
+async fn taken_here(app: &Arc<App>, meet_id: &str) -> bool {
+    app.calls.lock(meet_id).await.is_some()
 }
