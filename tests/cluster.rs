@@ -1017,3 +1017,67 @@ async fn a_socket_that_stops_reading_has_its_drops_counted_on_its_node() {
         "the caller was never refused"
     );
 }
+
+/// A node taken for dead (its heartbeat gone) that comes back under its id before the sweep
+/// forgets it keeps its place in the node list and its presence hash, and is no longer listed
+/// dead, although the looking node has not looked since. Against Redis, with the cluster's own
+/// link (no server process: the race is between two Redis commands).
+#[tokio::test]
+async fn a_node_back_under_its_id_is_neither_dead_nor_forgotten() {
+    use redis::AsyncCommands;
+    use vchat_signal::cluster::link::Cluster;
+    let Some(r) = common::cluster::TestRedis::get() else {
+        common::cluster::must_run("cluster: forget a node", "no Redis");
+        return;
+    };
+    let prefix = format!("vchat-forget-{}", std::process::id());
+    let ttl = std::time::Duration::from_millis(2000);
+    let key = |k: &str| format!("{prefix}:{k}");
+    let a = Cluster::connect(&r.url, "a".into(), &prefix, ttl)
+        .await
+        .unwrap();
+    let _b = Cluster::connect(&r.url, "b".into(), &prefix, ttl)
+        .await
+        .unwrap();
+    let mut con = redis::Client::open(r.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = con.hset(key("pn:b"), "sid-1", "bob").await.unwrap();
+
+    // b dies: its heartbeat is gone.
+    let _: () = con.del(key("node:b")).await.unwrap();
+    assert_eq!(a.dead_nodes().await.unwrap(), vec!["b".to_string()]);
+
+    // b is back under its id (a new run writes its heartbeat) before the sweep forgets it.
+    let _b2 = Cluster::connect(&r.url, "b".into(), &prefix, ttl)
+        .await
+        .unwrap();
+    let _: () = con.hset(key("pn:b"), "sid-2", "bob").await.unwrap();
+    assert!(
+        a.dead_nodes().await.unwrap().is_empty(),
+        "b has a heartbeat"
+    );
+    assert!(!a.forget_node("b").await.unwrap());
+    let nodes: Vec<String> = con.smembers(key("nodes")).await.unwrap();
+    assert!(nodes.contains(&"b".to_string()), "{nodes:?}");
+    let hash: i64 = con.hlen(key("pn:b")).await.unwrap();
+    assert_eq!(hash, 1, "b's new run's presence hash stays");
+
+    // Gone for good this time: forgotten, list entry and hash.
+    let _: () = con.del(key("node:b")).await.unwrap();
+    assert!(a.forget_node("b").await.unwrap());
+    let nodes: Vec<String> = con.smembers(key("nodes")).await.unwrap();
+    assert!(!nodes.contains(&"b".to_string()), "{nodes:?}");
+    let hash: i64 = con.exists(key("pn:b")).await.unwrap();
+    assert_eq!(hash, 0);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = con.del(keys).await.unwrap();
+    }
+}

@@ -41,6 +41,9 @@ pub struct Cluster {
     /// Nodes whose heartbeat was there at the last look (this one always is), and the runs
     /// those heartbeats named.
     alive: RwLock<Alive>,
+    /// One look at a time, read and applied together: a look that read before another must
+    /// not be applied after it (it would bring back a run the later one saw replaced).
+    looking: tokio::sync::Mutex<()>,
     pub(super) pending: DashMap<u64, oneshot::Sender<Reply>>,
     /// Owners of other nodes' calls, as last read from the store.
     pub owners: super::owners::Owners,
@@ -48,6 +51,8 @@ pub struct Cluster {
     pub lanes: super::lanes::Lanes<super::lanes::Candidate>,
     next: AtomicU64,
     release: redis::Script,
+    /// Forgets a node only while its heartbeat is gone (see [`Cluster::forget_node`]).
+    forget: redis::Script,
     /// Tells whether the cluster's keys in Redis are younger than a TTL (see
     /// [`Cluster::data_is_young`]).
     data_age: redis::Script,
@@ -166,7 +171,15 @@ impl Cluster {
             pending: DashMap::new(),
             owners: Default::default(),
             lanes: Default::default(),
-            next: AtomicU64::new(1),
+            // Request ids start anywhere: answers are addressed by node id, so a late answer
+            // to an earlier run of this node must not match a request of this run.
+            next: AtomicU64::new(rand::random::<u64>() >> 1),
+            looking: tokio::sync::Mutex::new(()),
+            // A node restarted under the same id meanwhile is back in the list with its
+            // heartbeat: it stays, and so does its presence hash.
+            forget: redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) redis.call('DEL', KEYS[3]) return 1 else return 0 end",
+            ),
             // Frees a user only from this call: a newer call may hold them already.
             stopping: AtomicBool::new(false),
             release: redis::Script::new(
@@ -246,6 +259,7 @@ impl Cluster {
 
     /// Reads which nodes are alive; returns those that were alive and are not any more.
     pub(super) async fn look(&self) -> redis::RedisResult<Vec<String>> {
+        let _one = self.looking.lock().await;
         let mut c = self.conn.clone();
         // Both, always: the keys' birth mark is set at the first look after they were lost,
         // so a restarted Redis's window is not followed by a second one.
@@ -340,34 +354,52 @@ impl Cluster {
         }
     }
 
-    /// Nodes in the node list whose heartbeat is gone (their calls want an owner).
+    /// Nodes in the node list whose heartbeat is gone (their calls want an owner): not alive
+    /// at the last look, and without a heartbeat now (a node that joined, or came back under
+    /// its id, since that look has one).
     pub async fn dead_nodes(&self) -> redis::RedisResult<Vec<String>> {
         let mut c = self.conn.clone();
         let nodes: Vec<String> = c.smembers(self.key("nodes")).await?;
-        let alive = self.alive.read().expect("not poisoned");
-        if alive.young {
-            // Nothing is known dead until Redis has held heartbeats for a whole TTL.
-            return Ok(Vec::new());
+        let unseen: Vec<String> = {
+            let alive = self.alive.read().expect("not poisoned");
+            if alive.young {
+                // Nothing is known dead until Redis has held heartbeats for a whole TTL.
+                return Ok(Vec::new());
+            }
+            nodes
+                .into_iter()
+                .filter(|n| !alive.nodes.contains(n))
+                .collect()
+        };
+        if unseen.is_empty() {
+            return Ok(unseen);
         }
-        Ok(nodes
+        let beats: Vec<String> = unseen
+            .iter()
+            .map(|n| self.key(&format!("node:{n}")))
+            .collect();
+        // MGET always answers a list, also for one key.
+        let now: Vec<Option<String>> = redis::cmd("MGET").arg(&beats).query_async(&mut c).await?;
+        Ok(unseen
             .into_iter()
-            .filter(|n| !alive.nodes.contains(n))
+            .zip(now)
+            .filter_map(|(n, beat)| beat.is_none().then_some(n))
             .collect())
     }
 
-    /// Drops a dead node from the node list once nothing of it is left to take over.
-    pub async fn forget_node(&self, node: &str) -> redis::RedisResult<()> {
+    /// Drops a dead node from the node list once nothing of it is left to take over; not if it
+    /// has a heartbeat again by then (restarted under the same id). Whether it was dropped.
+    pub async fn forget_node(&self, node: &str) -> redis::RedisResult<bool> {
         let mut c = self.conn.clone();
-        redis::pipe()
-            .cmd("SREM")
-            .arg(self.key("nodes"))
+        let dropped: i64 = self
+            .forget
+            .key(self.key(&format!("node:{node}")))
+            .key(self.key("nodes"))
+            .key(self.presence_hash(node))
             .arg(node)
-            .ignore()
-            .cmd("DEL")
-            .arg(self.presence_hash(node))
-            .ignore()
-            .query_async::<()>(&mut c)
-            .await
+            .invoke_async(&mut c)
+            .await?;
+        Ok(dropped == 1)
     }
 
     /// Looks at the heartbeats now (a node did not answer: is it dead?).
