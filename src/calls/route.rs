@@ -29,7 +29,9 @@ async fn owner(app: &Arc<App>, meet_id: &str) -> Owner {
     let Some(cluster) = app.cluster.as_ref() else {
         return Owner::Here;
     };
-    if app.calls.contains(meet_id) {
+    // Here, unless it was a claim of this node's that has just lost the call to another node:
+    // its lock tells (the work after this takes that lock anyway).
+    if app.calls.contains(meet_id) && takeover::taken_here(app, meet_id).await {
         return Owner::Here;
     }
     let now = std::time::Instant::now();

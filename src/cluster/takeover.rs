@@ -72,8 +72,8 @@ pub async fn claim(app: &Arc<App>, meet_id: &str, dead: &str) -> bool {
     true
 }
 
-/// The call is in this node's registry: live here, or being claimed by another task of this
-/// node, whose outcome (behind the call's lock) is this one's too.
-async fn taken_here(app: &Arc<App>, meet_id: &str) -> bool {
+/// Whether a call in this node's registry is live here, once its lock is free: a claim of it
+/// under way holds the lock until it has won (live here) or lost (gone from the registry).
+pub async fn taken_here(app: &Arc<App>, meet_id: &str) -> bool {
     app.calls.lock(meet_id).await.is_some()
 }
