@@ -180,8 +180,8 @@ impl Cluster {
             forget: redis::Script::new(
                 "if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) redis.call('DEL', KEYS[3]) return 1 else return 0 end",
             ),
-            // Frees a user only from this call: a newer call may hold them already.
             stopping: AtomicBool::new(false),
+            // Frees a user only from this call: a newer call may hold them already.
             release: redis::Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
             ),
