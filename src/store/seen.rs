@@ -86,7 +86,7 @@ impl SeenWrites {
     /// stays readable here until its commit is done, and one recorded again meanwhile (a newer
     /// one) stays pending.
     async fn write_batch(&self, db: &Db) -> sqlx::Result<usize> {
-        let batch: Vec<(String, String)> = {
+        let mut batch: Vec<(String, String)> = {
             let pending = self.pending.lock().expect("not poisoned");
             pending
                 .iter()
@@ -97,6 +97,10 @@ impl SeenWrites {
         if batch.is_empty() {
             return Ok(0);
         }
+        // Rows locked in one order by every writer: two nodes' writers (one per node, on one
+        // PostgreSQL) updating the same users in their maps' orders deadlocked, and connects
+        // writing those users' profiles waited behind the deadlock for seconds.
+        batch.sort_unstable();
         db!(db, |pool, sql| {
             let mut tx = pool.begin().await?;
             for (user, at) in &batch {
@@ -192,6 +196,60 @@ mod tests {
         seen.write_all(&pool).await.unwrap();
         assert_eq!(stored(&pool, "u0").await.as_deref(), Some("t2"));
         assert_eq!(seen.pending("u0"), None);
+    }
+
+    /// Two nodes' writers on one PostgreSQL, the same users pending on both (in their maps'
+    /// different orders): every batch commits, none is chosen as a deadlock's victim.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_writers_on_one_postgresql_never_deadlock() {
+        use sqlx::{Connection, Executor};
+        let admin = std::env::var("VCHAT_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let Ok(mut c) = sqlx::PgConnection::connect(&admin).await else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no PostgreSQL at {admin} (CI must provide it)"
+            );
+            eprintln!("SKIPPED: no PostgreSQL at {admin}");
+            return;
+        };
+        let name = format!("vchat_seen_{}", crate::ids::random_hex(6));
+        c.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let pg = sqlx::PgPool::connect(&format!("{base}/{name}"))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE users (id TEXT PRIMARY KEY, last_seen_at TEXT)")
+            .execute(&pg)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO users (id) SELECT 'u' || g FROM generate_series(0, 299) g")
+            .execute(&pg)
+            .await
+            .unwrap();
+        let pool = Pool::Postgres(pg.clone());
+        for round in 0..20 {
+            let writers: Vec<_> = (0..2)
+                .map(|w| {
+                    let seen = SeenWrites::default();
+                    for i in 0..300 {
+                        seen.record(&format!("u{i}"), format!("r{round}w{w}"));
+                    }
+                    let db = Db { pool: pool.clone() };
+                    tokio::spawn(async move { seen.write_batch(&db).await.map(|_| ()) })
+                })
+                .collect();
+            for w in writers {
+                let done = w.await.unwrap();
+                assert!(done.is_ok(), "round {round}: {done:?}");
+            }
+        }
+        pg.close().await;
+        let _ = c
+            .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+            .await;
     }
 
     #[tokio::test]
