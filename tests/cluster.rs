@@ -1072,12 +1072,5 @@ async fn a_node_back_under_its_id_is_neither_dead_nor_forgotten() {
     assert!(!nodes.contains(&"b".to_string()), "{nodes:?}");
     let hash: i64 = con.exists(key("pn:b")).await.unwrap();
     assert_eq!(hash, 0);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = con.del(keys).await.unwrap();
-    }
+    common::cluster::drop_redis_keys(&r.url, &prefix);
 }

@@ -393,7 +393,7 @@ impl TestCluster {
 
 /// Deletes a test cluster's keys from a shared Redis (heartbeats and presence would expire by
 /// themselves; the node list and busy marks would not).
-fn drop_redis_keys(url: &str, prefix: &str) {
+pub fn drop_redis_keys(url: &str, prefix: &str) {
     let Ok(client) = redis::Client::open(url) else {
         return;
     };
