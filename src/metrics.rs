@@ -95,6 +95,8 @@ pub struct Counted {
     pub adapter_received: Counter,
     /// Bus messages from other nodes for sockets here (events, closes).
     pub peer_emits: Counter,
+    /// Whether Redis answers this node, and what it left unsent meanwhile (cluster mode).
+    pub reach: crate::realtime::remote::Reach,
 }
 
 impl Metrics {
@@ -125,6 +127,19 @@ impl Metrics {
             "Bus messages from other nodes for sockets on this node: events to send, and sockets \
              to close (cluster mode).",
             counted.peer_emits,
+        );
+        registry.register(
+            "vchat_cluster_redis_unanswered",
+            "1 while Redis does not answer this node (a publish failed, and no ping has been \
+             answered since): its sockets get their events and room events, other nodes get \
+             nothing from it (cluster mode).",
+            counted.reach.unanswered,
+        );
+        registry.register(
+            "vchat_cluster_events_unsent",
+            "Events, room emits, closes and room joins or leaves whose part for other nodes was \
+             not sent because Redis did not answer (cluster mode).",
+            counted.reach.unsent,
         );
         if let Some(h) = commit_batches {
             registry.register(

@@ -287,6 +287,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         adapter_dropped,
         adapter_received,
         peer_emits: notify.peer_emits.clone(),
+        reach: notify.reach.clone(),
     };
     let app = Arc::new(App {
         notify,

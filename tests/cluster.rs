@@ -1074,3 +1074,74 @@ async fn a_node_back_under_its_id_is_neither_dead_nor_forgotten() {
     assert_eq!(hash, 0);
     common::cluster::drop_redis_keys(&r.url, &prefix);
 }
+
+/// Redis hangs (stopped, so each command waits for the connection's response timeout): a
+/// node's own sockets keep hearing each other at once, room events included, rather than
+/// waiting half a second behind each publish to other nodes; once Redis answers again, room
+/// events reach the other node again.
+#[tokio::test]
+async fn a_hung_redis_does_not_hold_up_a_nodes_own_sockets() {
+    let Some(mut c) = slow_heartbeat_cluster("cluster: hung redis") else {
+        return;
+    };
+    let redis = c.redis().pid();
+    let (a, b, room) = alice_and_bob(&c).await;
+    let b_tab = token("bob", Some("b-tab"));
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let mut alice = d0.connect("a-phone", &a).await;
+    let mut bob = d0.connect("b-phone", &b).await;
+    let mut bob_tab = d1.connect("b-tab", &b_tab).await;
+    c.settle(&[2, 1]).await;
+    // A call between two sockets on node 0, run there.
+    let meet = create_call(&c.node(0).api(), &a, &room).await;
+    assert_eq!(bob.expect("v1OnNewCall").await["meetId"], meet.as_str());
+    c.node(0)
+        .api()
+        .post(
+            &format!("call/accept/{meet}"),
+            &b,
+            json!({"payload": {"type": "answer", "sdp": "v=0"}}),
+        )
+        .await
+        .ok();
+    alice.expect("v1OnCallAccepted").await;
+    assert_eq!(node_of_call(&c, &meet).await, "n0");
+    let n0 = c.node(0);
+    assert_eq!(n0.metric("vchat_cluster_redis_unanswered").await, 0.0);
+
+    unsafe_kill(redis, 19); // SIGSTOP
+    let resume = ResumeOnDrop(redis);
+    // Forty room events, each to be published for the other node, then a candidate for a
+    // socket on this node: before, each publish held the node's queue for Redis's response
+    // timeout (half a second), so the candidate came 20 s later.
+    let typing = json!({"roomId": room, "status": "typing"});
+    alice.emit_repeated("v1RoomStatusChange", &typing, 40).await;
+    alice.emit("v1IceCandidate", &cand(&meet, 1)).await;
+    assert_eq!(bob.expect("v1OnIceCandidate").await, cand(&meet, 1));
+    // The room events reached the room's sockets on this node (the adapter sends nothing
+    // locally once its publish fails), and the node says what it did not send.
+    assert_eq!(bob.expect("v1OnRoomStatusChange").await["status"], "typing");
+    assert_eq!(n0.metric("vchat_cluster_redis_unanswered").await, 1.0);
+    assert!(n0.metric("vchat_cluster_events_unsent_total").await >= 1.0);
+    drop(resume);
+
+    // Node 0 sends to the other node again once Redis answers.
+    n0.wait_metric("vchat_cluster_redis_unanswered", |v| v == 0.0)
+        .await;
+    let recording = json!({"roomId": room, "status": "recording"});
+    alice.emit("v1RoomStatusChange", &recording).await;
+    loop {
+        if bob_tab.expect("v1OnRoomStatusChange").await["status"] == "recording" {
+            break;
+        }
+    }
+}
+
+/// Resumes a stopped process when dropped, so that a failing test does not leave it stopped.
+struct ResumeOnDrop(u32);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        unsafe_kill(self.0, 18); // SIGCONT
+    }
+}

@@ -442,6 +442,15 @@ impl Cluster {
         .map_err(|e| AskError::Bus(e.to_string()))
     }
 
+    /// Whether Redis answers a ping (within the connection's response timeout).
+    pub async fn answers(&self) -> bool {
+        let mut c = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok()
+    }
+
     /// An event for sockets on `node`: only that node hears it. Returns whether it did (no
     /// one reads its channel while it subscribes again, after a Redis restart).
     pub async fn emit_on(

@@ -11,5 +11,6 @@ pub mod inbox;
 pub mod notify;
 pub mod outbox;
 pub mod presence;
+pub mod remote;
 
 pub use gateway::register;

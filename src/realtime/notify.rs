@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
+use super::remote::{self, Reach, Remote};
 use crate::cluster::driver::{Adapter, Io};
-use crate::cluster::link::{node_of_run, Cluster};
-use crate::cluster::wire::EMITS_SINCE;
+use crate::cluster::link::Cluster;
 
 /// Socket.IO room holding every socket of a user (all devices).
 pub fn user_room(user: &str) -> String {
@@ -32,44 +32,6 @@ pub fn socket_room(sid: Sid) -> String {
     format!("k:{sid}")
 }
 
-/// Cluster mode: every socket operation of this node, done in order by one task, so a room
-/// emit is never overtaken by a leave after it, a join always lands before the emits after it,
-/// and one call's events leave in the order the machine decided them. An event for sockets on
-/// another node goes to that node's bus channel only ([`EMITS_SINCE`]), so the other nodes
-/// never read it; room emits and membership changes go through the Socket.IO adapter's
-/// channel, which every node reads, and so do events for sockets whose node does not read
-/// them on the bus (an older build, or one subscribing again after a Redis restart).
-enum Remote {
-    /// Sockets on this node.
-    Local {
-        sids: Vec<Sid>,
-        event: String,
-        text: String,
-    },
-    /// Sockets on other nodes, each with the run presence has it on.
-    Elsewhere {
-        sids: Vec<(Sid, Option<Arc<str>>)>,
-        event: String,
-        text: String,
-    },
-    /// Rooms on every node.
-    Emit {
-        rooms: Vec<String>,
-        event: String,
-        text: String,
-    },
-    /// Every socket of a user (its user room), on every node, joins or leaves a chat room; `done`
-    /// is told once the change has gone out, so what is sent after it comes after it.
-    Membership {
-        user_room: String,
-        room: String,
-        join: bool,
-        done: tokio::sync::oneshot::Sender<()>,
-    },
-    /// A socket here, or on the run presence has it on.
-    Disconnect(Sid, Option<Arc<str>>),
-}
-
 #[derive(Clone)]
 pub struct Notifier {
     io: Io,
@@ -81,11 +43,13 @@ pub struct Notifier {
     pub dropped: Counter,
     /// Bus messages from other nodes for sockets here (events, closes).
     pub peer_emits: Counter,
+    /// Cluster mode: whether Redis answers, and what was not sent while it did not.
+    pub reach: Reach,
 }
 
 /// Counts an emit refused because the socket's send buffer was full (one to a closed socket
 /// is not counted: its client is gone).
-fn count_full(emitted: Result<(), SendError>, dropped: &Counter) {
+pub(super) fn count_full(emitted: Result<(), SendError>, dropped: &Counter) {
     if let Err(SendError::Socket(SocketError::InternalChannelFull)) = emitted {
         dropped.inc();
     }
@@ -103,11 +67,9 @@ impl Notifier {
         cluster: Option<Arc<Cluster>>,
     ) -> Self {
         let dropped = Counter::default();
-        let remote = cluster.map(|cluster| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(reach_other_nodes(io.clone(), cluster, rx, dropped.clone()));
-            tx
-        });
+        let reach = Reach::default();
+        let remote = cluster
+            .map(|cluster| remote::start(io.clone(), cluster, dropped.clone(), reach.clone()));
         Notifier {
             io,
             presence,
@@ -115,6 +77,7 @@ impl Notifier {
             remote,
             dropped,
             peer_emits: Counter::default(),
+            reach,
         }
     }
 
@@ -342,148 +305,5 @@ impl Notifier {
     /// A socket of this node by the id another node wrote.
     fn socket_named(&self, sid: &str) -> Option<socketioxide::extract::SocketRef<Adapter>> {
         self.io.get_socket(sid.parse().ok()?)
-    }
-}
-
-/// The node whose bus channel reaches a socket on `run`, if that node reads events for sockets
-/// (`on_bus`); `None`: the adapter has to.
-fn bus_node(run: Option<&str>, on_bus: impl Fn(&str) -> bool) -> Option<&str> {
-    run.map(node_of_run).filter(|n| on_bus(n))
-}
-
-/// Sockets on other nodes, by where the bus reaches them: each node that reads events for
-/// sockets gets its own, and the rest (place unknown, or a node of an older build) go through
-/// the adapter.
-fn by_node(
-    sids: Vec<(Sid, Option<Arc<str>>)>,
-    on_bus: impl Fn(&str) -> bool,
-) -> (Vec<(String, Vec<Sid>)>, Vec<Sid>) {
-    let mut nodes: Vec<(String, Vec<Sid>)> = Vec::new();
-    let mut adapter = Vec::new();
-    for (sid, run) in sids {
-        match bus_node(run.as_deref(), &on_bus) {
-            Some(node) => match nodes.iter_mut().find(|(n, _)| n == node) {
-                Some((_, list)) => list.push(sid),
-                None => nodes.push((node.to_string(), vec![sid])),
-            },
-            None => adapter.push(sid),
-        }
-    }
-    (nodes, adapter)
-}
-
-async fn reach_other_nodes(
-    io: Io,
-    cluster: Arc<Cluster>,
-    mut rx: mpsc::UnboundedReceiver<Remote>,
-    dropped: Counter,
-) {
-    while let Some(r) = rx.recv().await {
-        let done = match r {
-            Remote::Local { sids, event, text } => {
-                for sid in sids {
-                    if let Some(s) = io.get_socket(sid) {
-                        count_full(s.emit(&event, &text), &dropped);
-                    }
-                }
-                Ok(())
-            }
-            Remote::Elsewhere { sids, event, text } => {
-                emit_elsewhere(&io, &cluster, sids, &event, &text).await
-            }
-            Remote::Disconnect(sid, run) => close_socket(&io, &cluster, sid, run).await,
-            Remote::Emit { rooms, event, text } => io
-                .to(rooms)
-                .emit(&event, &text)
-                .await
-                .map_err(|e| e.to_string()),
-            Remote::Membership {
-                user_room,
-                room,
-                join,
-                done,
-            } => {
-                let sockets = io.to(user_room);
-                let r = if join {
-                    sockets.join(room).await
-                } else {
-                    sockets.leave(room).await
-                };
-                let _ = done.send(());
-                r.map_err(|e| e.to_string())
-            }
-        };
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "could not reach another node");
-        }
-    }
-}
-
-/// An event for sockets on other nodes: on each node's own channel where that node reads it,
-/// through the adapter for the rest.
-async fn emit_elsewhere(
-    io: &Io,
-    cluster: &Cluster,
-    sids: Vec<(Sid, Option<Arc<str>>)>,
-    event: &str,
-    text: &str,
-) -> Result<(), String> {
-    let (nodes, mut adapter) = by_node(sids, |n| cluster.speaks(n, EMITS_SINCE));
-    for (node, sids) in nodes {
-        let names = sids.iter().map(Sid::to_string).collect();
-        // Unheard (or the bus is down): the adapter's own subscription may be back.
-        if !matches!(cluster.emit_on(&node, names, event, text).await, Ok(true)) {
-            adapter.extend(sids);
-        }
-    }
-    if adapter.is_empty() {
-        return Ok(());
-    }
-    io.to(adapter.into_iter().map(socket_room).collect::<Vec<_>>())
-        .emit(event, text)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Closes a socket here, or on the node presence has it on (through the adapter when that
-/// node does not hear it on its channel).
-async fn close_socket(
-    io: &Io,
-    cluster: &Cluster,
-    sid: Sid,
-    run: Option<Arc<str>>,
-) -> Result<(), String> {
-    if let Some(s) = io.get_socket(sid) {
-        let _ = s.disconnect();
-        return Ok(());
-    }
-    if let Some(node) = bus_node(run.as_deref(), |n| cluster.speaks(n, EMITS_SINCE)) {
-        if matches!(cluster.kick(node, sid.to_string()).await, Ok(true)) {
-            return Ok(());
-        }
-    }
-    io.to(socket_room(sid))
-        .disconnect()
-        .await
-        .map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sockets_elsewhere_go_to_their_nodes_or_through_the_adapter() {
-        let (a, b, c, d) = (Sid::new(), Sid::new(), Sid::new(), Sid::new());
-        let sids = vec![
-            (a, Some(Arc::from("n1#x"))),
-            (b, Some(Arc::from("n2#y"))),
-            (c, Some(Arc::from("n1#x"))),
-            (d, None),
-        ];
-        // n2 is of an older build: its socket and the one of unknown place take the adapter.
-        let (nodes, adapter) = by_node(sids, |n| n == "n1");
-        assert_eq!(nodes, vec![("n1".to_string(), vec![a, c])]);
-        assert_eq!(adapter, vec![b, d]);
     }
 }

@@ -79,6 +79,11 @@ impl TestRedis {
         false
     }
 
+    /// Our own `redis-server`'s process id (to stop and resume it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("our own redis-server").id()
+    }
+
     /// Kills our own Redis and starts it again, empty, on the same port.
     pub fn restart_empty(&mut self) {
         let mut old = self.child.take().expect("our own redis-server");

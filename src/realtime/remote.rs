@@ -1,0 +1,320 @@
+//! Cluster mode: the one task that does this node's socket work in order (see [`Remote`]), and
+//! what it does while Redis does not answer.
+//!
+//! A publish to a hung Redis waits for the connection's response timeout (half a second), and
+//! this node's own sockets' events wait in the same queue behind it (they must, to keep their
+//! order with room emits). So the first publish that fails marks Redis unanswered, and until a
+//! ping is answered again the task does only this node's part of each operation: events for
+//! sockets here are sent, room emits and membership changes are done for the sockets here,
+//! and what was for other nodes is counted as unsent (it would have failed anyway, half a
+//! second later each). The Socket.IO adapter sends nothing locally when its publish fails, so
+//! without this a room emit was lost for this node's sockets as well.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use socketioxide::socket::Sid;
+use socketioxide::BroadcastError;
+use tokio::sync::mpsc;
+
+use super::notify::{count_full, socket_room};
+use crate::cluster::driver::Io;
+use crate::cluster::link::{node_of_run, AskError, Cluster};
+use crate::cluster::wire::EMITS_SINCE;
+
+/// Cluster mode: every socket operation of this node, done in order by one task, so a room
+/// emit is never overtaken by a leave after it, a join always lands before the emits after it,
+/// and one call's events leave in the order the machine decided them. An event for sockets on
+/// another node goes to that node's bus channel only ([`EMITS_SINCE`]), so the other nodes
+/// never read it; room emits and membership changes go through the Socket.IO adapter's
+/// channel, which every node reads, and so do events for sockets whose node does not read
+/// them on the bus (an older build, or one subscribing again after a Redis restart).
+pub(super) enum Remote {
+    /// Sockets on this node.
+    Local {
+        sids: Vec<Sid>,
+        event: String,
+        text: String,
+    },
+    /// Sockets on other nodes, each with the run presence has it on.
+    Elsewhere {
+        sids: Vec<(Sid, Option<Arc<str>>)>,
+        event: String,
+        text: String,
+    },
+    /// Rooms on every node.
+    Emit {
+        rooms: Vec<String>,
+        event: String,
+        text: String,
+    },
+    /// Every socket of a user (its user room), on every node, joins or leaves a chat room; `done`
+    /// is told once the change has gone out, so what is sent after it comes after it.
+    Membership {
+        user_room: String,
+        room: String,
+        join: bool,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+    /// A socket here, or on the run presence has it on.
+    Disconnect(Sid, Option<Arc<str>>),
+}
+
+/// Whether this node takes Redis for unanswered, and what it left unsent for other nodes
+/// meanwhile (exported in `/metrics`).
+#[derive(Clone, Default)]
+pub struct Reach {
+    /// 1 while Redis is taken for unanswered.
+    pub unanswered: Gauge,
+    /// Operations whose part for other nodes was not sent because Redis did not answer.
+    pub unsent: Counter,
+}
+
+/// How often a node that takes Redis for unanswered asks it again.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// Starts the task; returns its queue.
+pub(super) fn start(
+    io: Io,
+    cluster: Arc<Cluster>,
+    dropped: Counter,
+    reach: Reach,
+) -> mpsc::UnboundedSender<Remote> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(reach_other_nodes(io, cluster, rx, dropped, reach));
+    tx
+}
+
+/// What went wrong with one operation.
+enum Failed {
+    /// Redis did not take the publish: take it for unanswered.
+    Redis(String),
+    /// Anything else (logged).
+    Other(String),
+}
+
+async fn reach_other_nodes(
+    io: Io,
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::UnboundedReceiver<Remote>,
+    dropped: Counter,
+    reach: Reach,
+) {
+    while let Some(r) = rx.recv().await {
+        let up = reach.unanswered.get() == 0;
+        let done = match r {
+            Remote::Local { sids, event, text } => {
+                for sid in sids {
+                    if let Some(s) = io.get_socket(sid) {
+                        count_full(s.emit(&event, &text), &dropped);
+                    }
+                }
+                Ok(())
+            }
+            // A close of a socket here needs no Redis.
+            Remote::Disconnect(sid, _) if !up => {
+                if let Some(s) = io.get_socket(sid) {
+                    let _ = s.disconnect();
+                } else {
+                    reach.unsent.inc();
+                }
+                Ok(())
+            }
+            Remote::Elsewhere { .. } if !up => {
+                reach.unsent.inc();
+                Ok(())
+            }
+            Remote::Elsewhere { sids, event, text } => {
+                emit_elsewhere(&io, &cluster, sids, &event, &text).await
+            }
+            Remote::Disconnect(sid, run) => close_socket(&io, &cluster, sid, run).await,
+            Remote::Emit { rooms, event, text } if !up => {
+                let _ = io.local().to(rooms).emit(&event, &text).await;
+                reach.unsent.inc();
+                Ok(())
+            }
+            Remote::Emit { rooms, event, text } => {
+                match io.to(rooms.clone()).emit(&event, &text).await {
+                    // Sent (a socket here may have refused it: closed, or not reading).
+                    Ok(()) | Err(BroadcastError::Socket(_)) => Ok(()),
+                    // Not published, so not sent here either.
+                    Err(BroadcastError::Adapter(e)) => {
+                        let _ = io.local().to(rooms).emit(&event, &text).await;
+                        Err(Failed::Redis(e.to_string()))
+                    }
+                    Err(e) => Err(Failed::Other(e.to_string())),
+                }
+            }
+            Remote::Membership {
+                user_room,
+                room,
+                join,
+                done,
+            } => {
+                let r = if up {
+                    let sockets = io.to(user_room.clone());
+                    if join {
+                        sockets.join(room.clone()).await
+                    } else {
+                        sockets.leave(room.clone()).await
+                    }
+                    .map_err(|e| Failed::Redis(e.to_string()))
+                } else {
+                    reach.unsent.inc();
+                    Ok(())
+                };
+                // Not published, so not done here either.
+                if !up || r.is_err() {
+                    let sockets = io.local().to(user_room);
+                    let _ = if join {
+                        sockets.join(room).await
+                    } else {
+                        sockets.leave(room).await
+                    };
+                }
+                let _ = done.send(());
+                r
+            }
+        };
+        match done {
+            Ok(()) => {}
+            Err(Failed::Other(e)) => tracing::warn!(error = %e, "could not reach another node"),
+            Err(Failed::Redis(e)) => {
+                reach.unsent.inc();
+                unanswered(&cluster, &reach, &e);
+            }
+        }
+    }
+}
+
+/// Takes Redis for unanswered until a ping is answered.
+fn unanswered(cluster: &Arc<Cluster>, reach: &Reach, error: &str) {
+    if reach.unanswered.set(1) == 1 {
+        return;
+    }
+    tracing::warn!(
+        error,
+        "Redis does not answer: until it does, this node's sockets get their events and room \
+         events, and other nodes get nothing from this node"
+    );
+    let (cluster, reach) = (cluster.clone(), reach.clone());
+    tokio::spawn(async move {
+        // Asked at once: after a hiccup (one slow answer) Redis answers the first ping.
+        while !cluster.answers().await {
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+        reach.unanswered.set(0);
+        tracing::info!("Redis answers again: events for other nodes are sent again");
+    });
+}
+
+/// An event for sockets on other nodes: on each node's own channel where that node reads it,
+/// through the adapter for the rest.
+async fn emit_elsewhere(
+    io: &Io,
+    cluster: &Cluster,
+    sids: Vec<(Sid, Option<Arc<str>>)>,
+    event: &str,
+    text: &str,
+) -> Result<(), Failed> {
+    let (nodes, mut adapter) = by_node(sids, |n| cluster.speaks(n, EMITS_SINCE));
+    for (node, sids) in nodes {
+        let names = sids.iter().map(Sid::to_string).collect();
+        match cluster.emit_on(&node, names, event, text).await {
+            Ok(true) => {}
+            // Unheard: the node is subscribing again, and its adapter's subscription may be
+            // back already.
+            Ok(false) => adapter.extend(sids),
+            Err(e) => return Err(Failed::Redis(e.to_string())),
+        }
+    }
+    if adapter.is_empty() {
+        return Ok(());
+    }
+    io.to(adapter.into_iter().map(socket_room).collect::<Vec<_>>())
+        .emit(event, text)
+        .await
+        .map_err(broadcast_failed)
+}
+
+/// Closes a socket here, or on the node presence has it on (through the adapter when that
+/// node does not hear it on its channel).
+async fn close_socket(
+    io: &Io,
+    cluster: &Cluster,
+    sid: Sid,
+    run: Option<Arc<str>>,
+) -> Result<(), Failed> {
+    if let Some(s) = io.get_socket(sid) {
+        let _ = s.disconnect();
+        return Ok(());
+    }
+    if let Some(node) = bus_node(run.as_deref(), |n| cluster.speaks(n, EMITS_SINCE)) {
+        match cluster.kick(node, sid.to_string()).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e @ AskError::Bus(_)) => return Err(Failed::Redis(e.to_string())),
+            Err(e) => return Err(Failed::Other(e.to_string())),
+        }
+    }
+    io.to(socket_room(sid))
+        .disconnect()
+        .await
+        .map_err(broadcast_failed)
+}
+
+fn broadcast_failed(e: BroadcastError) -> Failed {
+    match e {
+        BroadcastError::Adapter(e) => Failed::Redis(e.to_string()),
+        e => Failed::Other(e.to_string()),
+    }
+}
+
+/// The node whose bus channel reaches a socket on `run`, if that node reads events for sockets
+/// (`on_bus`); `None`: the adapter has to.
+fn bus_node(run: Option<&str>, on_bus: impl Fn(&str) -> bool) -> Option<&str> {
+    run.map(node_of_run).filter(|n| on_bus(n))
+}
+
+/// Sockets on other nodes, by where the bus reaches them: each node that reads events for
+/// sockets gets its own, and the rest (place unknown, or a node of an older build) go through
+/// the adapter.
+fn by_node(
+    sids: Vec<(Sid, Option<Arc<str>>)>,
+    on_bus: impl Fn(&str) -> bool,
+) -> (Vec<(String, Vec<Sid>)>, Vec<Sid>) {
+    let mut nodes: Vec<(String, Vec<Sid>)> = Vec::new();
+    let mut adapter = Vec::new();
+    for (sid, run) in sids {
+        match bus_node(run.as_deref(), &on_bus) {
+            Some(node) => match nodes.iter_mut().find(|(n, _)| n == node) {
+                Some((_, list)) => list.push(sid),
+                None => nodes.push((node.to_string(), vec![sid])),
+            },
+            None => adapter.push(sid),
+        }
+    }
+    (nodes, adapter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_elsewhere_go_to_their_nodes_or_through_the_adapter() {
+        let (a, b, c, d) = (Sid::new(), Sid::new(), Sid::new(), Sid::new());
+        let sids = vec![
+            (a, Some(Arc::from("n1#x"))),
+            (b, Some(Arc::from("n2#y"))),
+            (c, Some(Arc::from("n1#x"))),
+            (d, None),
+        ];
+        // n2 is of an older build: its socket and the one of unknown place take the adapter.
+        let (nodes, adapter) = by_node(sids, |n| n == "n1");
+        assert_eq!(nodes, vec![("n1".to_string(), vec![a, c])]);
+        assert_eq!(adapter, vec![b, d]);
+    }
+}
