@@ -173,19 +173,22 @@ mod tests {
                 for _ in 0..(seed >> 23) {
                     std::hint::spin_loop();
                 }
-                match lanes.file("m", i) {
-                    Filed::Queued => {}
-                    // The filer outran the drainers: wait for them, as a refused candidate would.
-                    Filed::Full(i) => loop {
-                        std::thread::yield_now();
-                        if let Filed::Queued = lanes.file("m", i) {
+                let mut item = i;
+                loop {
+                    match lanes.file("m", item) {
+                        Filed::Queued => break,
+                        Filed::Free(i) => {
+                            // As the subscriber does when the call's lock is held.
+                            assert!(lanes.open("m", i));
+                            start.send(()).unwrap();
                             break;
                         }
-                    },
-                    Filed::Free(i) => {
-                        // As the subscriber does when the call's lock is held.
-                        assert!(lanes.open("m", i));
-                        start.send(()).unwrap();
+                        // The filer outran the drainers: wait for them, as a refused candidate
+                        // would. They may empty and close the lane meanwhile (then it is free).
+                        Filed::Full(i) => {
+                            item = i;
+                            std::thread::yield_now();
+                        }
                     }
                 }
             }
