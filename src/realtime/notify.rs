@@ -7,12 +7,11 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use socketioxide::socket::Sid;
-use socketioxide::{SendError, SocketError};
 use tokio::sync::mpsc;
 
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
-use super::remote::{self, Reach, Remote};
+use super::remote::{self, count_full, Reach, Remote};
 use crate::cluster::driver::{Adapter, Io};
 use crate::cluster::link::Cluster;
 
@@ -25,11 +24,6 @@ pub fn user_room(user: &str) -> String {
 /// collide with a room id.
 pub fn chat_room(room: &str) -> String {
     format!("r:{room}")
-}
-
-/// Socket.IO room of one socket, so another node can reach it (cluster mode).
-pub fn socket_room(sid: Sid) -> String {
-    format!("k:{sid}")
 }
 
 #[derive(Clone)]
@@ -45,14 +39,6 @@ pub struct Notifier {
     pub peer_emits: Counter,
     /// Cluster mode: whether Redis answers, and what was not sent while it did not.
     pub reach: Reach,
-}
-
-/// Counts an emit refused because the socket's send buffer was full (one to a closed socket
-/// is not counted: its client is gone).
-pub(super) fn count_full(emitted: Result<(), SendError>, dropped: &Counter) {
-    if let Err(SendError::Socket(SocketError::InternalChannelFull)) = emitted {
-        dropped.inc();
-    }
 }
 
 pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {

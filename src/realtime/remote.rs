@@ -16,13 +16,25 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use socketioxide::socket::Sid;
-use socketioxide::BroadcastError;
+use socketioxide::{BroadcastError, SendError, SocketError};
 use tokio::sync::mpsc;
 
-use super::notify::{count_full, socket_room};
 use crate::cluster::driver::Io;
 use crate::cluster::link::{node_of_run, AskError, Cluster};
 use crate::cluster::wire::EMITS_SINCE;
+
+/// Socket.IO room of one socket, so another node can reach it (cluster mode).
+pub fn socket_room(sid: Sid) -> String {
+    format!("k:{sid}")
+}
+
+/// Counts an emit refused because the socket's send buffer was full (one to a closed socket
+/// is not counted: its client is gone).
+pub(super) fn count_full(emitted: Result<(), SendError>, dropped: &Counter) {
+    if let Err(SendError::Socket(SocketError::InternalChannelFull)) = emitted {
+        dropped.inc();
+    }
+}
 
 /// Cluster mode: every socket operation of this node, done in order by one task, so a room
 /// emit is never overtaken by a leave after it, a join always lands before the emits after it,
