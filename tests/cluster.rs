@@ -1137,6 +1137,79 @@ async fn a_hung_redis_does_not_hold_up_a_nodes_own_sockets() {
     }
 }
 
+/// A text message from `token` to `room`, its content also its local id.
+async fn say(api: &Api, token: &str, room: &str, text: &str) {
+    api.post(
+        &format!("channel/{room}/message/"),
+        token,
+        json!({"content": text, "localId": text, "messageType": "text"}),
+    )
+    .await
+    .ok();
+}
+
+/// A member removed from a group while Redis hangs leaves it on every node: at once on the
+/// node that removed them, and on the other nodes once Redis answers, before anything sent to
+/// the group after that. Bob's tablet on node 1 does not hear alice's group message sent after
+/// Redis is back, and does hear her next message in their own room (both room emits travel the
+/// adapter's one channel, in order, so the first would have arrived before the second).
+#[tokio::test]
+async fn a_member_removed_while_redis_hangs_leaves_the_group_on_every_node() {
+    let Some(mut c) = slow_heartbeat_cluster("cluster: removal in a hung redis") else {
+        return;
+    };
+    let redis = c.redis().pid();
+    let (a, _b, pair) = alice_and_bob(&c).await;
+    let b_tab = token("bob", Some("b-tab"));
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let mut bob_tab = d1.connect("b-tab", &b_tab).await;
+    c.settle(&[1, 1]).await;
+    let api0 = c.node(0).api();
+    let form = reqwest::multipart::Form::new()
+        .text("groupName", "Team")
+        .text("identifiers", json!(["bob"]).to_string());
+    let group = api0
+        .multipart("POST", "channel/group", Some(&a), form)
+        .await
+        .ok()["rId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    say(&api0, &a, &group, "before").await;
+    loop {
+        let m = bob_tab.expect("v1OnNewMessage").await;
+        if m["lId"] == "before" {
+            break;
+        }
+    }
+
+    unsafe_kill(redis, 19); // SIGSTOP
+    let resume = ResumeOnDrop(redis);
+    api0.delete(&format!("channel/{group}/group/members/bob"), &a)
+        .await
+        .ok();
+    let n0 = c.node(0);
+    n0.wait_metric("vchat_cluster_redis_unanswered", |v| v == 1.0)
+        .await;
+    drop(resume);
+    n0.wait_metric("vchat_cluster_redis_unanswered", |v| v == 0.0)
+        .await;
+
+    say(&api0, &a, &group, "after").await;
+    say(&api0, &a, &pair, "in our room").await;
+    loop {
+        let m = bob_tab.expect("v1OnNewMessage").await;
+        assert_ne!(
+            m["lId"], "after",
+            "bob's tablet still heard the group after his removal"
+        );
+        if m["lId"] == "in our room" {
+            break;
+        }
+    }
+}
+
 /// Resumes a stopped process when dropped, so that a failing test does not leave it stopped.
 struct ResumeOnDrop(u32);
 

@@ -3,13 +3,17 @@
 //!
 //! A publish to a hung Redis waits for the connection's response timeout (half a second), and
 //! this node's own sockets' events wait in the same queue behind it (they must, to keep their
-//! order with room emits). So the first publish that fails marks Redis unanswered, and until a
-//! ping is answered again the task does only this node's part of each operation: events for
-//! sockets here are sent, room emits and membership changes are done for the sockets here,
-//! and what was for other nodes is counted as unsent (it would have failed anyway, half a
-//! second later each). The Socket.IO adapter sends nothing locally when its publish fails, so
-//! without this a room emit was lost for this node's sockets as well.
+//! order with room emits). So when a publish fails and Redis does not answer a ping within
+//! 100 ms either (one slow answer is not an outage), Redis is taken for unanswered until a ping
+//! is answered again, and meanwhile the task does only this node's part of each operation:
+//! events for sockets here are sent, room emits and membership changes are done for the
+//! sockets here. Events for other nodes are counted as unsent (each would have waited half a
+//! second and failed); room joins and leaves and socket closes for other nodes are kept, in
+//! order, and done once Redis answers, before anything after them, so a member removed during
+//! the outage stops hearing the room everywhere. The Socket.IO adapter sends nothing locally
+//! when its publish fails, so without this a room emit was lost for this node's sockets too.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +76,8 @@ pub(super) enum Remote {
     },
     /// A socket here, or on the run presence has it on.
     Disconnect(Sid, Option<Arc<str>>),
+    /// Redis answers again: do what was kept for other nodes.
+    Resumed,
 }
 
 /// Whether this node takes Redis for unanswered, and what it left unsent for other nodes
@@ -95,56 +101,115 @@ pub(super) fn start(
     reach: Reach,
 ) -> mpsc::UnboundedSender<Remote> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(reach_other_nodes(io, cluster, rx, dropped, reach));
+    let task = Reacher {
+        io,
+        cluster,
+        dropped,
+        reach,
+        later: VecDeque::new(),
+        wake: tx.downgrade(),
+    };
+    tokio::spawn(task.run(rx));
     tx
 }
 
 /// What went wrong with one operation.
 enum Failed {
-    /// Redis did not take the publish: take it for unanswered.
+    /// Redis did not take the publish.
     Redis(String),
     /// Anything else (logged).
     Other(String),
 }
 
-async fn reach_other_nodes(
+/// Work for other nodes that must not be lost to an outage: room joins and leaves (a member
+/// removed must stop hearing the room on every node) and socket closes (a logout, a ban).
+/// Their part here is done at once; their part for other nodes is done, in order, once Redis
+/// answers again.
+enum Later {
+    Membership {
+        user_room: String,
+        room: String,
+        join: bool,
+    },
+    Close(Sid, Option<Arc<str>>),
+}
+
+/// Work kept for later, at most: beyond it, counted as unsent.
+const LATER_MAX: usize = 10_000;
+
+/// How long a failed publish waits for Redis to answer a ping before Redis is taken for
+/// unanswered: a single slow answer (a fork, an fsync stall) is not an outage.
+const CHECK_WITHIN: Duration = Duration::from_millis(100);
+
+struct Reacher {
     io: Io,
     cluster: Arc<Cluster>,
-    mut rx: mpsc::UnboundedReceiver<Remote>,
     dropped: Counter,
     reach: Reach,
-) {
-    while let Some(r) = rx.recv().await {
-        let up = reach.unanswered.get() == 0;
+    later: VecDeque<Later>,
+    /// The probe's way to wake the task when Redis answers again (weak: the queue still closes
+    /// when the notifier goes).
+    wake: mpsc::WeakUnboundedSender<Remote>,
+}
+
+impl Reacher {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Remote>) {
+        while let Some(r) = rx.recv().await {
+            // Before: Redis may answer again before the probe's wake-up is queued. After: a
+            // publish that failed while Redis answers a ping left its room change or close kept.
+            if self.up() && !self.later.is_empty() {
+                self.catch_up().await;
+            }
+            self.one(r).await;
+            if self.up() && !self.later.is_empty() {
+                self.catch_up().await;
+            }
+        }
+    }
+
+    fn up(&self) -> bool {
+        self.reach.unanswered.get() == 0
+    }
+
+    async fn one(&mut self, r: Remote) {
+        let (io, cluster) = (&self.io, &*self.cluster);
+        let up = self.up();
         let done = match r {
             Remote::Local { sids, event, text } => {
                 for sid in sids {
                     if let Some(s) = io.get_socket(sid) {
-                        count_full(s.emit(&event, &text), &dropped);
+                        count_full(s.emit(&event, &text), &self.dropped);
                     }
                 }
                 Ok(())
             }
+            Remote::Resumed => Ok(()),
             // A close of a socket here needs no Redis.
-            Remote::Disconnect(sid, _) if !up => {
+            Remote::Disconnect(sid, run) if !up => {
                 if let Some(s) = io.get_socket(sid) {
                     let _ = s.disconnect();
                 } else {
-                    reach.unsent.inc();
+                    self.keep(Later::Close(sid, run));
                 }
                 Ok(())
             }
             Remote::Elsewhere { .. } if !up => {
-                reach.unsent.inc();
+                self.reach.unsent.inc();
                 Ok(())
             }
             Remote::Elsewhere { sids, event, text } => {
-                emit_elsewhere(&io, &cluster, sids, &event, &text).await
+                emit_elsewhere(io, cluster, sids, &event, &text).await
             }
-            Remote::Disconnect(sid, run) => close_socket(&io, &cluster, sid, run).await,
+            Remote::Disconnect(sid, run) => {
+                let r = close_socket(io, cluster, sid, run.clone()).await;
+                if matches!(r, Err(Failed::Redis(_))) {
+                    self.keep(Later::Close(sid, run));
+                }
+                r
+            }
             Remote::Emit { rooms, event, text } if !up => {
                 let _ = io.local().to(rooms).emit(&event, &text).await;
-                reach.unsent.inc();
+                self.reach.unsent.inc();
                 Ok(())
             }
             Remote::Emit { rooms, event, text } => {
@@ -154,6 +219,7 @@ async fn reach_other_nodes(
                     // Not published, so not sent here either.
                     Err(BroadcastError::Adapter(e)) => {
                         let _ = io.local().to(rooms).emit(&event, &text).await;
+                        self.reach.unsent.inc();
                         Err(Failed::Redis(e.to_string()))
                     }
                     Err(e) => Err(Failed::Other(e.to_string())),
@@ -166,60 +232,127 @@ async fn reach_other_nodes(
                 done,
             } => {
                 let r = if up {
-                    let sockets = io.to(user_room.clone());
-                    if join {
-                        sockets.join(room.clone()).await
-                    } else {
-                        sockets.leave(room.clone()).await
-                    }
-                    .map_err(|e| Failed::Redis(e.to_string()))
+                    membership(io.to(user_room.clone()), &room, join)
+                        .await
+                        .map_err(Failed::Redis)
                 } else {
-                    reach.unsent.inc();
-                    Ok(())
+                    Err(Failed::Redis(String::new()))
                 };
-                // Not published, so not done here either.
-                if !up || r.is_err() {
-                    let sockets = io.local().to(user_room);
-                    let _ = if join {
-                        sockets.join(room).await
-                    } else {
-                        sockets.leave(room).await
-                    };
+                // Not published, so not done here either: done here now, elsewhere later.
+                if r.is_err() {
+                    let _ = membership(io.local().to(user_room.clone()), &room, join).await;
+                    self.keep(Later::Membership {
+                        user_room,
+                        room,
+                        join,
+                    });
                 }
                 let _ = done.send(());
-                r
+                if up {
+                    r
+                } else {
+                    Ok(())
+                }
             }
         };
         match done {
             Ok(()) => {}
             Err(Failed::Other(e)) => tracing::warn!(error = %e, "could not reach another node"),
-            Err(Failed::Redis(e)) => {
-                reach.unsent.inc();
-                unanswered(&cluster, &reach, &e);
+            Err(Failed::Redis(e)) => self.failed(&e).await,
+        }
+    }
+
+    /// Keeps work for other nodes until Redis answers.
+    fn keep(&mut self, later: Later) {
+        if self.later.len() >= LATER_MAX {
+            self.reach.unsent.inc();
+            return;
+        }
+        self.later.push_back(later);
+    }
+
+    /// Does the kept work for other nodes, in order; stops at the first that Redis does not
+    /// take (it stays first).
+    async fn catch_up(&mut self) {
+        let kept = self.later.len();
+        while let Some(later) = self.later.pop_front() {
+            let r = match &later {
+                Later::Membership {
+                    user_room,
+                    room,
+                    join,
+                } => membership(self.io.to(user_room.clone()), room, *join)
+                    .await
+                    .map_err(Failed::Redis),
+                Later::Close(sid, run) => {
+                    close_socket(&self.io, &self.cluster, *sid, run.clone()).await
+                }
+            };
+            match r {
+                Ok(()) => {}
+                Err(Failed::Other(e)) => tracing::warn!(error = %e, "could not reach another node"),
+                Err(Failed::Redis(e)) => {
+                    self.later.push_front(later);
+                    self.failed(&e).await;
+                    return;
+                }
             }
         }
+        tracing::info!(
+            kept,
+            "room changes and socket closes kept for other nodes are sent"
+        );
+    }
+
+    /// A publish failed: unless Redis answers a ping at once (a single slow answer), take it
+    /// for unanswered until a ping is answered.
+    async fn failed(&mut self, error: &str) {
+        if !self.up() {
+            return;
+        }
+        let answers = tokio::time::timeout(CHECK_WITHIN, self.cluster.answers()).await;
+        if answers == Ok(true) {
+            tracing::warn!(
+                error,
+                "a publish failed, though Redis answers a ping: events it carried for other \
+                 nodes are lost, a room change or socket close is sent again"
+            );
+            return;
+        }
+        self.reach.unanswered.set(1);
+        tracing::warn!(
+            error,
+            "Redis does not answer: until it does, this node's sockets get their events and room \
+             events, and other nodes get nothing from this node but its room changes and socket \
+             closes, kept until then"
+        );
+        let (cluster, reach, wake) = (self.cluster.clone(), self.reach.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            while !cluster.answers().await {
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+            reach.unanswered.set(0);
+            tracing::info!("Redis answers again: events for other nodes are sent again");
+            if let Some(wake) = wake.upgrade() {
+                let _ = wake.send(Remote::Resumed);
+            }
+        });
     }
 }
 
-/// Takes Redis for unanswered until a ping is answered.
-fn unanswered(cluster: &Arc<Cluster>, reach: &Reach, error: &str) {
-    if reach.unanswered.set(1) == 1 {
-        return;
+/// A user's sockets (`sockets`: everywhere, or here only) join or leave a chat room.
+async fn membership(
+    sockets: socketioxide::operators::BroadcastOperators<crate::cluster::driver::Adapter>,
+    room: &str,
+    join: bool,
+) -> Result<(), String> {
+    let room = room.to_string();
+    if join {
+        sockets.join(room).await
+    } else {
+        sockets.leave(room).await
     }
-    tracing::warn!(
-        error,
-        "Redis does not answer: until it does, this node's sockets get their events and room \
-         events, and other nodes get nothing from this node"
-    );
-    let (cluster, reach) = (cluster.clone(), reach.clone());
-    tokio::spawn(async move {
-        // Asked at once: after a hiccup (one slow answer) Redis answers the first ping.
-        while !cluster.answers().await {
-            tokio::time::sleep(PROBE_EVERY).await;
-        }
-        reach.unanswered.set(0);
-        tracing::info!("Redis answers again: events for other nodes are sent again");
-    });
+    .map_err(|e| e.to_string())
 }
 
 /// An event for sockets on other nodes: on each node's own channel where that node reads it,
