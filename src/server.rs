@@ -202,6 +202,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         }
         _ => crate::cluster::driver::Pubsub::Alone,
     };
+    let adapter_connection = pubsub.connection();
     let adapter_config = RedisAdapterConfig::new().with_prefix(
         cluster
             .as_ref()
@@ -281,6 +282,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         presence.clone(),
         outbox.clone(),
         cluster.clone(),
+        adapter_connection,
     );
     let counted = crate::metrics::Counted {
         emits_dropped: notify.dropped.clone(),

@@ -31,6 +31,16 @@ pub enum Pubsub {
     Redis(Resilient),
 }
 
+impl Pubsub {
+    /// The Redis connection the adapter publishes on (to ask whether Redis answers it).
+    pub fn connection(&self) -> Option<ConnectionManager> {
+        match self {
+            Pubsub::Alone => None,
+            Pubsub::Redis(r) => Some(r.conn.clone()),
+        }
+    }
+}
+
 type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
 
 /// The Redis side of the adapter: pub/sub on a connection manager with automatic

@@ -51,11 +51,19 @@ impl Notifier {
         presence: Arc<Presence>,
         outbox: Arc<Outboxes>,
         cluster: Option<Arc<Cluster>>,
+        adapter: Option<redis::aio::ConnectionManager>,
     ) -> Self {
         let dropped = Counter::default();
         let reach = Reach::default();
-        let remote = cluster
-            .map(|cluster| remote::start(io.clone(), cluster, dropped.clone(), reach.clone()));
+        let remote = cluster.map(|cluster| {
+            remote::start(
+                io.clone(),
+                cluster,
+                adapter.clone(),
+                dropped.clone(),
+                reach.clone(),
+            )
+        });
         Notifier {
             io,
             presence,

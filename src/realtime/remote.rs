@@ -8,17 +8,19 @@
 //! is answered again, and meanwhile the task does only this node's part of each operation:
 //! events for sockets here are sent, room emits and membership changes are done for the
 //! sockets here. Events for other nodes are counted as unsent (each would have waited half a
-//! second and failed); room joins and leaves and socket closes for other nodes are kept, in
-//! order, and done once Redis answers, before anything after them, so a member removed during
-//! the outage stops hearing the room everywhere. The Socket.IO adapter sends nothing locally
+//! second and failed); room joins and leaves and socket closes for other nodes are kept (see
+//! [`Kept`]) and done once Redis answers, and until they are, nothing later goes to other
+//! nodes either: a member removed during the outage stops hearing the room everywhere before
+//! the room's next emit reaches another node. The Socket.IO adapter sends nothing locally
 //! when its publish fails, so without this a room emit was lost for this node's sockets too.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use redis::aio::ConnectionManager;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError};
 use tokio::sync::mpsc;
@@ -93,20 +95,23 @@ pub struct Reach {
 /// How often a node that takes Redis for unanswered asks it again.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 
-/// Starts the task; returns its queue.
+/// Starts the task; returns its queue. `adapter`: the Socket.IO adapter's own Redis
+/// connection, which its publishes go through (pinged with the cluster's own).
 pub(super) fn start(
     io: Io,
     cluster: Arc<Cluster>,
+    adapter: Option<ConnectionManager>,
     dropped: Counter,
     reach: Reach,
 ) -> mpsc::UnboundedSender<Remote> {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = Reacher {
         io,
-        cluster,
+        probe: Arc::new(Probe { cluster, adapter }),
         dropped,
         reach,
-        later: VecDeque::new(),
+        kept: Kept::default(),
+        retry_after: PROBE_EVERY,
         wake: tx.downgrade(),
     };
     tokio::spawn(task.run(rx));
@@ -123,47 +128,78 @@ enum Failed {
 
 /// Work for other nodes that must not be lost to an outage: room joins and leaves (a member
 /// removed must stop hearing the room on every node) and socket closes (a logout, a ban).
-/// Their part here is done at once; their part for other nodes is done, in order, once Redis
-/// answers again.
-enum Later {
-    Membership {
-        user_room: String,
-        room: String,
-        join: bool,
-    },
-    Close(Sid, Option<Arc<str>>),
+/// Their part here is done at once; their part for other nodes waits until Redis answers.
+/// Only the last change of each user and room is kept: that is the state this node has
+/// already, so the kept changes can be done in any order, and a catch-up cut short by Redis
+/// failing again leaves nothing here undone.
+#[derive(Default)]
+struct Kept {
+    /// (user room, chat room) → join (true) or leave.
+    rooms: HashMap<(String, String), bool>,
+    closes: HashMap<Sid, Option<Arc<str>>>,
 }
 
-/// Work kept for later, at most: beyond it, counted as unsent.
-const LATER_MAX: usize = 10_000;
+impl Kept {
+    fn is_empty(&self) -> bool {
+        self.rooms.is_empty() && self.closes.is_empty()
+    }
+}
+
+/// Distinct room changes, and distinct closes, kept at most: beyond, counted as unsent.
+const KEPT_MAX: usize = 10_000;
 
 /// How long a failed publish waits for Redis to answer a ping before Redis is taken for
 /// unanswered: a single slow answer (a fork, an fsync stall) is not an outage.
 const CHECK_WITHIN: Duration = Duration::from_millis(100);
 
+/// The longest wait before kept work is tried again while Redis answers pings but refuses
+/// publishes.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Asks both of this node's Redis connections whether Redis answers.
+struct Probe {
+    cluster: Arc<Cluster>,
+    adapter: Option<ConnectionManager>,
+}
+
+impl Probe {
+    async fn answers(&self) -> bool {
+        let adapter = async {
+            let Some(c) = &self.adapter else { return true };
+            let mut c = c.clone();
+            redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .is_ok()
+        };
+        let (cluster, adapter) = tokio::join!(self.cluster.answers(), adapter);
+        cluster && adapter
+    }
+}
+
 struct Reacher {
     io: Io,
-    cluster: Arc<Cluster>,
+    probe: Arc<Probe>,
     dropped: Counter,
     reach: Reach,
-    later: VecDeque<Later>,
-    /// The probe's way to wake the task when Redis answers again (weak: the queue still closes
-    /// when the notifier goes).
+    kept: Kept,
+    /// How long until kept work is tried again after Redis answered a ping but refused it.
+    retry_after: Duration,
+    /// Wakes the task when kept work may be done (weak: the queue still closes when the
+    /// notifier goes).
     wake: mpsc::WeakUnboundedSender<Remote>,
 }
 
 impl Reacher {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Remote>) {
         while let Some(r) = rx.recv().await {
-            // Before: Redis may answer again before the probe's wake-up is queued. After: a
-            // publish that failed while Redis answers a ping left its room change or close kept.
-            if self.up() && !self.later.is_empty() {
-                self.catch_up().await;
+            if matches!(r, Remote::Resumed) {
+                if self.up() && !self.kept.is_empty() {
+                    self.catch_up().await;
+                }
+                continue;
             }
             self.one(r).await;
-            if self.up() && !self.later.is_empty() {
-                self.catch_up().await;
-            }
         }
     }
 
@@ -172,8 +208,11 @@ impl Reacher {
     }
 
     async fn one(&mut self, r: Remote) {
-        let (io, cluster) = (&self.io, &*self.cluster);
-        let up = self.up();
+        let io = &self.io;
+        let cluster = &*self.probe.cluster;
+        // While work is kept, later work for other nodes must not overtake it: it is kept
+        // (room changes, closes) or not sent (events) too.
+        let open = self.up() && self.kept.is_empty();
         let done = match r {
             Remote::Local { sids, event, text } => {
                 for sid in sids {
@@ -185,15 +224,15 @@ impl Reacher {
             }
             Remote::Resumed => Ok(()),
             // A close of a socket here needs no Redis.
-            Remote::Disconnect(sid, run) if !up => {
+            Remote::Disconnect(sid, run) if !open => {
                 if let Some(s) = io.get_socket(sid) {
                     let _ = s.disconnect();
                 } else {
-                    self.keep(Later::Close(sid, run));
+                    self.keep_close(sid, run);
                 }
                 Ok(())
             }
-            Remote::Elsewhere { .. } if !up => {
+            Remote::Elsewhere { .. } if !open => {
                 self.reach.unsent.inc();
                 Ok(())
             }
@@ -203,11 +242,11 @@ impl Reacher {
             Remote::Disconnect(sid, run) => {
                 let r = close_socket(io, cluster, sid, run.clone()).await;
                 if matches!(r, Err(Failed::Redis(_))) {
-                    self.keep(Later::Close(sid, run));
+                    self.keep_close(sid, run);
                 }
                 r
             }
-            Remote::Emit { rooms, event, text } if !up => {
+            Remote::Emit { rooms, event, text } if !open => {
                 let _ = io.local().to(rooms).emit(&event, &text).await;
                 self.reach.unsent.inc();
                 Ok(())
@@ -231,7 +270,7 @@ impl Reacher {
                 join,
                 done,
             } => {
-                let r = if up {
+                let r = if open {
                     membership(io.to(user_room.clone()), &room, join)
                         .await
                         .map_err(Failed::Redis)
@@ -241,14 +280,10 @@ impl Reacher {
                 // Not published, so not done here either: done here now, elsewhere later.
                 if r.is_err() {
                     let _ = membership(io.local().to(user_room.clone()), &room, join).await;
-                    self.keep(Later::Membership {
-                        user_room,
-                        room,
-                        join,
-                    });
+                    self.keep_room(user_room, room, join);
                 }
                 let _ = done.send(());
-                if up {
+                if open {
                     r
                 } else {
                     Ok(())
@@ -262,61 +297,83 @@ impl Reacher {
         }
     }
 
-    /// Keeps work for other nodes until Redis answers.
-    fn keep(&mut self, later: Later) {
-        if self.later.len() >= LATER_MAX {
+    fn keep_room(&mut self, user_room: String, room: String, join: bool) {
+        let key = (user_room, room);
+        if self.kept.rooms.len() >= KEPT_MAX && !self.kept.rooms.contains_key(&key) {
             self.reach.unsent.inc();
             return;
         }
-        self.later.push_back(later);
+        self.kept.rooms.insert(key, join);
     }
 
-    /// Does the kept work for other nodes, in order; stops at the first that Redis does not
-    /// take (it stays first).
+    fn keep_close(&mut self, sid: Sid, run: Option<Arc<str>>) {
+        if self.kept.closes.len() >= KEPT_MAX && !self.kept.closes.contains_key(&sid) {
+            self.reach.unsent.inc();
+            return;
+        }
+        self.kept.closes.insert(sid, run);
+    }
+
+    /// Does the kept work for other nodes; stops at the first that Redis does not take (it
+    /// stays kept, with whatever was not reached).
     async fn catch_up(&mut self) {
-        let kept = self.later.len();
-        while let Some(later) = self.later.pop_front() {
-            let r = match &later {
-                Later::Membership {
-                    user_room,
-                    room,
-                    join,
-                } => membership(self.io.to(user_room.clone()), room, *join)
-                    .await
-                    .map_err(Failed::Redis),
-                Later::Close(sid, run) => {
-                    close_socket(&self.io, &self.cluster, *sid, run.clone()).await
+        let kept = self.kept.rooms.len() + self.kept.closes.len();
+        let rooms: Vec<_> = self.kept.rooms.keys().cloned().collect();
+        for key in rooms {
+            let join = self.kept.rooms[&key];
+            let (user_room, room) = &key;
+            match membership(self.io.to(user_room.clone()), room, join).await {
+                Ok(()) => {
+                    self.kept.rooms.remove(&key);
                 }
-            };
-            match r {
-                Ok(()) => {}
-                Err(Failed::Other(e)) => tracing::warn!(error = %e, "could not reach another node"),
-                Err(Failed::Redis(e)) => {
-                    self.later.push_front(later);
-                    self.failed(&e).await;
-                    return;
-                }
+                Err(e) => return self.failed(&e).await,
             }
         }
+        let closes: Vec<_> = self.kept.closes.keys().copied().collect();
+        for sid in closes {
+            let run = self.kept.closes[&sid].clone();
+            match close_socket(&self.io, &self.probe.cluster, sid, run).await {
+                Ok(()) => {
+                    self.kept.closes.remove(&sid);
+                }
+                Err(Failed::Other(e)) => {
+                    self.kept.closes.remove(&sid);
+                    tracing::warn!(error = %e, "could not reach another node");
+                }
+                Err(Failed::Redis(e)) => return self.failed(&e).await,
+            }
+        }
+        self.retry_after = PROBE_EVERY;
         tracing::info!(
             kept,
             "room changes and socket closes kept for other nodes are sent"
         );
     }
 
-    /// A publish failed: unless Redis answers a ping at once (a single slow answer), take it
-    /// for unanswered until a ping is answered.
+    /// A publish failed. Unless Redis answers a ping at once (a single slow answer), Redis is
+    /// taken for unanswered until a ping is answered; either way kept work is tried again
+    /// later, never at once and never on every operation.
     async fn failed(&mut self, error: &str) {
         if !self.up() {
             return;
         }
-        let answers = tokio::time::timeout(CHECK_WITHIN, self.cluster.answers()).await;
+        let answers = tokio::time::timeout(CHECK_WITHIN, self.probe.answers()).await;
         if answers == Ok(true) {
             tracing::warn!(
                 error,
                 "a publish failed, though Redis answers a ping: events it carried for other \
-                 nodes are lost, a room change or socket close is sent again"
+                 nodes are lost, room changes and socket closes are sent again later"
             );
+            if !self.kept.is_empty() {
+                let (wake, after) = (self.wake.clone(), self.retry_after);
+                self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if let Some(wake) = wake.upgrade() {
+                        let _ = wake.send(Remote::Resumed);
+                    }
+                });
+            }
             return;
         }
         self.reach.unanswered.set(1);
@@ -326,9 +383,9 @@ impl Reacher {
              events, and other nodes get nothing from this node but its room changes and socket \
              closes, kept until then"
         );
-        let (cluster, reach, wake) = (self.cluster.clone(), self.reach.clone(), self.wake.clone());
+        let (probe, reach, wake) = (self.probe.clone(), self.reach.clone(), self.wake.clone());
         tokio::spawn(async move {
-            while !cluster.answers().await {
+            while !probe.answers().await {
                 tokio::time::sleep(PROBE_EVERY).await;
             }
             reach.unanswered.set(0);
