@@ -118,6 +118,15 @@ where
     }
 }
 
+/// Whether Redis answers a ping on `conn` (within the connection's response timeout).
+pub async fn pings(conn: &ConnectionManager) -> bool {
+    let mut c = conn.clone();
+    redis::cmd("PING")
+        .query_async::<String>(&mut c)
+        .await
+        .is_ok()
+}
+
 /// A Redis client for `url` whose connections send each command at once. redis-rs leaves
 /// Nagle's algorithm on, so a small command written while the previous one is unacknowledged
 /// waits for that ACK, which Redis's side may delay by up to 40 ms: an event relayed to a
@@ -442,13 +451,9 @@ impl Cluster {
         .map_err(|e| AskError::Bus(e.to_string()))
     }
 
-    /// Whether Redis answers a ping (within the connection's response timeout).
+    /// Whether Redis answers a ping on this node's connection.
     pub async fn answers(&self) -> bool {
-        let mut c = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .is_ok()
+        pings(&self.conn).await
     }
 
     /// An event for sockets on `node`: only that node hears it. Returns whether it did (no

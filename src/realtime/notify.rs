@@ -56,13 +56,7 @@ impl Notifier {
         let dropped = Counter::default();
         let reach = Reach::default();
         let remote = cluster.map(|cluster| {
-            remote::start(
-                io.clone(),
-                cluster,
-                adapter.clone(),
-                dropped.clone(),
-                reach.clone(),
-            )
+            remote::start(io.clone(), cluster, adapter, dropped.clone(), reach.clone())
         });
         Notifier {
             io,

@@ -26,7 +26,7 @@ use socketioxide::{BroadcastError, SendError, SocketError};
 use tokio::sync::mpsc;
 
 use crate::cluster::driver::Io;
-use crate::cluster::link::{node_of_run, AskError, Cluster};
+use crate::cluster::link::{node_of_run, pings, AskError, Cluster};
 use crate::cluster::wire::EMITS_SINCE;
 
 /// Socket.IO room of one socket, so another node can reach it (cluster mode).
@@ -165,12 +165,10 @@ struct Probe {
 impl Probe {
     async fn answers(&self) -> bool {
         let adapter = async {
-            let Some(c) = &self.adapter else { return true };
-            let mut c = c.clone();
-            redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .is_ok()
+            match &self.adapter {
+                Some(c) => pings(c).await,
+                None => true,
+            }
         };
         let (cluster, adapter) = tokio::join!(self.cluster.answers(), adapter);
         cluster && adapter
@@ -275,19 +273,16 @@ impl Reacher {
                         .await
                         .map_err(Failed::Redis)
                 } else {
-                    Err(Failed::Redis(String::new()))
+                    Ok(())
                 };
-                // Not published, so not done here either: done here now, elsewhere later.
-                if r.is_err() {
+                // Not published (held back, or refused), so not done here either: done here
+                // now, elsewhere later.
+                if !open || r.is_err() {
                     let _ = membership(io.local().to(user_room.clone()), &room, join).await;
                     self.keep_room(user_room, room, join);
                 }
                 let _ = done.send(());
-                if open {
-                    r
-                } else {
-                    Ok(())
-                }
+                r
             }
         };
         match done {
