@@ -97,6 +97,9 @@ pub struct Counted {
     pub peer_emits: Counter,
     /// Whether Redis answers this node, and what it left unsent meanwhile (cluster mode).
     pub reach: crate::realtime::remote::Reach,
+    /// Room emits read on room channels, and the room channels listened to (cluster mode).
+    pub room_emits: Counter,
+    pub room_channels: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Metrics {
@@ -127,6 +130,18 @@ impl Metrics {
             "Bus messages from other nodes for sockets on this node: events to send, and sockets \
              to close (cluster mode).",
             counted.peer_emits,
+        );
+        registry.register(
+            "vchat_cluster_room_messages_received",
+            "Room emits other nodes sent on the channels of chat rooms with a member socket on \
+             this node (cluster mode).",
+            counted.room_emits,
+        );
+        registry.register(
+            "vchat_cluster_room_channels",
+            "Chat rooms whose channel this node listens to: those with a member socket here \
+             (cluster mode).",
+            counted.room_channels,
         );
         registry.register(
             "vchat_cluster_redis_unanswered",

@@ -290,6 +290,12 @@ pub async fn start(config: Config) -> Result<Server, String> {
         adapter_received,
         peer_emits: notify.peer_emits.clone(),
         reach: notify.reach.clone(),
+        room_emits: notify.room_emits.clone(),
+        room_channels: notify
+            .listening
+            .as_ref()
+            .map(|l| l.channels.clone())
+            .unwrap_or_default(),
     };
     let app = Arc::new(App {
         notify,

@@ -865,7 +865,7 @@ async fn a_live_nodes_call_is_not_taken_over_after_redis_restarts_empty() {
 /// With three nodes, an event for one socket goes to that socket's node only: candidates
 /// relayed from node 0 to bob on node 1 never reach node 2, neither on the bus nor through the
 /// Socket.IO adapter's channel (which every node reads). A logout's socket close goes to the
-/// socket's node the same way; room joins and room emits still reach every node.
+/// socket's node the same way, and a room made through node 1 reaches carol's socket on node 2.
 #[tokio::test]
 async fn an_event_for_one_socket_reaches_only_its_node() {
     const KEY: &str = "cluster-encrypt-hash-key";
@@ -1151,8 +1151,9 @@ async fn say(api: &Api, token: &str, room: &str, text: &str) {
 /// A member removed from a group while Redis hangs leaves it on every node: at once on the
 /// node that removed them, and on the other nodes once Redis answers, before anything sent to
 /// the group after that. Bob's tablet on node 1 does not hear alice's group message sent after
-/// Redis is back, and does hear her next message in their own room (both room emits travel the
-/// adapter's one channel, in order, so the first would have arrived before the second).
+/// Redis is back, and does hear her next message in their own room (both room emits leave node 0
+/// on one connection and are read by node 1 on one, in order, so the first would have arrived
+/// before the second).
 #[tokio::test]
 async fn a_member_removed_while_redis_hangs_leaves_the_group_on_every_node() {
     let Some(mut c) = slow_heartbeat_cluster("cluster: removal in a hung redis") else {
@@ -1217,4 +1218,239 @@ impl Drop for ResumeOnDrop {
     fn drop(&mut self) {
         unsafe_kill(self.0, 18); // SIGCONT
     }
+}
+
+/// With three nodes, a room emit goes to the nodes holding a member socket of the room only: 50
+/// messages between alice on node 0 and bob on node 1 reach bob, and node 2 (no member of their
+/// room) reads none of them, neither on a room channel nor on the Socket.IO adapter's channel.
+#[tokio::test]
+async fn a_room_emit_reaches_only_the_nodes_with_a_member_of_the_room() {
+    let Some(c) = TestCluster::start("cluster: room channels", 3, &[]) else {
+        return;
+    };
+    let (a, b, room) = alice_and_bob(&c).await;
+    let carol = token("carol", Some("c-phone"));
+    c.node(2).api().touch(&carol).await;
+    let (d0, d1, d2) = (
+        Driver::new(c.node(0)).await,
+        Driver::new(c.node(1)).await,
+        Driver::new(c.node(2)).await,
+    );
+    let _alice = d0.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    let _carol = d2.connect("c-phone", &carol).await;
+    c.settle(&[1, 1, 1]).await;
+    let (n1, n2) = (c.node(1), c.node(2));
+    assert!(n1.metric("vchat_cluster_room_channels").await >= 1.0);
+    assert_eq!(n2.metric("vchat_cluster_room_channels").await, 0.0);
+    let adapter_before = n2.metric("vchat_adapter_messages_received_total").await;
+    let to_n1 = n1
+        .metric("vchat_cluster_room_messages_received_total")
+        .await;
+
+    let api0 = c.node(0).api();
+    for n in 0..50 {
+        say(&api0, &a, &room, &format!("m{n}")).await;
+    }
+    for n in 0..50 {
+        assert_eq!(
+            bob.expect("v1OnNewMessage").await["lId"],
+            format!("m{n}").as_str()
+        );
+    }
+    let to_n1 = n1
+        .metric("vchat_cluster_room_messages_received_total")
+        .await
+        - to_n1;
+    assert!(to_n1 >= 50.0, "node 1 read {to_n1} room emits");
+    assert_eq!(
+        n2.metric("vchat_cluster_room_messages_received_total")
+            .await,
+        0.0
+    );
+    // The adapter's own heartbeats still arrive (one every few seconds per node); 50 room
+    // emits would have been 50 more.
+    let adapter = n2.metric("vchat_adapter_messages_received_total").await - adapter_before;
+    assert!(adapter < 25.0, "node 2's adapter read {adapter} messages");
+}
+
+/// A node listens to a room's channel before a socket of a member is told it is connected, and
+/// before a membership change made on another node returns: the very next room emit reaches
+/// it. A node that no longer holds a member socket stops listening, and a removed member stops
+/// hearing the room at once. Bob's and carol's sockets are on node 2, which holds no other member
+/// of their rooms; alice sends through node 0.
+#[tokio::test]
+async fn a_member_hears_the_next_room_emit_after_connecting_or_being_added_on_another_node() {
+    let Some(c) = TestCluster::start("cluster: room channels in time", 3, &[]) else {
+        return;
+    };
+    let (a, b, room) = alice_and_bob(&c).await;
+    let carol = token("carol", Some("c-phone"));
+    c.node(2).api().touch(&carol).await;
+    let (d0, d2) = (Driver::new(c.node(0)).await, Driver::new(c.node(2)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let api0 = c.node(0).api();
+    let n2 = c.node(2);
+    for n in 0..5 {
+        let mut bob = d2.connect(&format!("b-phone-{n}"), &b).await;
+        let text = format!("right after connect {n}");
+        say(&api0, &a, &room, &text).await;
+        assert_eq!(bob.expect("v1OnNewMessage").await["lId"], text.as_str());
+        bob.close().await;
+        // Bob's was node 2's last member socket of the room.
+        n2.wait_metric("vchat_cluster_room_channels", |v| v == 0.0)
+            .await;
+    }
+
+    let mut carol_s = d2.connect("c-phone", &carol).await;
+    let pair = api0.peer_room(&a, "carol").await;
+    for n in 0..3 {
+        let form = reqwest::multipart::Form::new()
+            .text("groupName", format!("Team {n}"))
+            .text("identifiers", json!(["bob"]).to_string());
+        let group = api0
+            .multipart("POST", "channel/group", Some(&a), form)
+            .await
+            .ok()["rId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        api0.post(
+            &format!("channel/{group}/group/members"),
+            &a,
+            json!({"identifiers": ["carol"]}),
+        )
+        .await
+        .ok();
+        let text = format!("welcome {n}");
+        say(&api0, &a, &group, &text).await;
+        loop {
+            let m = carol_s.expect("v1OnNewMessage").await;
+            if m["lId"] == text.as_str() {
+                break;
+            }
+        }
+        api0.delete(&format!("channel/{group}/group/members/carol"), &a)
+            .await
+            .ok();
+        let (after, fence) = (format!("after {n}"), format!("fence {n}"));
+        say(&api0, &a, &group, &after).await;
+        say(&api0, &a, &pair, &fence).await;
+        loop {
+            let m = carol_s.expect("v1OnNewMessage").await;
+            assert_ne!(
+                m["lId"],
+                after.as_str(),
+                "carol still heard group {n} after her removal"
+            );
+            if m["lId"] == fence.as_str() {
+                break;
+            }
+        }
+    }
+    // Carol is left in her room with alice only.
+    n2.wait_metric("vchat_cluster_room_channels", |v| v == 1.0)
+        .await;
+}
+
+/// While a node of an older build (one that reads no room channels) is live, room emits and
+/// membership changes go through the Socket.IO adapter's channel, as before; once it is gone,
+/// through room channels. The older node is written into Redis as such a node's heartbeat
+/// looks (no bus version), and its heartbeat is then deleted.
+#[tokio::test]
+async fn room_traffic_takes_the_adapter_while_a_node_of_an_older_build_is_live() {
+    let Some(mut c) = TestCluster::start("cluster: room channels in a rolling upgrade", 2, &[])
+    else {
+        return;
+    };
+    let redis = redis::Client::open(c.redis().url.as_str()).unwrap();
+    let mut con = redis.get_multiplexed_async_connection().await.unwrap();
+    let beat = c.redis_key("node:old");
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg(c.redis_key("nodes"))
+        .arg("old")
+        .cmd("SET")
+        .arg(&beat)
+        .arg("old#0")
+        .arg("PX")
+        .arg(120_000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for i in 0..2 {
+        c.node(i)
+            .wait_metric("vchat_cluster_nodes", |v| v == 3.0)
+            .await;
+    }
+    let (a, b, room) = alice_and_bob(&c).await;
+    let carol = token("carol", Some("c-phone"));
+    c.node(1).api().touch(&carol).await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let mut bob = d1.connect("b-phone", &b).await;
+    let mut carol_s = d1.connect("c-phone", &carol).await;
+    // Presence has spread (`settle` would wait for two live nodes).
+    for (i, elsewhere) in [(0, 2.0), (1, 1.0)] {
+        c.node(i)
+            .wait_metric("vchat_remote_sockets", |v| v == elsewhere)
+            .await;
+    }
+    let (api0, n1) = (c.node(0).api(), c.node(1));
+    let adapter = n1.metric("vchat_adapter_messages_received_total").await;
+    say(&api0, &a, &room, "through the adapter").await;
+    assert_eq!(
+        bob.expect("v1OnNewMessage").await["lId"],
+        "through the adapter"
+    );
+    let form = reqwest::multipart::Form::new()
+        .text("groupName", "Team")
+        .text("identifiers", json!(["carol"]).to_string());
+    let group = api0
+        .multipart("POST", "channel/group", Some(&a), form)
+        .await
+        .ok()["rId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    say(&api0, &a, &group, "group through the adapter").await;
+    loop {
+        if carol_s.expect("v1OnNewMessage").await["lId"] == "group through the adapter" {
+            break;
+        }
+    }
+    assert_eq!(
+        n1.metric("vchat_cluster_room_messages_received_total")
+            .await,
+        0.0
+    );
+    assert!(n1.metric("vchat_adapter_messages_received_total").await >= adapter + 2.0);
+
+    // The older node leaves: room emits take room channels.
+    let _: () = redis::cmd("DEL")
+        .arg(&beat)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for i in 0..2 {
+        c.node(i)
+            .wait_metric("vchat_cluster_nodes", |v| v == 2.0)
+            .await;
+    }
+    say(&api0, &a, &room, "through its channel").await;
+    assert_eq!(
+        bob.expect("v1OnNewMessage").await["lId"],
+        "through its channel"
+    );
+    say(&api0, &a, &group, "group through its channel").await;
+    loop {
+        if carol_s.expect("v1OnNewMessage").await["lId"] == "group through its channel" {
+            break;
+        }
+    }
+    assert!(
+        n1.metric("vchat_cluster_room_messages_received_total")
+            .await
+            >= 2.0
+    );
 }

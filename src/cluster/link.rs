@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::oneshot;
 
-use super::wire::{EmitOut, Msg, Reply, Request, Told, BUS_VERSION};
+use super::wire::{EmitOut, Msg, Reply, Request, RoomOut, Told, BUS_VERSION};
 
 /// How long a busy mark lives before its call is stored (see [`Cluster::hold`]).
 const HOLD_MS: u64 = 30_000;
@@ -58,6 +58,13 @@ pub struct Cluster {
     data_age: redis::Script,
     /// Set on a graceful stop: the heartbeat must not come back.
     pub(super) stopping: AtomicBool,
+}
+
+/// An answer a node owes this one (see [`Cluster::member`]).
+pub struct Awaited {
+    node: String,
+    id: u64,
+    rx: oneshot::Receiver<Reply>,
 }
 
 #[derive(Default)]
@@ -222,6 +229,11 @@ impl Cluster {
     }
     pub(super) fn presence_channel(&self) -> String {
         self.key("presence")
+    }
+    /// The channel of a chat room's emits (bus version 4), read by the nodes holding a member
+    /// socket of the room.
+    pub fn room_channel(&self, room: &str) -> String {
+        self.key(&format!("room:{room}"))
     }
     fn bus_version_key(&self, node: &str) -> String {
         self.key(&format!("bus-version:{node}"))
@@ -437,6 +449,27 @@ impl Cluster {
         self.alive.read().expect("not poisoned").runs.contains(run)
     }
 
+    /// Whether every live node reads what bus `version` carries.
+    pub fn all_speak(&self, version: u32) -> bool {
+        let alive = self.alive.read().expect("not poisoned");
+        alive
+            .nodes
+            .iter()
+            .all(|n| alive.versions.get(n).is_some_and(|v| *v >= version))
+    }
+
+    /// The other live nodes that read what bus `version` carries.
+    pub fn others_speaking(&self, version: u32) -> Vec<String> {
+        let alive = self.alive.read().expect("not poisoned");
+        alive
+            .nodes
+            .iter()
+            .filter(|n| **n != self.node)
+            .filter(|n| alive.versions.get(*n).is_some_and(|v| *v >= version))
+            .cloned()
+            .collect()
+    }
+
     pub fn alive_count(&self) -> usize {
         self.alive.read().expect("not poisoned").nodes.len()
     }
@@ -472,6 +505,74 @@ impl Cluster {
             text,
         };
         self.publish_heard(self.bus_channel(node), &msg).await
+    }
+
+    /// An event for the member sockets of a chat room on the nodes listening to its channel
+    /// (this node's own were sent theirs already).
+    pub async fn emit_to_room(&self, room: &str, event: &str, text: &str) -> Result<(), AskError> {
+        let msg = RoomOut {
+            from: &self.incarnation,
+            room,
+            event,
+            text,
+        };
+        self.publish_heard(self.room_channel(room), &msg)
+            .await
+            .map(|_| ())
+    }
+
+    /// A user's sockets on `node` join or leave a chat room. `answered`: the node answers once
+    /// done, and the answer is waited for with [`Cluster::answered`]; `None` when that node does
+    /// not read its channel now (it is subscribing again, and hears nothing meanwhile).
+    pub async fn member(
+        &self,
+        node: &str,
+        user: &str,
+        room: &str,
+        join: bool,
+        answered: bool,
+    ) -> Result<Option<Awaited>, AskError> {
+        let id = answered.then(|| self.next.fetch_add(1, Ordering::Relaxed));
+        let rx = id.map(|id| {
+            let (tx, rx) = oneshot::channel();
+            self.pending.insert(id, tx);
+            rx
+        });
+        let msg = Msg::Member {
+            id,
+            from: self.node.clone(),
+            user: user.to_string(),
+            room: room.to_string(),
+            join,
+        };
+        let heard = self.publish_heard(self.bus_channel(node), &msg).await;
+        match (heard, id.zip(rx)) {
+            (Ok(true), Some((id, rx))) => Ok(Some(Awaited {
+                node: node.to_string(),
+                id,
+                rx,
+            })),
+            (r, taken) => {
+                if let Some((id, _)) = taken {
+                    self.pending.remove(&id);
+                }
+                r.map(|_| None)
+            }
+        }
+    }
+
+    /// Waits for the answers, each at most a heartbeat TTL (a node that does not answer by
+    /// then is being taken for dead, and its sockets with it). Returns the nodes that did not.
+    pub async fn answered(&self, awaited: Vec<Awaited>) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + self.ttl;
+        let mut silent = Vec::new();
+        for a in awaited {
+            if tokio::time::timeout_at(deadline, a.rx).await.is_err() {
+                self.pending.remove(&a.id);
+                silent.push(a.node);
+            }
+        }
+        silent
     }
 
     /// Closes a socket on `node`; returns whether that node heard it.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use futures_util::StreamExt;
 
 use super::takeover;
-use super::wire::Msg;
+use super::wire::{Msg, Reply};
 use crate::app::App;
 
 /// Starts the node's background work: the subscriber (presence replica, requests, answers),
@@ -27,8 +27,9 @@ pub async fn run(app: &Arc<App>) -> Result<(), String> {
 /// Subscribes to this node's channels, then reads who is where. Subscribed first, then the
 /// snapshot: a change made in between is both in the snapshot and in the stream, and applying
 /// it twice is harmless. This node's own sockets are written back to its presence hash (Redis
-/// may have restarted empty).
-async fn subscribe(app: &Arc<App>) -> Result<redis::aio::PubSub, String> {
+/// may have restarted empty). The connection's sink goes to the rooms' subscriptions, which
+/// subscribe every room with a member socket here on it.
+async fn subscribe(app: &Arc<App>) -> Result<redis::aio::PubSubStream, String> {
     let cluster = app.cluster.as_ref().expect("cluster mode");
     let mut pubsub = cluster
         .client
@@ -42,6 +43,10 @@ async fn subscribe(app: &Arc<App>) -> Result<redis::aio::PubSub, String> {
         ])
         .await
         .map_err(|e| format!("cannot subscribe in Redis: {e}"))?;
+    let (sink, stream) = pubsub.split();
+    if let Some(listening) = &app.notify.listening {
+        listening.connection(sink);
+    }
     cluster.look().await.map_err(|e| e.to_string())?;
     let snapshot = cluster.snapshot().await.map_err(|e| e.to_string())?;
     // What we knew of other nodes may have changed unheard while we were not subscribed.
@@ -66,16 +71,15 @@ async fn subscribe(app: &Arc<App>) -> Result<redis::aio::PubSub, String> {
             }
         }
     });
-    Ok(pubsub)
+    Ok(stream)
 }
 
 /// Reads the cluster's messages in order; when the subscription breaks (Redis restarted, a
 /// network cut), subscribes again.
-async fn listen(app: Weak<App>, first: redis::aio::PubSub) {
+async fn listen(app: Weak<App>, first: redis::aio::PubSubStream) {
     let mut pubsub = Some(first);
     loop {
-        if let Some(p) = pubsub.take() {
-            let mut stream = p.into_on_message();
+        if let Some(mut stream) = pubsub.take() {
             while let Some(m) = stream.next().await {
                 let Some(app) = app.upgrade() else { return };
                 let Ok(text) = m.get_payload::<String>() else {
@@ -169,6 +173,36 @@ fn on_message(app: &Arc<App>, msg: Msg) {
         Msg::Tell(told) => crate::calls::route::serve_told(app, told),
         Msg::Emit { sids, event, text } => app.notify.from_peer(&sids, &event, &text),
         Msg::Kick { sid } => app.notify.from_peer_kick(&sid),
+        Msg::Room {
+            from,
+            room,
+            event,
+            text,
+        } => {
+            // This node's own emits come back on the channels it listens to: sent already.
+            if from != cluster.incarnation {
+                app.notify.from_peer_room(&room, &event, &text);
+            }
+        }
+        Msg::Member {
+            id,
+            from,
+            user,
+            room,
+            join,
+        } => {
+            let listen = app.notify.member_from_peer(&user, &room, join);
+            let Some(id) = id else { return };
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Some(listening) = app.notify.listening.as_ref().filter(|_| listen) {
+                    listening.ensure(vec![room]).await;
+                }
+                if let Some(c) = app.cluster.as_ref() {
+                    c.answer(&from, id, Reply::Done).await;
+                }
+            });
+        }
         Msg::Ask { id, from, req } => {
             // Requests run concurrently; each asker waits for its answer before it asks again,
             // so one socket's requests still run in the order it sent them.

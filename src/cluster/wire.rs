@@ -16,12 +16,17 @@ use crate::wire::ApiError;
 /// What this build's bus carries, as each node announces it beside its heartbeat. A node sends
 /// another only what that node's version reads: nodes of an older build drop a message they
 /// cannot read, without an answer. 2: [`Request::Create`]. 3: [`Msg::Emit`] and [`Msg::Kick`].
-pub const BUS_VERSION: u32 = 3;
+/// 4: room channels ([`Msg::Room`], [`Msg::Member`]).
+pub const BUS_VERSION: u32 = 4;
 /// The first bus version with [`Request::Create`].
 pub const CREATE_SINCE: u32 = 2;
 /// The first bus version that carries events for sockets: before it, they go through the
 /// Socket.IO adapter's channel, which every node reads.
 pub const EMITS_SINCE: u32 = 3;
+/// The first bus version whose nodes listen to a channel per chat room (while they hold a
+/// member socket of it) and take membership changes as [`Msg::Member`]. Room emits go to room
+/// channels once every live node speaks it; before, through the Socket.IO adapter's channel.
+pub const ROOMS_SINCE: u32 = 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t")]
@@ -57,6 +62,34 @@ pub enum Msg {
     },
     /// Close a socket on the node whose channel this is.
     Kick { sid: String },
+    /// An event for the member sockets of a chat room, on its room channel: read by the nodes
+    /// holding a member socket (`from`: the run that sent it, which does its own part itself).
+    Room {
+        from: String,
+        room: String,
+        event: String,
+        text: String,
+    },
+    /// A user's sockets on the node whose channel this is join (or leave) a chat room. With an
+    /// `id`, answered ([`Reply::Done`]) once they have and the node listens to the room's
+    /// channel, so that what the sender emits after the answer reaches them.
+    Member {
+        id: Option<u64>,
+        from: String,
+        user: String,
+        room: String,
+        join: bool,
+    },
+}
+
+/// [`Msg::Room`] as it is sent, borrowing what it carries (the same JSON).
+#[derive(Serialize)]
+#[serde(tag = "t", rename = "Room")]
+pub struct RoomOut<'a> {
+    pub from: &'a str,
+    pub room: &'a str,
+    pub event: &'a str,
+    pub text: &'a str,
 }
 
 /// [`Msg::Emit`] as it is sent, borrowing what it carries (the same JSON).
@@ -258,5 +291,39 @@ mod tests {
             (got.as_slice(), event.as_str(), body.as_str()),
             (out.sids, out.event, out.text)
         );
+    }
+
+    #[test]
+    fn a_room_emit_sent_borrowed_is_read_as_a_room_emit() {
+        let out = RoomOut {
+            from: "n0#x",
+            room: "r1",
+            event: "v1OnNewMessage",
+            text: "{\"c\":\"\\\"hi\"}",
+        };
+        let text = serde_json::to_string(&out).unwrap();
+        let Msg::Room {
+            from,
+            room,
+            event,
+            text: body,
+        } = serde_json::from_str(&text).unwrap()
+        else {
+            panic!("{text}")
+        };
+        assert_eq!(
+            (from.as_str(), room.as_str(), event.as_str(), body.as_str()),
+            (out.from, out.room, out.event, out.text)
+        );
+        let m = Msg::Member {
+            id: Some(3),
+            from: "n1".into(),
+            user: "u".into(),
+            room: "r".into(),
+            join: false,
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        let back: Msg = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
     }
 }

@@ -12,7 +12,7 @@ use socketioxide::socket::{Sid, Socket};
 use super::expiry::Expiries;
 use super::handlers;
 use super::inbox::{Inbound, Inbox, Pushed};
-use super::notify::{chat_room, user_room};
+use super::notify::{chat_room, room_of, user_room};
 use super::presence::socket_device;
 use super::remote::socket_room;
 use crate::app::{App, MAX_EVENT_BYTES};
@@ -208,7 +208,13 @@ async fn connect(
         let (app, expiries) = (disc_app.clone(), expiries.clone());
         async move { disconnected(app, expiries, s).await }
     });
-    tracing::debug!(user = %ctx.who.user_id, device = %ctx.who.device, sid = %s.id, rooms = rooms.len(), "socket authenticated");
+    let joined = rooms.len();
+    if let Some(listening) = &app.notify.listening {
+        // Room emits other nodes send once the client hears it is connected reach it. Last,
+        // so that a refused socket leaves no room listened to for nothing.
+        listening.ensure(rooms).await;
+    }
+    tracing::debug!(user = %ctx.who.user_id, device = %ctx.who.device, sid = %s.id, rooms = joined, "socket authenticated");
     Ok(())
 }
 
@@ -394,6 +400,11 @@ async fn disconnected(app: Arc<App>, expiries: Arc<Expiries>, s: SocketRef) {
         return;
     };
     ctx.leave();
+    let rooms: Vec<String> = s
+        .rooms()
+        .iter()
+        .filter_map(|r| room_of(r).map(str::to_string))
+        .collect();
     expiries.remove(ctx.who.exp, s.id);
     let who = &ctx.who;
     let typing = ctx.typing_to.lock().expect("not poisoned").take();
@@ -414,6 +425,12 @@ async fn disconnected(app: Arc<App>, expiries: Arc<Expiries>, s: SocketRef) {
     if app.presence.sockets(&who.user_id).is_empty() {
         // Nothing in memory outlives a user's last socket.
         app.profiles.forget(&who.user_id);
+    }
+    if let Some(listening) = &app.notify.listening {
+        // Out of its rooms now (Socket.IO would take it out only after this handler), so the
+        // rooms it was the last member of here are seen unused.
+        s.leave_all();
+        listening.maybe_unused(rooms);
     }
     tracing::debug!(user = %who.user_id, sid = %s.id, "socket disconnected");
 }

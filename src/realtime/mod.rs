@@ -8,6 +8,7 @@ pub mod expiry;
 pub mod gateway;
 pub mod handlers;
 pub mod inbox;
+pub mod listening;
 pub mod notify;
 pub mod outbox;
 pub mod presence;

@@ -9,9 +9,10 @@ use serde::Serialize;
 use socketioxide::socket::Sid;
 use tokio::sync::mpsc;
 
+use super::listening::Listening;
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
-use super::remote::{self, count_full, Reach, Remote};
+use super::remote::{self, count_full, move_here, Reach, Remote};
 use crate::cluster::driver::{Adapter, Io};
 use crate::cluster::link::Cluster;
 
@@ -24,6 +25,11 @@ pub fn user_room(user: &str) -> String {
 /// collide with a room id.
 pub fn chat_room(room: &str) -> String {
     format!("r:{room}")
+}
+
+/// The chat room a Socket.IO room holds the members of, if it is one.
+pub fn room_of(socket_room: &str) -> Option<&str> {
+    socket_room.strip_prefix("r:")
 }
 
 #[derive(Clone)]
@@ -39,6 +45,11 @@ pub struct Notifier {
     pub peer_emits: Counter,
     /// Cluster mode: whether Redis answers, and what was not sent while it did not.
     pub reach: Reach,
+    /// Cluster mode: the chat rooms' channels this node listens to.
+    pub listening: Option<Listening>,
+    /// Room emits other nodes sent on room channels, read here (cluster mode).
+    pub room_emits: Counter,
+    cluster: Option<Arc<Cluster>>,
 }
 
 pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
@@ -55,9 +66,12 @@ impl Notifier {
     ) -> Self {
         let dropped = Counter::default();
         let reach = Reach::default();
-        let remote = cluster.map(|cluster| {
+        let remote = cluster.clone().map(|cluster| {
             remote::start(io.clone(), cluster, adapter, dropped.clone(), reach.clone())
         });
+        let listening = cluster
+            .clone()
+            .map(|cluster| Listening::start(io.clone(), cluster, reach.clone()));
         Notifier {
             io,
             presence,
@@ -66,6 +80,9 @@ impl Notifier {
             dropped,
             peer_emits: Counter::default(),
             reach,
+            listening,
+            room_emits: Counter::default(),
+            cluster,
         }
     }
 
@@ -204,7 +221,7 @@ impl Notifier {
         let text = encode(payload);
         if self.remote.is_some() {
             self.send_remote(Remote::Emit {
-                rooms: vec![chat_room(room)],
+                room: room.to_string(),
                 event: event.to_string(),
                 text,
             });
@@ -227,26 +244,41 @@ impl Notifier {
     /// connected, rather than to the sockets presence knows: presence learns of a socket only
     /// after that (and, in a cluster, of a socket on another node later still), so a member
     /// who left right after connecting would otherwise keep hearing the room. Returns once the
-    /// change is made here and, in a cluster, published in order with this node's later emits.
+    /// change is made here and, in a cluster, on every node that answers (each listening to
+    /// the room's channel by then, for a join), so a room emit sent after it reaches (or no
+    /// longer reaches) the user's sockets everywhere.
     async fn membership(&self, user: &str, room: &str, join: bool) {
-        let (user_room, room) = (user_room(user), chat_room(room));
-        if let Some(tx) = &self.remote {
-            let (done, sent) = tokio::sync::oneshot::channel();
-            let _ = tx.send(Remote::Membership {
-                user_room,
-                room,
-                join,
-                done,
-            });
-            let _ = sent.await;
+        let Some(tx) = &self.remote else {
+            move_here(&self.io, user, room, join);
             return;
-        }
-        let sockets = self.io.local().to(user_room);
-        let _ = if join {
-            sockets.join(room).await
-        } else {
-            sockets.leave(room).await
         };
+        let (done, sent) = tokio::sync::oneshot::channel();
+        let _ = tx.send(Remote::Membership {
+            user: user.to_string(),
+            room: room.to_string(),
+            join,
+            done,
+        });
+        let Ok(moved) = sent.await else { return };
+        if let Some(listening) = &self.listening {
+            if join && moved.here > 0 {
+                listening.ensure(vec![room.to_string()]).await;
+            } else if !join {
+                listening.maybe_unused(vec![room.to_string()]);
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            let silent = cluster.answered(moved.awaited).await;
+            if !silent.is_empty() {
+                tracing::warn!(
+                    ?silent,
+                    room,
+                    user,
+                    join,
+                    "nodes did not confirm a room membership change"
+                );
+            }
+        }
     }
 
     /// Whether this socket currently sits in the chat room (membership as the gateway knows it).
@@ -280,6 +312,30 @@ impl Notifier {
         for s in sids.iter().filter_map(|sid| self.socket_named(sid)) {
             count_full(s.emit(event, text), &self.dropped);
         }
+    }
+
+    /// A room emit another node sent on the room's channel: for the room's sockets here.
+    pub fn from_peer_room(&self, room: &str, event: &str, text: &str) {
+        self.room_emits.inc();
+        let Some(here) = remote::here(&self.io) else {
+            return;
+        };
+        for s in here.to(chat_room(room)).sockets() {
+            count_full(s.emit(event, text), &self.dropped);
+        }
+    }
+
+    /// Another node changed a user's membership of a chat room: the user's sockets here join
+    /// or leave it now, in the order the bus delivers (before the room emits sent after it).
+    /// Returns whether this node now has to listen to the room's channel.
+    pub fn member_from_peer(&self, user: &str, room: &str, join: bool) -> bool {
+        let here = move_here(&self.io, user, room, join);
+        if !join {
+            if let Some(listening) = &self.listening {
+                listening.maybe_unused(vec![room.to_string()]);
+            }
+        }
+        join && here > 0
     }
 
     /// Closes a socket on this node.

@@ -11,8 +11,9 @@
 //! second and failed); room joins and leaves and socket closes for other nodes are kept (see
 //! [`Kept`]) and done once Redis answers, and until they are, nothing later goes to other
 //! nodes either: a member removed during the outage stops hearing the room everywhere before
-//! the room's next emit reaches another node. The Socket.IO adapter sends nothing locally
-//! when its publish fails, so without this a room emit was lost for this node's sockets too.
+//! the room's next emit reaches another node. (The Socket.IO adapter, which carries room
+//! emits while a node of an older build is live, sends nothing locally when its publish fails,
+//! so without this a room emit was lost for this node's sockets too.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,13 +22,15 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::ConnectionManager;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError};
 use tokio::sync::mpsc;
 
-use crate::cluster::driver::Io;
-use crate::cluster::link::{node_of_run, pings, AskError, Cluster};
-use crate::cluster::wire::EMITS_SINCE;
+use super::notify::{chat_room, user_room};
+use crate::cluster::driver::{Adapter, Io};
+use crate::cluster::link::{node_of_run, pings, AskError, Awaited, Cluster};
+use crate::cluster::wire::{EMITS_SINCE, ROOMS_SINCE};
 
 /// Socket.IO room of one socket, so another node can reach it (cluster mode).
 pub fn socket_room(sid: Sid) -> String {
@@ -46,9 +49,13 @@ pub(super) fn count_full(emitted: Result<(), SendError>, dropped: &Counter) {
 /// emit is never overtaken by a leave after it, a join always lands before the emits after it,
 /// and one call's events leave in the order the machine decided them. An event for sockets on
 /// another node goes to that node's bus channel only ([`EMITS_SINCE`]), so the other nodes
-/// never read it; room emits and membership changes go through the Socket.IO adapter's
-/// channel, which every node reads, and so do events for sockets whose node does not read
-/// them on the bus (an older build, or one subscribing again after a Redis restart).
+/// never read it; a room emit goes to the room's channel, read by the nodes with a member
+/// socket there ([`ROOMS_SINCE`], see `listening`), and a membership change to each node's
+/// bus channel. All of these leave on the cluster's one connection and are read on each
+/// node's one subscriber connection, so they keep their order between two nodes. While some
+/// live node is of an older build, room emits and membership changes go through the Socket.IO
+/// adapter's channel, which every node reads, and so do events for sockets whose node does not
+/// read them on the bus (an older build, or one subscribing again after a Redis restart).
 pub(super) enum Remote {
     /// Sockets on this node.
     Local {
@@ -62,24 +69,34 @@ pub(super) enum Remote {
         event: String,
         text: String,
     },
-    /// Rooms on every node.
+    /// A chat room's member sockets, on every node.
     Emit {
-        rooms: Vec<String>,
+        room: String,
         event: String,
         text: String,
     },
-    /// Every socket of a user (its user room), on every node, joins or leaves a chat room; `done`
-    /// is told once the change has gone out, so what is sent after it comes after it.
+    /// Every socket of a user (its user room), on every node, joins or leaves a chat room;
+    /// `done` is told once the change is made here and has gone out, so what is sent after it
+    /// comes after it, with the answers other nodes owe for it.
     Membership {
-        user_room: String,
+        user: String,
         room: String,
         join: bool,
-        done: tokio::sync::oneshot::Sender<()>,
+        done: tokio::sync::oneshot::Sender<Moved>,
     },
     /// A socket here, or on the run presence has it on.
     Disconnect(Sid, Option<Arc<str>>),
     /// Redis answers again: do what was kept for other nodes.
     Resumed,
+}
+
+/// What a membership change did.
+pub(super) struct Moved {
+    /// Sockets of the user here that joined or left.
+    pub here: usize,
+    /// The answers of the nodes that listen to room channels: each answers once its sockets
+    /// have moved and, for a join, it listens to the room's channel.
+    pub awaited: Vec<Awaited>,
 }
 
 /// Whether this node takes Redis for unanswered, and what it left unsent for other nodes
@@ -134,7 +151,7 @@ enum Failed {
 /// failing again leaves nothing here undone.
 #[derive(Default)]
 struct Kept {
-    /// (user room, chat room) → join (true) or leave.
+    /// (user, chat room) → join (true) or leave.
     rooms: HashMap<(String, String), bool>,
     closes: HashMap<Sid, Option<Arc<str>>>,
 }
@@ -244,44 +261,39 @@ impl Reacher {
                 }
                 r
             }
-            Remote::Emit { rooms, event, text } if !open => {
-                let _ = io.local().to(rooms).emit(&event, &text).await;
+            Remote::Emit { room, event, text } if !open => {
+                let _ = io.local().to(chat_room(&room)).emit(&event, &text).await;
                 self.reach.unsent.inc();
                 Ok(())
             }
-            Remote::Emit { rooms, event, text } => {
-                match io.to(rooms.clone()).emit(&event, &text).await {
-                    // Sent (a socket here may have refused it: closed, or not reading).
-                    Ok(()) | Err(BroadcastError::Socket(_)) => Ok(()),
-                    // Not published, so not sent here either.
-                    Err(BroadcastError::Adapter(e)) => {
-                        let _ = io.local().to(rooms).emit(&event, &text).await;
+            Remote::Emit { room, event, text } => emit_to_room(io, cluster, &room, &event, &text)
+                .await
+                .inspect_err(|e| {
+                    if matches!(e, Failed::Redis(_)) {
                         self.reach.unsent.inc();
-                        Err(Failed::Redis(e.to_string()))
                     }
-                    Err(e) => Err(Failed::Other(e.to_string())),
-                }
-            }
+                }),
             Remote::Membership {
-                user_room,
+                user,
                 room,
                 join,
                 done,
             } => {
+                let here = move_here(io, &user, &room, join);
                 let r = if open {
-                    membership(io.to(user_room.clone()), &room, join)
-                        .await
-                        .map_err(Failed::Redis)
+                    membership_elsewhere(io, cluster, &user, &room, join, true).await
                 } else {
-                    Ok(())
+                    Ok(Vec::new())
                 };
-                // Not published (held back, or refused), so not done here either: done here
-                // now, elsewhere later.
-                if !open || r.is_err() {
-                    let _ = membership(io.local().to(user_room.clone()), &room, join).await;
-                    self.keep_room(user_room, room, join);
-                }
-                let _ = done.send(());
+                // Not published (held back, or refused): done elsewhere later.
+                let (awaited, r) = match r {
+                    Ok(awaited) if open => (awaited, Ok(())),
+                    r => {
+                        self.keep_room(user, room, join);
+                        (Vec::new(), r.map(|_| ()))
+                    }
+                };
+                let _ = done.send(Moved { here, awaited });
                 r
             }
         };
@@ -292,8 +304,8 @@ impl Reacher {
         }
     }
 
-    fn keep_room(&mut self, user_room: String, room: String, join: bool) {
-        let key = (user_room, room);
+    fn keep_room(&mut self, user: String, room: String, join: bool) {
+        let key = (user, room);
         if self.kept.rooms.len() >= KEPT_MAX && !self.kept.rooms.contains_key(&key) {
             self.reach.unsent.inc();
             return;
@@ -316,12 +328,17 @@ impl Reacher {
         let rooms: Vec<_> = self.kept.rooms.keys().cloned().collect();
         for key in rooms {
             let join = self.kept.rooms[&key];
-            let (user_room, room) = &key;
-            match membership(self.io.to(user_room.clone()), room, join).await {
-                Ok(()) => {
+            let (user, room) = &key;
+            let cluster = &self.probe.cluster;
+            match membership_elsewhere(&self.io, cluster, user, room, join, false).await {
+                Ok(_) => {
                     self.kept.rooms.remove(&key);
                 }
-                Err(e) => return self.failed(&e).await,
+                Err(Failed::Redis(e)) => return self.failed(&e).await,
+                Err(Failed::Other(e)) => {
+                    self.kept.rooms.remove(&key);
+                    tracing::warn!(error = %e, "could not reach another node");
+                }
             }
         }
         let closes: Vec<_> = self.kept.closes.keys().copied().collect();
@@ -392,19 +409,84 @@ impl Reacher {
     }
 }
 
-/// A user's sockets (`sockets`: everywhere, or here only) join or leave a chat room.
-async fn membership(
-    sockets: socketioxide::operators::BroadcastOperators<crate::cluster::driver::Adapter>,
+/// This node's sockets, once the gateway is registered and until the server stops (`io.local()`
+/// panics outside that, and bus messages and the room subscriptions' task run then too).
+pub(super) fn here(io: &Io) -> Option<BroadcastOperators<Adapter>> {
+    io.of("/").map(BroadcastOperators::local)
+}
+
+/// A user's sockets on this node join or leave a chat room; returns how many.
+pub(super) fn move_here(io: &Io, user: &str, room: &str, join: bool) -> usize {
+    let Some(here) = here(io) else { return 0 };
+    let sockets = here.to(user_room(user)).sockets();
+    let name = chat_room(room);
+    for s in &sockets {
+        if join {
+            s.join(name.clone());
+        } else {
+            s.leave(name.clone());
+        }
+    }
+    sockets.len()
+}
+
+/// A user's sockets on the other nodes join or leave a chat room: told to each node that
+/// listens to room channels (`answered`: each answers once done), and through the Socket.IO
+/// adapter while some node does not. Returns the answers owed.
+async fn membership_elsewhere(
+    io: &Io,
+    cluster: &Cluster,
+    user: &str,
     room: &str,
     join: bool,
-) -> Result<(), String> {
-    let room = room.to_string();
-    if join {
-        sockets.join(room).await
-    } else {
-        sockets.leave(room).await
+    answered: bool,
+) -> Result<Vec<Awaited>, Failed> {
+    if !cluster.all_speak(ROOMS_SINCE) {
+        let (sockets, room) = (io.to(user_room(user)), chat_room(room));
+        if join {
+            sockets.join(room).await
+        } else {
+            sockets.leave(room).await
+        }
+        .map_err(|e| Failed::Redis(e.to_string()))?;
     }
-    .map_err(|e| e.to_string())
+    let mut awaited = Vec::new();
+    for node in cluster.others_speaking(ROOMS_SINCE) {
+        match cluster.member(&node, user, room, join, answered).await {
+            Ok(a) => awaited.extend(a),
+            Err(e @ AskError::Bus(_)) => return Err(Failed::Redis(e.to_string())),
+            Err(e) => return Err(Failed::Other(e.to_string())),
+        }
+    }
+    Ok(awaited)
+}
+
+/// A room emit: sent to the room's sockets here, and to the other nodes on the room's channel,
+/// or, while some node does not read room channels, through the Socket.IO adapter.
+async fn emit_to_room(
+    io: &Io,
+    cluster: &Cluster,
+    room: &str,
+    event: &str,
+    text: &str,
+) -> Result<(), Failed> {
+    if cluster.all_speak(ROOMS_SINCE) {
+        let _ = io.local().to(chat_room(room)).emit(event, text).await;
+        return cluster
+            .emit_to_room(room, event, text)
+            .await
+            .map_err(|e| Failed::Redis(e.to_string()));
+    }
+    match io.to(chat_room(room)).emit(event, text).await {
+        // Sent (a socket here may have refused it: closed, or not reading).
+        Ok(()) | Err(BroadcastError::Socket(_)) => Ok(()),
+        // Not published, so not sent here either.
+        Err(BroadcastError::Adapter(e)) => {
+            let _ = io.local().to(chat_room(room)).emit(event, text).await;
+            Err(Failed::Redis(e.to_string()))
+        }
+        Err(e) => Err(Failed::Other(e.to_string())),
+    }
 }
 
 /// An event for sockets on other nodes: on each node's own channel where that node reads it,
