@@ -157,7 +157,7 @@ fn usage() -> ! {
          \x20                                          [--connect-concurrency N] [--cluster [--nodes N]]\n\
          \x20                                          [--against OTHER-VCHAT-BINARY]\n\
          \x20                                          [--server-core N] [--load-core N]\n\
-         \x20                                          [--only connections,setup,setup-open,relay,relay-open,presence]\n\
+         \x20                                          [--only connections,setup,setup-open,relay,relay-open,presence,rooms]\n\
          \x20                                          [--no-ceiling] [--relay-rates R,..] [--setup-rates R,..]\n\
          \x20                                          [--idle-sizes N,..] [--open-secs S] [--repeat K]\n\
          \x20                                          [--json FILE] [--plot DIR]"
@@ -166,13 +166,14 @@ fn usage() -> ! {
 }
 
 /// The scenarios `--only` picks from, in the order they run.
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "connections",
     "setup",
     "setup-open",
     "relay",
     "relay-open",
     "presence",
+    "rooms",
 ];
 
 /// A comma-separated list of positive numbers, or the usage.
@@ -1008,6 +1009,63 @@ async fn s_setup_open(t: Arc<Target>, z: Sizes, rate: f64) -> Res {
     res
 }
 
+/// Room emits: in each pair's room one side sends typing events in bursts (the ICE relay's
+/// sizes) and the other waits for every one. Every member socket gets each, the sender's own
+/// included. In a cluster this is the traffic that room channels keep from nodes holding no
+/// member socket of the room.
+async fn s_rooms(t: Arc<Target>, z: Sizes) -> Res {
+    let mut res = Res::default();
+    let pairs = make_pairs(&t, &fresh("rm"), z.ice_pairs, &mut res).await;
+    if pairs.len() < z.ice_pairs {
+        return res;
+    }
+    let cpu0 = t.cpu_secs();
+    let col: Shared = Arc::default();
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for (i, mut p) in pairs.into_iter().enumerate() {
+        let (col, delivered) = (col.clone(), delivered.clone());
+        set.spawn(async move {
+            let typing = json!({ "roomId": p.room, "status": "typing" });
+            let mut sent = 0usize;
+            while sent < z.ice_per_pair {
+                let burst = z.ice_burst.min(z.ice_per_pair - sent);
+                let t0 = Instant::now();
+                for _ in 0..burst {
+                    p.a.emit("v1RoomStatusChange", &typing);
+                    sent += 1;
+                }
+                for _ in 0..burst {
+                    let heard =
+                        p.b.wait("v1OnRoomStatusChange", |_| true, z.event_timeout)
+                            .await;
+                    if let Err(e) = heard {
+                        fail(&col, format!("member: {e} (pair {i}, after {sent} sent)"));
+                        return;
+                    }
+                    delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                record(&col, "burst", ms(t0.elapsed()));
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = t.cpu_secs() - cpu0;
+    let n = delivered.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let mut lat = finish(col, &mut res);
+    res.info("room emits delivered to the other member", n);
+    res.lat("burst round trip", lat.entry("burst").or_default());
+    res.m("room emits/s", n / wall, Better::Higher);
+    res.m(
+        "server CPU per room emit (µs)",
+        cpu * 1e6 / n,
+        Better::Lower,
+    );
+    res
+}
+
 async fn s_presence(t: Arc<Target>, z: Sizes) -> Res {
     let mut res = Res::default();
     let peers: Vec<User> = (0..z.presence_peers)
@@ -1558,6 +1616,7 @@ enum Step {
     Relay,
     RelayOpen(f64),
     Presence,
+    Rooms,
 }
 
 impl Step {
@@ -1570,6 +1629,7 @@ impl Step {
             Step::Relay => "relay",
             Step::RelayOpen(_) => "relay-open",
             Step::Presence => "presence",
+            Step::Rooms => "rooms",
         }
     }
     fn label(&self) -> String {
@@ -1580,6 +1640,7 @@ impl Step {
             Step::Relay => "3 ICE relay".into(),
             Step::RelayOpen(r) => format!("3b ICE relay, open loop {r:.0}/s"),
             Step::Presence => "4 presence poll".into(),
+            Step::Rooms => "5 room emits (typing)".into(),
         }
     }
     fn x(&self) -> Option<(&'static str, f64)> {
@@ -1637,6 +1698,7 @@ async fn run_step(step: Step, t: Arc<Target>, z: Sizes, epoch: Instant, rss0: f6
         Step::Relay => timed(s_ice(t, z, epoch)).await,
         Step::RelayOpen(r) => timed(s_relay_open(t, z, epoch, r)).await,
         Step::Presence => timed(s_presence(t, z)).await,
+        Step::Rooms => timed(s_rooms(t, z)).await,
     }
 }
 
@@ -1685,6 +1747,7 @@ async fn report(
     // The open-loop relay steps are added once the closed loop has run (see below).
     steps.push(Step::RelayOpen(f64::NAN));
     steps.push(Step::Presence);
+    steps.push(Step::Rooms);
     let mut k = 0;
     while k < steps.len() {
         let step = steps[k];

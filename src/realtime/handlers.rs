@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::gateway::SocketCtx;
-use super::notify::chat_room;
+use super::room_names::chat_room;
 use crate::app::App;
 use crate::auth::Identity;
 use crate::wire::decode;

@@ -27,8 +27,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::PubSubSink;
 use tokio::sync::{mpsc, oneshot};
 
-use super::notify::chat_room;
 use super::remote::{here, Reach};
+use super::room_names::chat_room;
 use crate::cluster::driver::Io;
 use crate::cluster::link::Cluster;
 use crate::cluster::wire::ROOMS_SINCE;

@@ -13,5 +13,6 @@ pub mod notify;
 pub mod outbox;
 pub mod presence;
 pub mod remote;
+pub mod room_names;
 
 pub use gateway::register;

@@ -13,24 +13,9 @@ use super::listening::Listening;
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
 use super::remote::{self, count_full, move_here, Reach, Remote};
+use super::room_names::chat_room;
 use crate::cluster::driver::{Adapter, Io};
 use crate::cluster::link::Cluster;
-
-/// Socket.IO room holding every socket of a user (all devices).
-pub fn user_room(user: &str) -> String {
-    format!("u:{user}")
-}
-
-/// Socket.IO room holding the member sockets of a chat room. Prefixed so a user id can never
-/// collide with a room id.
-pub fn chat_room(room: &str) -> String {
-    format!("r:{room}")
-}
-
-/// The chat room a Socket.IO room holds the members of, if it is one.
-pub fn room_of(socket_room: &str) -> Option<&str> {
-    socket_room.strip_prefix("r:")
-}
 
 #[derive(Clone)]
 pub struct Notifier {

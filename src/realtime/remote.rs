@@ -27,15 +27,10 @@ use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError};
 use tokio::sync::mpsc;
 
-use super::notify::{chat_room, user_room};
+use super::room_names::{chat_room, socket_room, user_room};
 use crate::cluster::driver::{Adapter, Io};
 use crate::cluster::link::{node_of_run, pings, AskError, Awaited, Cluster};
 use crate::cluster::wire::{EMITS_SINCE, ROOMS_SINCE};
-
-/// Socket.IO room of one socket, so another node can reach it (cluster mode).
-pub fn socket_room(sid: Sid) -> String {
-    format!("k:{sid}")
-}
 
 /// Counts an emit refused because the socket's send buffer was full (one to a closed socket
 /// is not counted: its client is gone).
