@@ -151,6 +151,12 @@ impl Metrics {
             counted.reach.unanswered,
         );
         registry.register(
+            "vchat_cluster_kept",
+            "Room joins and leaves and socket closes kept for other nodes while Redis did not \
+             answer; 0 once they are done on every node (cluster mode).",
+            counted.reach.kept,
+        );
+        registry.register(
             "vchat_cluster_events_unsent",
             "Events, room emits, closes and room joins or leaves whose part for other nodes was \
              not sent because Redis did not answer (cluster mode).",

@@ -1454,3 +1454,59 @@ async fn room_traffic_takes_the_adapter_while_a_node_of_an_older_build_is_live()
             >= 2.0
     );
 }
+
+/// A member added while Redis hangs hears the group on every node once Redis answers: the
+/// kept join is sent then, and the other node, holding no other member of the group, listens
+/// to the group's channel before node 0 sends anything after it (`vchat_cluster_kept` is back
+/// to 0 once that is done). Carol's socket is on node 1; alice adds her through node 0.
+#[tokio::test]
+async fn a_member_added_while_redis_hangs_hears_the_group_once_it_answers() {
+    let Some(mut c) = slow_heartbeat_cluster("cluster: addition in a hung redis") else {
+        return;
+    };
+    let redis = c.redis().pid();
+    let (a, _b, _pair) = alice_and_bob(&c).await;
+    let carol = token("carol", Some("c-phone"));
+    c.node(1).api().touch(&carol).await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let mut carol_s = d1.connect("c-phone", &carol).await;
+    c.settle(&[1, 1]).await;
+    let api0 = c.node(0).api();
+    let form = reqwest::multipart::Form::new()
+        .text("groupName", "Team")
+        .text("identifiers", json!(["bob"]).to_string());
+    let group = api0
+        .multipart("POST", "channel/group", Some(&a), form)
+        .await
+        .ok()["rId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let n0 = c.node(0);
+    assert_eq!(c.node(1).metric("vchat_cluster_room_channels").await, 0.0);
+
+    unsafe_kill(redis, 19); // SIGSTOP
+    let resume = ResumeOnDrop(redis);
+    api0.post(
+        &format!("channel/{group}/group/members"),
+        &a,
+        json!({"identifiers": ["carol"]}),
+    )
+    .await
+    .ok();
+    n0.wait_metric("vchat_cluster_redis_unanswered", |v| v == 1.0)
+        .await;
+    assert_eq!(n0.metric("vchat_cluster_kept").await, 1.0);
+    drop(resume);
+    n0.wait_metric("vchat_cluster_redis_unanswered", |v| v == 0.0)
+        .await;
+    n0.wait_metric("vchat_cluster_kept", |v| v == 0.0).await;
+
+    say(&api0, &a, &group, "welcome").await;
+    loop {
+        if carol_s.expect("v1OnNewMessage").await["lId"] == "welcome" {
+            break;
+        }
+    }
+}

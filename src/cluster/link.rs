@@ -60,6 +60,12 @@ pub struct Cluster {
     pub(super) stopping: AtomicBool,
 }
 
+/// Whether a node read a message on its channel, and the answer it owes for it.
+pub enum Heard {
+    Yes(Option<Awaited>),
+    No,
+}
+
 /// An answer a node owes this one (see [`Cluster::member`]).
 pub struct Awaited {
     node: String,
@@ -522,8 +528,8 @@ impl Cluster {
     }
 
     /// A user's sockets on `node` join or leave a chat room. `answered`: the node answers once
-    /// done, and the answer is waited for with [`Cluster::answered`]; `None` when that node does
-    /// not read its channel now (it is subscribing again, and hears nothing meanwhile).
+    /// done, and the answer is waited for with [`Cluster::answered`]. [`Heard::No`] when that
+    /// node does not read its channel now (it is subscribing again, and hears nothing meanwhile).
     pub async fn member(
         &self,
         node: &str,
@@ -531,7 +537,7 @@ impl Cluster {
         room: &str,
         join: bool,
         answered: bool,
-    ) -> Result<Option<Awaited>, AskError> {
+    ) -> Result<Heard, AskError> {
         let id = answered.then(|| self.next.fetch_add(1, Ordering::Relaxed));
         let rx = id.map(|id| {
             let (tx, rx) = oneshot::channel();
@@ -547,17 +553,24 @@ impl Cluster {
         };
         let heard = self.publish_heard(self.bus_channel(node), &msg).await;
         match (heard, id.zip(rx)) {
-            (Ok(true), Some((id, rx))) => Ok(Some(Awaited {
+            (Ok(true), Some((id, rx))) => Ok(Heard::Yes(Some(Awaited {
                 node: node.to_string(),
                 id,
                 rx,
-            })),
+            }))),
             (r, taken) => {
                 if let Some((id, _)) = taken {
                     self.pending.remove(&id);
                 }
-                r.map(|_| None)
+                r.map(|heard| if heard { Heard::Yes(None) } else { Heard::No })
             }
+        }
+    }
+
+    /// Answers no longer waited for.
+    pub fn abandon(&self, awaited: Vec<Awaited>) {
+        for a in awaited {
+            self.pending.remove(&a.id);
         }
     }
 

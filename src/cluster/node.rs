@@ -192,13 +192,17 @@ fn on_message(app: &Arc<App>, msg: Msg) {
             join,
         } => {
             let listen = app.notify.member_from_peer(&user, &room, join);
-            let Some(id) = id else { return };
+            if !listen && id.is_none() {
+                return;
+            }
+            // Also unanswered (a change kept through a Redis outage and sent after it): the
+            // room's channel is listened to either way.
             let app = app.clone();
             tokio::spawn(async move {
                 if let Some(listening) = app.notify.listening.as_ref().filter(|_| listen) {
                     listening.ensure(vec![room]).await;
                 }
-                if let Some(c) = app.cluster.as_ref() {
+                if let (Some(c), Some(id)) = (app.cluster.as_ref(), id) {
                     c.answer(&from, id, Reply::Done).await;
                 }
             });

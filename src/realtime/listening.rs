@@ -13,11 +13,15 @@
 //!   them, and it subscribes again; a room is never left unsubscribed with a member here.
 //! - A new subscriber connection (at start, and after Redis restarted or the connection broke)
 //!   comes with nothing subscribed: every room with a member socket here is subscribed again.
-//!   So is every such room when the last node of an older build leaves the cluster (its
-//!   membership changes reached this node through the Socket.IO adapter, unseen here).
+//! - Every 15 s, and every second while a node of an older build is live (its membership
+//!   changes reach this node through the Socket.IO adapter, unseen here), the rooms listened
+//!   to are made exactly the rooms of the sockets here, whatever the hooks above missed.
+//!
+//! "A member socket here" is read from the adapter's room lists, where a socket whose connect
+//! is still under way already sits in its rooms (Socket.IO lists it only once connected).
 //!
 //! While Redis does not answer, nothing waits for it: a room that could not be subscribed is
-//! tried again every second.
+//! tried again every second, while it has a member here.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,8 +31,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::PubSubSink;
 use tokio::sync::{mpsc, oneshot};
 
-use super::remote::{here, Reach};
-use super::room_names::chat_room;
+use super::remote::{here, in_use, Reach};
+use super::room_names::{chat_room, room_of};
 use crate::cluster::driver::Io;
 use crate::cluster::link::Cluster;
 use crate::cluster::wire::ROOMS_SINCE;
@@ -40,8 +44,12 @@ const SUBSCRIBE_WITHIN: Duration = Duration::from_millis(500);
 /// How often unused rooms are unsubscribed and failed subscribes tried again.
 const TIDY_EVERY: Duration = Duration::from_secs(1);
 
-/// Rooms per `SUBSCRIBE` when a whole node's rooms are subscribed again.
+/// Rooms per `SUBSCRIBE` or `UNSUBSCRIBE`.
 const CHUNK: usize = 1_000;
+
+/// Every this many tidies the rooms listened to are compared with the rooms of the sockets
+/// here, whole.
+const RECONCILE_EVERY: u64 = 15;
 
 enum Op {
     Ensure(Vec<String>, oneshot::Sender<()>),
@@ -69,7 +77,7 @@ impl Listening {
             subscribed: HashSet::new(),
             retry: HashSet::new(),
             unused: HashSet::new(),
-            all_speak: false,
+            tidies: 0,
             channels: channels.clone(),
         };
         tokio::spawn(task.run(rx));
@@ -112,8 +120,8 @@ struct Task {
     retry: HashSet<String>,
     /// Rooms some socket here left since the last tidy.
     unused: HashSet<String>,
-    /// Whether every live node read room channels at the last tidy.
-    all_speak: bool,
+    /// Tidies so far.
+    tidies: u64,
     channels: Gauge,
 }
 
@@ -156,7 +164,8 @@ impl Task {
         }
     }
 
-    /// Subscribes to the rooms not subscribed yet.
+    /// Subscribes to the rooms not subscribed yet, a chunk at a time; the rest of the rooms
+    /// wait for the next tidy once one chunk fails (a slow Redis is not asked again at once).
     async fn subscribe(&mut self, rooms: Vec<String>) {
         let mut new: Vec<String> = rooms
             .into_iter()
@@ -164,35 +173,46 @@ impl Task {
             .collect();
         new.sort_unstable();
         new.dedup();
-        if new.is_empty() {
-            return;
+        let mut chunks = new.chunks(CHUNK);
+        for chunk in chunks.by_ref() {
+            if !self.subscribe_chunk(chunk).await {
+                break;
+            }
         }
+        for rest in chunks {
+            self.retry.extend(rest.iter().cloned());
+        }
+        self.channels.set(self.subscribed.len() as i64);
+    }
+
+    /// Whether Redis confirmed the subscription (if not, the rooms wait in `retry`).
+    async fn subscribe_chunk(&mut self, rooms: &[String]) -> bool {
         let up = self.reach.unanswered.get() == 0;
         let Some(sink) = self.sink.as_mut().filter(|_| up) else {
-            self.retry.extend(new);
-            return;
+            self.retry.extend(rooms.iter().cloned());
+            return false;
         };
-        let channels: Vec<String> = new.iter().map(|r| self.cluster.room_channel(r)).collect();
+        let channels: Vec<String> = rooms.iter().map(|r| self.cluster.room_channel(r)).collect();
         match tokio::time::timeout(SUBSCRIBE_WITHIN, sink.subscribe(channels)).await {
             Ok(Ok(())) => {
-                for r in &new {
+                for r in rooms {
                     self.retry.remove(r);
                 }
-                self.subscribed.extend(new);
+                self.subscribed.extend(rooms.iter().cloned());
+                return true;
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, rooms = new.len(), "room channels not subscribed; tried again in a second");
-                self.retry.extend(new);
+                tracing::warn!(error = %e, rooms = rooms.len(), "room channels not subscribed; tried again in a second");
             }
             Err(_) => {
                 tracing::warn!(
-                    rooms = new.len(),
+                    rooms = rooms.len(),
                     "Redis did not confirm a room subscription in time; tried again in a second"
                 );
-                self.retry.extend(new);
             }
         }
-        self.channels.set(self.subscribed.len() as i64);
+        self.retry.extend(rooms.iter().cloned());
+        false
     }
 
     /// Nothing is subscribed on a new connection: every room with a member here is again.
@@ -201,65 +221,88 @@ impl Task {
         self.subscribed.clear();
         self.retry.clear();
         self.unused.clear();
-        self.subscribe_all_local().await;
+        self.reconcile().await;
     }
 
-    async fn subscribe_all_local(&mut self) {
+    /// Listens to exactly the rooms with a member socket here: subscribes the missing ones and
+    /// unsubscribes the rest. What the hooks may miss (a room joined through the adapter's
+    /// channel, a socket dropped by Socket.IO without its disconnect handler) is put right
+    /// here.
+    async fn reconcile(&mut self) {
         let rooms = local_chat_rooms(&self.io).await;
-        for chunk in rooms.chunks(CHUNK) {
-            self.subscribe(chunk.to_vec()).await;
-        }
+        let unused: Vec<String> = self
+            .subscribed
+            .iter()
+            .filter(|r| !rooms.contains(*r))
+            .cloned()
+            .collect();
+        self.retry.retain(|r| rooms.contains(r));
+        self.subscribe(rooms.into_iter().collect()).await;
+        self.unsubscribe(unused).await;
     }
 
     async fn tidy(&mut self) {
+        self.tidies += 1;
         let all_speak = self.cluster.all_speak(ROOMS_SINCE);
-        if all_speak && !self.all_speak {
-            // The last node of an older build is gone: rooms joined through the adapter's
-            // channel meanwhile are subscribed now.
-            self.subscribe_all_local().await;
-        }
-        self.all_speak = all_speak;
-        if !self.retry.is_empty() {
-            let retry: Vec<String> = self.retry.drain().collect();
-            self.subscribe(retry).await;
-        }
-        if self.unused.is_empty() {
+        // While a node of an older build is live, rooms are joined through the adapter's
+        // channel too, unseen here: put right every second, so that the moment that node
+        // leaves (and the others take room channels) finds every room listened to.
+        if !all_speak || self.tidies.is_multiple_of(RECONCILE_EVERY) {
+            self.reconcile().await;
             return;
+        }
+        if !self.retry.is_empty() {
+            // Only those that still have a member here.
+            let retry: Vec<String> = self
+                .retry
+                .drain()
+                .filter(|r| in_use(&self.io, &chat_room(r)))
+                .collect();
+            self.subscribe(retry).await;
         }
         let unused: Vec<String> = self
             .unused
             .drain()
-            .filter(|r| self.subscribed.contains(r))
-            .filter(|r| here(&self.io).is_none_or(|h| h.to(chat_room(r)).sockets().is_empty()))
+            .filter(|r| !in_use(&self.io, &chat_room(r)))
             .collect();
-        if unused.is_empty() {
+        self.unsubscribe(unused).await;
+    }
+
+    async fn unsubscribe(&mut self, rooms: Vec<String>) {
+        let rooms: Vec<String> = rooms
+            .into_iter()
+            .filter(|r| self.subscribed.remove(r))
+            .collect();
+        if rooms.is_empty() {
             return;
-        }
-        for r in &unused {
-            self.subscribed.remove(r);
         }
         self.channels.set(self.subscribed.len() as i64);
         let Some(sink) = self.sink.as_mut() else {
             return;
         };
-        let channels: Vec<String> = unused
-            .iter()
-            .map(|r| self.cluster.room_channel(r))
-            .collect();
-        // Not confirmed in time, or refused: the channel may stay subscribed, which costs its
-        // traffic and loses nothing; the next subscribe of the room is sent either way.
-        let _ = tokio::time::timeout(SUBSCRIBE_WITHIN, sink.unsubscribe(channels)).await;
+        for chunk in rooms.chunks(CHUNK) {
+            let channels: Vec<String> =
+                chunk.iter().map(|r| self.cluster.room_channel(r)).collect();
+            // Not confirmed in time, or refused: the channel may stay subscribed, which costs
+            // its traffic and loses nothing; the next subscribe of the room is sent either way.
+            if tokio::time::timeout(SUBSCRIBE_WITHIN, sink.unsubscribe(channels))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
     }
 }
 
-/// The chat rooms (ids) with a member socket on this node.
-async fn local_chat_rooms(io: &Io) -> Vec<String> {
+/// The chat rooms (ids) with a member socket on this node (one still connecting counts).
+async fn local_chat_rooms(io: &Io) -> HashSet<String> {
     let Some(here) = here(io) else {
-        return Vec::new();
+        return HashSet::new();
     };
     let rooms = here.rooms().await.unwrap_or_default();
     rooms
         .iter()
-        .filter_map(|r| r.strip_prefix("r:").map(str::to_string))
+        .filter_map(|r| room_of(r).map(str::to_string))
         .collect()
 }

@@ -246,7 +246,7 @@ impl Notifier {
         });
         let Ok(moved) = sent.await else { return };
         if let Some(listening) = &self.listening {
-            if join && moved.here > 0 {
+            if join && moved.here {
                 listening.ensure(vec![room.to_string()]).await;
             } else if !join {
                 listening.maybe_unused(vec![room.to_string()]);
@@ -320,7 +320,7 @@ impl Notifier {
                 listening.maybe_unused(vec![room.to_string()]);
             }
         }
-        join && here > 0
+        join && here
     }
 
     /// Closes a socket on this node.

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::ConnectionManager;
@@ -29,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::room_names::{chat_room, socket_room, user_room};
 use crate::cluster::driver::{Adapter, Io};
-use crate::cluster::link::{node_of_run, pings, AskError, Awaited, Cluster};
+use crate::cluster::link::{node_of_run, pings, AskError, Awaited, Cluster, Heard};
 use crate::cluster::wire::{EMITS_SINCE, ROOMS_SINCE};
 
 /// Counts an emit refused because the socket's send buffer was full (one to a closed socket
@@ -41,8 +42,9 @@ pub(super) fn count_full(emitted: Result<(), SendError>, dropped: &Counter) {
 }
 
 /// Cluster mode: every socket operation of this node, done in order by one task, so a room
-/// emit is never overtaken by a leave after it, a join always lands before the emits after it,
-/// and one call's events leave in the order the machine decided them. An event for sockets on
+/// emit is never overtaken by a leave after it, a join is made here before the emits after it
+/// (on another node, before those sent once the change's answers are in: see
+/// [`Remote::Membership`]), and one call's events leave in the order the machine decided them. An event for sockets on
 /// another node goes to that node's bus channel only ([`EMITS_SINCE`]), so the other nodes
 /// never read it; a room emit goes to the room's channel, read by the nodes with a member
 /// socket there ([`ROOMS_SINCE`], see `listening`), and a membership change to each node's
@@ -87,8 +89,8 @@ pub(super) enum Remote {
 
 /// What a membership change did.
 pub(super) struct Moved {
-    /// Sockets of the user here that joined or left.
-    pub here: usize,
+    /// Whether the user has a socket here (which joined or left).
+    pub here: bool,
     /// The answers of the nodes that listen to room channels: each answers once its sockets
     /// have moved and, for a join, it listens to the room's channel.
     pub awaited: Vec<Awaited>,
@@ -102,6 +104,9 @@ pub struct Reach {
     pub unanswered: Gauge,
     /// Operations whose part for other nodes was not sent because Redis did not answer.
     pub unsent: Counter,
+    /// Room changes and socket closes kept for other nodes until Redis answers (see [`Kept`]);
+    /// back to 0 once they are done everywhere.
+    pub kept: Gauge,
 }
 
 /// How often a node that takes Redis for unanswered asks it again.
@@ -306,6 +311,12 @@ impl Reacher {
             return;
         }
         self.kept.rooms.insert(key, join);
+        self.count_kept();
+    }
+
+    fn count_kept(&self) {
+        let kept = self.kept.rooms.len() + self.kept.closes.len();
+        self.reach.kept.set(kept as i64);
     }
 
     fn keep_close(&mut self, sid: Sid, run: Option<Arc<str>>) {
@@ -314,32 +325,49 @@ impl Reacher {
             return;
         }
         self.kept.closes.insert(sid, run);
+        self.count_kept();
     }
 
     /// Does the kept work for other nodes; stops at the first that Redis does not take (it
-    /// stays kept, with whatever was not reached).
+    /// stays kept, with whatever was not reached). The room changes are answered, and nothing
+    /// later leaves this node before the answers are in (or a TTL has passed): a member added
+    /// meanwhile hears the room's next emit on every node, whose node listens to the room's
+    /// channel by then.
     async fn catch_up(&mut self) {
         let kept = self.kept.rooms.len() + self.kept.closes.len();
         let rooms: Vec<_> = self.kept.rooms.keys().cloned().collect();
+        let mut awaited = Vec::new();
+        let cluster = self.probe.cluster.clone();
         for key in rooms {
             let join = self.kept.rooms[&key];
             let (user, room) = &key;
-            let cluster = &self.probe.cluster;
-            match membership_elsewhere(&self.io, cluster, user, room, join, false).await {
-                Ok(_) => {
+            match membership_elsewhere(&self.io, &cluster, user, room, join, true).await {
+                Ok(a) => {
+                    awaited.extend(a);
                     self.kept.rooms.remove(&key);
                 }
-                Err(Failed::Redis(e)) => return self.failed(&e).await,
+                Err(Failed::Redis(e)) => {
+                    cluster.abandon(awaited);
+                    self.count_kept();
+                    return self.failed(&e).await;
+                }
                 Err(Failed::Other(e)) => {
                     self.kept.rooms.remove(&key);
                     tracing::warn!(error = %e, "could not reach another node");
                 }
             }
         }
+        let silent = cluster.answered(awaited).await;
+        if !silent.is_empty() {
+            tracing::warn!(
+                ?silent,
+                "nodes did not confirm room changes kept through an outage"
+            );
+        }
         let closes: Vec<_> = self.kept.closes.keys().copied().collect();
         for sid in closes {
             let run = self.kept.closes[&sid].clone();
-            match close_socket(&self.io, &self.probe.cluster, sid, run).await {
+            match close_socket(&self.io, &cluster, sid, run).await {
                 Ok(()) => {
                     self.kept.closes.remove(&sid);
                 }
@@ -347,9 +375,13 @@ impl Reacher {
                     self.kept.closes.remove(&sid);
                     tracing::warn!(error = %e, "could not reach another node");
                 }
-                Err(Failed::Redis(e)) => return self.failed(&e).await,
+                Err(Failed::Redis(e)) => {
+                    self.count_kept();
+                    return self.failed(&e).await;
+                }
             }
         }
+        self.count_kept();
         self.retry_after = PROBE_EVERY;
         tracing::info!(
             kept,
@@ -410,24 +442,43 @@ pub(super) fn here(io: &Io) -> Option<BroadcastOperators<Adapter>> {
     io.of("/").map(BroadcastOperators::local)
 }
 
-/// A user's sockets on this node join or leave a chat room; returns how many.
-pub(super) fn move_here(io: &Io, user: &str, room: &str, join: bool) -> usize {
-    let Some(here) = here(io) else { return 0 };
-    let sockets = here.to(user_room(user)).sockets();
-    let name = chat_room(room);
-    for s in &sockets {
-        if join {
-            s.join(name.clone());
-        } else {
-            s.leave(name.clone());
-        }
+/// A user's sockets on this node join or leave a chat room; returns whether the user has a
+/// socket here. Through the adapter's own room lists, not through the sockets Socket.IO lists:
+/// a socket whose connect is still under way (waiting for its rooms' subscription) is in its
+/// rooms already but not listed yet, and a membership change must reach it too.
+pub(super) fn move_here(io: &Io, user: &str, room: &str, join: bool) -> bool {
+    let Some(sockets) = here(io).map(|h| h.to(user_room(user))) else {
+        return false;
+    };
+    let room = chat_room(room);
+    let moved = if join {
+        sockets.join(room).now_or_never()
+    } else {
+        sockets.leave(room).now_or_never()
+    };
+    if moved.is_none() {
+        tracing::error!("a local room change did not complete at once");
     }
-    sockets.len()
+    in_use(io, &user_room(user))
+}
+
+/// Whether some socket of this node sits in the Socket.IO room (one still connecting counts).
+pub(super) fn in_use(io: &Io, socket_room: &str) -> bool {
+    let Some(sockets) = here(io).map(|h| h.to(socket_room.to_string())) else {
+        return false;
+    };
+    // Each socket in the room has that room among its rooms.
+    sockets
+        .rooms()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok_and(|rooms| !rooms.is_empty()))
 }
 
 /// A user's sockets on the other nodes join or leave a chat room: told to each node that
 /// listens to room channels (`answered`: each answers once done), and through the Socket.IO
-/// adapter while some node does not. Returns the answers owed.
+/// adapter while some node does not, or when a node does not read its channel right now (it
+/// is subscribing again: its adapter may be back already, and it subscribes every room of
+/// its sockets once it is). Returns the answers owed.
 async fn membership_elsewhere(
     io: &Io,
     cluster: &Cluster,
@@ -436,21 +487,39 @@ async fn membership_elsewhere(
     join: bool,
     answered: bool,
 ) -> Result<Vec<Awaited>, Failed> {
-    if !cluster.all_speak(ROOMS_SINCE) {
+    let mut awaited = Vec::new();
+    let mut unheard = false;
+    for node in cluster.others_speaking(ROOMS_SINCE) {
+        match cluster.member(&node, user, room, join, answered).await {
+            Ok(Heard::Yes(a)) => awaited.extend(a),
+            Ok(Heard::No) => {
+                tracing::warn!(
+                    node,
+                    room,
+                    join,
+                    "a node did not hear a room change: sent through the adapter too"
+                );
+                unheard = true;
+            }
+            Err(e) => {
+                cluster.abandon(awaited);
+                return Err(match e {
+                    AskError::Bus(_) => Failed::Redis(e.to_string()),
+                    e => Failed::Other(e.to_string()),
+                });
+            }
+        }
+    }
+    if unheard || !cluster.all_speak(ROOMS_SINCE) {
         let (sockets, room) = (io.to(user_room(user)), chat_room(room));
-        if join {
+        let r = if join {
             sockets.join(room).await
         } else {
             sockets.leave(room).await
-        }
-        .map_err(|e| Failed::Redis(e.to_string()))?;
-    }
-    let mut awaited = Vec::new();
-    for node in cluster.others_speaking(ROOMS_SINCE) {
-        match cluster.member(&node, user, room, join, answered).await {
-            Ok(a) => awaited.extend(a),
-            Err(e @ AskError::Bus(_)) => return Err(Failed::Redis(e.to_string())),
-            Err(e) => return Err(Failed::Other(e.to_string())),
+        };
+        if let Err(e) = r {
+            cluster.abandon(awaited);
+            return Err(Failed::Redis(e.to_string()));
         }
     }
     Ok(awaited)
