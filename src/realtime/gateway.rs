@@ -160,13 +160,14 @@ async fn connect(
         AuthError::Unavailable(_) => Refused(format!("server error: {e}")),
         _ => Refused(format!("Unauthorized: {e}")),
     })?;
+    // The user's room first, the store after: a membership change committed after the read
+    // is published after it, and finds the socket in the user's room.
+    s.join(user_room(&who.user_id));
     let rooms = app
         .store
         .joinable_rooms(&who.user_id)
         .await
         .map_err(|_| Refused("server error: store unavailable".into()))?;
-
-    s.join(user_room(&who.user_id));
     s.join(rooms.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
     if app.cluster.is_some() {
         // Other nodes reach this one socket through its own room.
@@ -399,6 +400,9 @@ async fn disconnected(app: Arc<App>, expiries: Arc<Expiries>, s: SocketRef) {
         return;
     };
     ctx.leave();
+    // Read now: once its transport closes too, Socket.IO takes the socket out of its rooms
+    // while this handler still runs. (A room joined after this is found unused by the
+    // subscriptions' reconcile.)
     let rooms: Vec<String> = s
         .rooms()
         .iter()

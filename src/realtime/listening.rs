@@ -76,6 +76,7 @@ impl Listening {
             sink: None,
             subscribed: HashSet::new(),
             retry: HashSet::new(),
+            maybe: HashSet::new(),
             unused: HashSet::new(),
             tidies: 0,
             channels: channels.clone(),
@@ -118,6 +119,9 @@ struct Task {
     subscribed: HashSet<String>,
     /// Rooms whose subscribe failed or timed out.
     retry: HashSet<String>,
+    /// Rooms that may be subscribed without Redis having confirmed it (a subscribe or an
+    /// unsubscribe not confirmed in time): unsubscribed at a reconcile once unused.
+    maybe: HashSet<String>,
     /// Rooms some socket here left since the last tidy.
     unused: HashSet<String>,
     /// Tidies so far.
@@ -144,11 +148,9 @@ impl Task {
                                 waiting.push(done);
                             }
                             Op::MaybeUnused(rooms) => self.unused.extend(rooms),
-                            Op::Connection(sink) => {
-                                // What is wanted now is subscribed with everything else.
-                                wanted.clear();
-                                self.reconnected(sink).await;
-                            }
+                            // What is wanted now is subscribed after it, on the new
+                            // connection.
+                            Op::Connection(sink) => self.reconnected(sink).await,
                         }
                         if waiting.len() >= CHUNK {
                             break;
@@ -185,7 +187,8 @@ impl Task {
         self.channels.set(self.subscribed.len() as i64);
     }
 
-    /// Whether Redis confirmed the subscription (if not, the rooms wait in `retry`).
+    /// Whether Redis confirmed the subscription (if not, the rooms wait in `retry`, and may be
+    /// subscribed all the same: `maybe`).
     async fn subscribe_chunk(&mut self, rooms: &[String]) -> bool {
         let up = self.reach.unanswered.get() == 0;
         let Some(sink) = self.sink.as_mut().filter(|_| up) else {
@@ -197,6 +200,7 @@ impl Task {
             Ok(Ok(())) => {
                 for r in rooms {
                     self.retry.remove(r);
+                    self.maybe.remove(r);
                 }
                 self.subscribed.extend(rooms.iter().cloned());
                 return true;
@@ -212,32 +216,51 @@ impl Task {
             }
         }
         self.retry.extend(rooms.iter().cloned());
+        self.maybe.extend(rooms.iter().cloned());
         false
     }
 
-    /// Nothing is subscribed on a new connection: every room with a member here is again.
+    /// Nothing is subscribed on a new connection: every room with a member here is again,
+    /// also a room of a socket whose connect is still under way (Socket.IO does not list it
+    /// yet, but its room was wanted before: it is among those subscribed until now).
     async fn reconnected(&mut self, sink: PubSubSink) {
         self.sink = Some(sink);
-        self.subscribed.clear();
-        self.retry.clear();
+        let mut before: HashSet<String> = std::mem::take(&mut self.subscribed);
+        before.extend(self.retry.drain());
+        before.extend(self.maybe.drain());
         self.unused.clear();
-        self.reconcile().await;
+        self.channels.set(0);
+        let mut rooms = local_chat_rooms(&self.io).await;
+        rooms.extend(
+            before
+                .into_iter()
+                .filter(|r| in_use(&self.io, &chat_room(r))),
+        );
+        self.subscribe(rooms.into_iter().collect()).await;
     }
 
     /// Listens to exactly the rooms with a member socket here: subscribes the missing ones and
     /// unsubscribes the rest. What the hooks may miss (a room joined through the adapter's
     /// channel, a socket dropped by Socket.IO without its disconnect handler) is put right
-    /// here.
+    /// here. A room whose only member here is still connecting (not in Socket.IO's list yet)
+    /// stays.
     async fn reconcile(&mut self) {
         let rooms = local_chat_rooms(&self.io).await;
         let unused: Vec<String> = self
             .subscribed
             .iter()
+            .chain(self.maybe.iter())
             .filter(|r| !rooms.contains(*r))
+            .filter(|r| !in_use(&self.io, &chat_room(r)))
             .cloned()
             .collect();
-        self.retry.retain(|r| rooms.contains(r));
-        self.subscribe(rooms.into_iter().collect()).await;
+        self.unused.clear();
+        let io = &self.io;
+        self.retry
+            .retain(|r| rooms.contains(r) || in_use(io, &chat_room(r)));
+        let mut wanted: Vec<String> = rooms.into_iter().collect();
+        wanted.extend(self.retry.iter().cloned());
+        self.subscribe(wanted).await;
         self.unsubscribe(unused).await;
     }
 
@@ -268,10 +291,12 @@ impl Task {
         self.unsubscribe(unused).await;
     }
 
+    /// Unsubscribes rooms that are (or may be) subscribed; those Redis does not confirm in
+    /// time may stay subscribed, and are tried again at the next reconcile.
     async fn unsubscribe(&mut self, rooms: Vec<String>) {
         let rooms: Vec<String> = rooms
             .into_iter()
-            .filter(|r| self.subscribed.remove(r))
+            .filter(|r| self.subscribed.remove(r) | self.maybe.remove(r))
             .collect();
         if rooms.is_empty() {
             return;
@@ -280,22 +305,26 @@ impl Task {
         let Some(sink) = self.sink.as_mut() else {
             return;
         };
-        for chunk in rooms.chunks(CHUNK) {
+        let mut chunks = rooms.chunks(CHUNK);
+        for chunk in chunks.by_ref() {
             let channels: Vec<String> =
                 chunk.iter().map(|r| self.cluster.room_channel(r)).collect();
-            // Not confirmed in time, or refused: the channel may stay subscribed, which costs
-            // its traffic and loses nothing; the next subscribe of the room is sent either way.
             if tokio::time::timeout(SUBSCRIBE_WITHIN, sink.unsubscribe(channels))
                 .await
                 .is_err()
             {
-                return;
+                self.maybe.extend(chunk.iter().cloned());
+                break;
             }
+        }
+        for rest in chunks {
+            self.maybe.extend(rest.iter().cloned());
         }
     }
 }
 
-/// The chat rooms (ids) with a member socket on this node (one still connecting counts).
+/// The chat rooms (ids) with a member socket on this node that Socket.IO lists as connected
+/// (one whose connect is under way is not; see [`in_use`] for that).
 async fn local_chat_rooms(io: &Io) -> HashSet<String> {
     let Some(here) = here(io) else {
         return HashSet::new();
