@@ -52,8 +52,9 @@ pub async fn ban(app: &App, who: &Identity, identifier: &str) -> Result<BanState
         .ok_or_else(|| ApiError::forbidden("you have no chat with this user to ban them from"))?;
     app.store.ban(&who.user_id, &peer.id, &room.id).await?;
     let mine = announce(app, &who.user_id, &peer.id, &room.id).await?;
-    app.notify.leave_room(&who.user_id, &room.id).await;
-    app.notify.leave_room(&peer.id, &room.id).await;
+    app.notify
+        .leave_room_all(&[&who.user_id, &peer.id], &room.id)
+        .await;
     Ok(mine)
 }
 
@@ -69,8 +70,9 @@ pub async fn unban(app: &App, who: &Identity, identifier: &str) -> Result<BanSta
         .await?
         .ok_or_else(|| ApiError::Internal("banned pair has no room".into()))?;
     if !app.store.is_blocked(&who.user_id, &peer.id).await? {
-        app.notify.join_room(&who.user_id, &room.id).await;
-        app.notify.join_room(&peer.id, &room.id).await;
+        app.notify
+            .join_room_all(&[&who.user_id, &peer.id], &room.id)
+            .await;
     }
     announce(app, &who.user_id, &peer.id, &room.id).await
 }

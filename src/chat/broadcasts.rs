@@ -253,8 +253,9 @@ pub async fn fan_out(
         }
         let (room, created) = app.store.single_room(&original.sender_id, &r).await?;
         if created {
-            app.notify.join_room(&original.sender_id, &room.id).await;
-            app.notify.join_room(&r, &room.id).await;
+            app.notify
+                .join_room_all(&[&original.sender_id, &r], &room.id)
+                .await;
         }
         let copy = NewMessage {
             room_id: room.id.clone(),

@@ -35,8 +35,9 @@ pub async fn peer_room(app: &App, who: &Identity, identifier: &str) -> Result<Ro
     }
     let (room, created) = app.store.single_room(&who.user_id, &peer.id).await?;
     if created {
-        app.notify.join_room(&who.user_id, &room.id).await;
-        app.notify.join_room(&peer.id, &room.id).await;
+        app.notify
+            .join_room_all(&[&who.user_id, &peer.id], &room.id)
+            .await;
     }
     out(app, room, &who.user_id).await
 }
@@ -134,10 +135,10 @@ pub async fn create_group(
         app.store.set_room_text(&room.id, "img", &img).await?;
         room.img = img;
     }
-    app.notify.join_room(&who.user_id, &room.id).await;
-    for id in &ids {
-        app.notify.join_room(id, &room.id).await;
-    }
+    let joining: Vec<&str> = std::iter::once(who.user_id.as_str())
+        .chain(ids.iter().map(String::as_str))
+        .collect();
+    app.notify.join_room_all(&joining, &room.id).await;
     super::post::post_info(
         app,
         &room.id,
@@ -164,8 +165,9 @@ pub async fn add_members(
     let have = app.store.member_count(room_id).await? as usize;
     within_cap(app, have + ids.len(), "a group", "members")?;
     let added = app.store.add_members(room_id, &ids).await?;
+    let joining: Vec<&str> = added.iter().map(String::as_str).collect();
+    app.notify.join_room_all(&joining, room_id).await;
     for u in users.iter().filter(|u| added.contains(&u.id)) {
-        app.notify.join_room(&u.id, room_id).await;
         super::post::post_info(
             app,
             room_id,

@@ -585,6 +585,8 @@ impl Cluster {
                 silent.push(a.node);
             }
         }
+        silent.sort_unstable();
+        silent.dedup();
         silent
     }
 

@@ -217,48 +217,71 @@ impl Notifier {
 
     /// Membership gained: the user's live sockets join the room at once.
     pub async fn join_room(&self, user: &str, room: &str) {
-        self.membership(user, room, true).await
+        self.memberships(&[user], room, true).await
+    }
+
+    /// Membership gained by several users at once (a group made, members added): their changes
+    /// go out back to back, and the other nodes' answers are waited for together.
+    pub async fn join_room_all(&self, users: &[&str], room: &str) {
+        self.memberships(users, room, true).await
     }
 
     /// Membership lost (or closed by a ban): the user's live sockets leave the room at once.
     pub async fn leave_room(&self, user: &str, room: &str) {
-        self.membership(user, room, false).await
+        self.memberships(&[user], room, false).await
     }
 
-    /// Addressed to the user's own room, which every socket joins before its client hears it is
-    /// connected, rather than to the sockets presence knows: presence learns of a socket only
-    /// after that (and, in a cluster, of a socket on another node later still), so a member
-    /// who left right after connecting would otherwise keep hearing the room. Returns once the
-    /// change is made here and, in a cluster, on every node that answers (each listening to
-    /// the room's channel by then, for a join), so a room emit sent after it reaches (or no
-    /// longer reaches) the user's sockets everywhere.
-    async fn membership(&self, user: &str, room: &str, join: bool) {
+    /// Membership lost by several users at once.
+    pub async fn leave_room_all(&self, users: &[&str], room: &str) {
+        self.memberships(users, room, false).await
+    }
+
+    /// Addressed to each user's own room, which every socket joins before its client hears it
+    /// is connected, rather than to the sockets presence knows: presence learns of a socket
+    /// only after that (and, in a cluster, of a socket on another node later still), so a
+    /// member who left right after connecting would otherwise keep hearing the room. Returns
+    /// once the changes are made here and, in a cluster, on every node that answers (each
+    /// listening to the room's channel by then, for a join), so a room emit sent after it
+    /// reaches (or no longer reaches) the users' sockets everywhere.
+    async fn memberships(&self, users: &[&str], room: &str, join: bool) {
         let Some(tx) = &self.remote else {
-            move_here(&self.io, user, room, join);
+            for user in users {
+                move_here(&self.io, user, room, join);
+            }
             return;
         };
-        let (done, sent) = tokio::sync::oneshot::channel();
-        let _ = tx.send(Remote::Membership {
-            user: user.to_string(),
-            room: room.to_string(),
-            join,
-            done,
-        });
-        let Ok(moved) = sent.await else { return };
+        let mut moving = Vec::with_capacity(users.len());
+        for user in users {
+            let (done, moved) = tokio::sync::oneshot::channel();
+            let _ = tx.send(Remote::Membership {
+                user: user.to_string(),
+                room: room.to_string(),
+                join,
+                done,
+            });
+            moving.push(moved);
+        }
+        let (mut here, mut awaited) = (false, Vec::new());
+        for moved in moving {
+            if let Ok(m) = moved.await {
+                here |= m.here;
+                awaited.extend(m.awaited);
+            }
+        }
         if let Some(listening) = &self.listening {
-            if join && moved.here {
+            if join && here {
                 listening.ensure(vec![room.to_string()]).await;
             } else if !join {
                 listening.maybe_unused(vec![room.to_string()]);
             }
         }
         if let Some(cluster) = &self.cluster {
-            let silent = cluster.answered(moved.awaited).await;
+            let silent = cluster.answered(awaited).await;
             if !silent.is_empty() {
                 tracing::warn!(
                     ?silent,
                     room,
-                    user,
+                    users = users.len(),
                     join,
                     "nodes did not confirm a room membership change"
                 );
