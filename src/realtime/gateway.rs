@@ -161,14 +161,24 @@ async fn connect(
         _ => Refused(format!("Unauthorized: {e}")),
     })?;
     // The user's room first, the store after: a membership change committed after the read
-    // is published after it, and finds the socket in the user's room.
+    // finds the socket in the user's room. A leave committed during the read may find it not
+    // yet in the room it leaves, and the read may still have the room: the count of changes
+    // tells, and the rooms are read again.
     s.join(user_room(&who.user_id));
-    let rooms = app
-        .store
-        .joinable_rooms(&who.user_id)
-        .await
-        .map_err(|_| Refused("server error: store unavailable".into()))?;
+    let changes = app.notify.membership_changes(&who.user_id);
+    let mut rooms = joinable_rooms(&app, &who.user_id).await?;
     s.join(rooms.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
+    if app.notify.membership_changes(&who.user_id) != changes {
+        let now = joinable_rooms(&app, &who.user_id).await?;
+        let gone: Vec<String> = rooms
+            .iter()
+            .filter(|r| !now.contains(r))
+            .map(|r| chat_room(r))
+            .collect();
+        s.leave(gone);
+        s.join(now.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
+        rooms = now;
+    }
     if app.cluster.is_some() {
         // Other nodes reach this one socket through its own room.
         s.join(socket_room(s.id));
@@ -211,11 +221,19 @@ async fn connect(
     let joined = rooms.len();
     if let Some(listening) = &app.notify.listening {
         // Room emits other nodes send once the client hears it is connected reach it. Last,
-        // so that a refused socket leaves no room listened to for nothing.
+        // so that a refused socket leaves no room listened to for nothing (but a membership
+        // change for the user meanwhile may have: the reconcile finds it unused).
         listening.ensure(rooms).await;
     }
     tracing::debug!(user = %ctx.who.user_id, device = %ctx.who.device, sid = %s.id, rooms = joined, "socket authenticated");
     Ok(())
+}
+
+async fn joinable_rooms(app: &App, user: &str) -> Result<Vec<String>, Refused> {
+    app.store
+        .joinable_rooms(user)
+        .await
+        .map_err(|_| Refused("server error: store unavailable".into()))
 }
 
 /// The peer of the socket's first request (its address and connection).

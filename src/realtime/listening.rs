@@ -228,7 +228,6 @@ impl Task {
         let mut before: HashSet<String> = std::mem::take(&mut self.subscribed);
         before.extend(self.retry.drain());
         before.extend(self.maybe.drain());
-        self.unused.clear();
         self.channels.set(0);
         let mut rooms = local_chat_rooms(&self.io).await;
         rooms.extend(

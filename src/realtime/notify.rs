@@ -2,6 +2,7 @@
 //! V Chat clients `jsonDecode` what they receive. Call events go through the `call_*` methods,
 //! which keep events for a call device that is within its grace (see [`Outboxes`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +36,19 @@ pub struct Notifier {
     /// Room emits other nodes sent on room channels, read here (cluster mode).
     pub room_emits: Counter,
     cluster: Option<Arc<Cluster>>,
+    /// Membership changes seen here, counted by user (in stripes: two users may share one),
+    /// so that a connect can tell whether one raced its read of the user's rooms.
+    changes: Arc<[AtomicU64]>,
+}
+
+/// Stripes of [`Notifier::changes`]: a shared stripe costs a connect one more store read.
+const CHANGE_STRIPES: usize = 1024;
+
+fn stripe(user: &str) -> usize {
+    let h = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h % CHANGE_STRIPES as u64) as usize
 }
 
 pub fn encode<T: Serialize + ?Sized>(payload: &T) -> String {
@@ -68,6 +82,7 @@ impl Notifier {
             listening,
             room_emits: Counter::default(),
             cluster,
+            changes: (0..CHANGE_STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -244,6 +259,9 @@ impl Notifier {
     /// listening to the room's channel by then, for a join), so a room emit sent after it
     /// reaches (or no longer reaches) the users' sockets everywhere.
     async fn memberships(&self, users: &[&str], room: &str, join: bool) {
+        for user in users {
+            self.changed(user);
+        }
         let Some(tx) = &self.remote else {
             for user in users {
                 move_here(&self.io, user, room, join);
@@ -287,6 +305,18 @@ impl Notifier {
                 );
             }
         }
+    }
+
+    /// How many membership changes of this user (or of a user sharing its stripe) this node
+    /// has seen. Counted after the change is stored and before sockets are moved: a connect
+    /// that reads it before reading the user's rooms, and sees it moved once it has joined
+    /// them, read the rooms while a change was on its way, and reads them again.
+    pub fn membership_changes(&self, user: &str) -> u64 {
+        self.changes[stripe(user)].load(Ordering::SeqCst)
+    }
+
+    fn changed(&self, user: &str) {
+        self.changes[stripe(user)].fetch_add(1, Ordering::SeqCst);
     }
 
     /// Whether this socket currently sits in the chat room (membership as the gateway knows it).
@@ -337,6 +367,7 @@ impl Notifier {
     /// or leave it now, in the order the bus delivers (before the room emits sent after it).
     /// Returns whether this node now has to listen to the room's channel.
     pub fn member_from_peer(&self, user: &str, room: &str, join: bool) -> bool {
+        self.changed(user);
         let here = move_here(&self.io, user, room, join);
         if !join {
             if let Some(listening) = &self.listening {
