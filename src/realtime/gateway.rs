@@ -165,10 +165,15 @@ async fn connect(
     // yet in the room it leaves, and the read may still have the room: the count of changes
     // tells, and the rooms are read again.
     s.join(user_room(&who.user_id));
-    let changes = app.notify.membership_changes(&who.user_id);
+    let mut changes = app.notify.membership_changes(&who.user_id);
     let mut rooms = joinable_rooms(&app, &who.user_id).await?;
     s.join(rooms.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
-    if app.notify.membership_changes(&who.user_id) != changes {
+    for _ in 0..3 {
+        let seen = app.notify.membership_changes(&who.user_id);
+        if seen == changes {
+            break;
+        }
+        changes = seen;
         let now = joinable_rooms(&app, &who.user_id).await?;
         let gone: Vec<String> = rooms
             .iter()
