@@ -1137,6 +1137,19 @@ async fn a_hung_redis_does_not_hold_up_a_nodes_own_sockets() {
     }
 }
 
+/// A group made by `token` with one other member; its room id.
+async fn group(api: &Api, token: &str, name: &str, member: &str) -> String {
+    let form = reqwest::multipart::Form::new()
+        .text("groupName", name.to_string())
+        .text("identifiers", json!([member]).to_string());
+    api.multipart("POST", "channel/group", Some(token), form)
+        .await
+        .ok()["rId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A text message from `token` to `room`, its content also its local id.
 async fn say(api: &Api, token: &str, room: &str, text: &str) {
     api.post(
@@ -1167,16 +1180,7 @@ async fn a_member_removed_while_redis_hangs_leaves_the_group_on_every_node() {
     let mut bob_tab = d1.connect("b-tab", &b_tab).await;
     c.settle(&[1, 1]).await;
     let api0 = c.node(0).api();
-    let form = reqwest::multipart::Form::new()
-        .text("groupName", "Team")
-        .text("identifiers", json!(["bob"]).to_string());
-    let group = api0
-        .multipart("POST", "channel/group", Some(&a), form)
-        .await
-        .ok()["rId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let group = group(&api0, &a, "Team", "bob").await;
     say(&api0, &a, &group, "before").await;
     loop {
         let m = bob_tab.expect("v1OnNewMessage").await;
@@ -1305,16 +1309,7 @@ async fn a_member_hears_the_next_room_emit_after_connecting_or_being_added_on_an
     let mut carol_s = d2.connect("c-phone", &carol).await;
     let pair = api0.peer_room(&a, "carol").await;
     for n in 0..3 {
-        let form = reqwest::multipart::Form::new()
-            .text("groupName", format!("Team {n}"))
-            .text("identifiers", json!(["bob"]).to_string());
-        let group = api0
-            .multipart("POST", "channel/group", Some(&a), form)
-            .await
-            .ok()["rId"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let group = group(&api0, &a, &format!("Team {n}"), "bob").await;
         api0.post(
             &format!("channel/{group}/group/members"),
             &a,
@@ -1403,16 +1398,7 @@ async fn room_traffic_takes_the_adapter_while_a_node_of_an_older_build_is_live()
         bob.expect("v1OnNewMessage").await["lId"],
         "through the adapter"
     );
-    let form = reqwest::multipart::Form::new()
-        .text("groupName", "Team")
-        .text("identifiers", json!(["carol"]).to_string());
-    let group = api0
-        .multipart("POST", "channel/group", Some(&a), form)
-        .await
-        .ok()["rId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let group = group(&api0, &a, "Team", "carol").await;
     say(&api0, &a, &group, "group through the adapter").await;
     loop {
         if carol_s.expect("v1OnNewMessage").await["lId"] == "group through the adapter" {
@@ -1473,16 +1459,7 @@ async fn a_member_added_while_redis_hangs_hears_the_group_once_it_answers() {
     let mut carol_s = d1.connect("c-phone", &carol).await;
     c.settle(&[1, 1]).await;
     let api0 = c.node(0).api();
-    let form = reqwest::multipart::Form::new()
-        .text("groupName", "Team")
-        .text("identifiers", json!(["bob"]).to_string());
-    let group = api0
-        .multipart("POST", "channel/group", Some(&a), form)
-        .await
-        .ok()["rId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let group = group(&api0, &a, "Team", "bob").await;
     let n0 = c.node(0);
     assert_eq!(c.node(1).metric("vchat_cluster_room_channels").await, 0.0);
 

@@ -538,21 +538,16 @@ impl Cluster {
         join: bool,
         answered: bool,
     ) -> Result<Heard, AskError> {
-        let id = answered.then(|| self.next.fetch_add(1, Ordering::Relaxed));
-        let rx = id.map(|id| {
-            let (tx, rx) = oneshot::channel();
-            self.pending.insert(id, tx);
-            rx
-        });
+        let expected = answered.then(|| self.expect_answer());
         let msg = Msg::Member {
-            id,
+            id: expected.as_ref().map(|(id, _)| *id),
             from: self.node.clone(),
             user: user.to_string(),
             room: room.to_string(),
             join,
         };
         let heard = self.publish_heard(self.bus_channel(node), &msg).await;
-        match (heard, id.zip(rx)) {
+        match (heard, expected) {
             (Ok(true), Some((id, rx))) => Ok(Heard::Yes(Some(Awaited {
                 node: node.to_string(),
                 id,
@@ -673,10 +668,16 @@ impl Cluster {
         self.request(node, req, true).await
     }
 
-    async fn request(&self, node: &str, req: Request, if_heard: bool) -> Result<Reply, AskError> {
+    /// A new request id, and where its answer will arrive (see `Msg::Answer` in `node`).
+    fn expect_answer(&self) -> (u64, oneshot::Receiver<Reply>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.insert(id, tx);
+        (id, rx)
+    }
+
+    async fn request(&self, node: &str, req: Request, if_heard: bool) -> Result<Reply, AskError> {
+        let (id, rx) = self.expect_answer();
         let msg = Msg::Ask {
             id,
             from: self.node.clone(),

@@ -204,6 +204,14 @@ mod tests {
     use super::*;
     use crate::calls::machine::Role;
 
+    /// Read back, a message writes the same JSON; returns it.
+    fn round_trips(m: &Msg) -> Msg {
+        let text = serde_json::to_string(m).unwrap();
+        let back: Msg = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        back
+    }
+
     #[test]
     fn requests_round_trip() {
         let m = Msg::Ask {
@@ -216,9 +224,7 @@ mod tests {
                 action: Action::DeviceLost { role: Role::Callee },
             },
         };
-        let text = serde_json::to_string(&m).unwrap();
-        let back: Msg = serde_json::from_str(&text).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        round_trips(&m);
         let m = Msg::Tell(Told {
             sid: "s".into(),
             req: Request::Ice {
@@ -229,9 +235,7 @@ mod tests {
                 payload: serde_json::json!({"meetId": "m", "data": {}}),
             },
         });
-        let text = serde_json::to_string(&m).unwrap();
-        let back: Msg = serde_json::from_str(&text).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        round_trips(&m);
         // A forwarded creation carries the whole identity the asking node verified (the ring
         // shows the caller's name and picture) and the request's body as the client sent it.
         let mut who = Identity::of_user("u", "d");
@@ -251,15 +255,12 @@ mod tests {
                 },
             },
         };
-        let text = serde_json::to_string(&m).unwrap();
-        let back: Msg = serde_json::from_str(&text).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), text);
         let Msg::Ask {
             req: Request::Create { who: got, body, .. },
             ..
-        } = back
+        } = round_trips(&m)
         else {
-            panic!("{text}")
+            panic!("not a creation")
         };
         assert_eq!(got, who);
         assert!(body.with_video);
@@ -322,8 +323,6 @@ mod tests {
             room: "r".into(),
             join: false,
         };
-        let text = serde_json::to_string(&m).unwrap();
-        let back: Msg = serde_json::from_str(&text).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        round_trips(&m);
     }
 }
