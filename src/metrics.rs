@@ -162,6 +162,13 @@ impl Metrics {
              not sent because Redis did not answer (cluster mode).",
             counted.reach.unsent,
         );
+        registry.register(
+            "vchat_cluster_events_late",
+            "Events and room emits whose part for other nodes was dropped because they waited in \
+             this node's queue for a heartbeat TTL: Redis answers, but too slowly for the \
+             node's load (cluster mode).",
+            counted.reach.late,
+        );
         if let Some(h) = commit_batches {
             registry.register(
                 "vchat_store_batch_size",

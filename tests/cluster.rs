@@ -9,9 +9,10 @@
 
 mod common;
 
-use common::cluster::TestCluster;
+use common::cluster::{SlowLink, TestCluster};
 use common::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn cand(meet: &str, n: u32) -> Value {
     json!({"meetId": meet, "data": {"candidate": format!("candidate:{n} 1 udp 1 127.0.0.1 {n} typ host"),
@@ -1486,4 +1487,132 @@ async fn a_member_added_while_redis_hangs_hears_the_group_once_it_answers() {
             break;
         }
     }
+}
+
+/// Sets the ACL of Redis's default user (the one every node connects as).
+async fn acl(redis_url: &str, rule: &str) {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg(rule)
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap();
+}
+
+/// A Redis that answers every command but refuses publishes (an ACL here; a proxy or an
+/// account misconfigured in life) is not an outage: the nodes go on. A member removed meanwhile
+/// leaves the group on node 0 at once, and on node 1 once publishes are taken again, before the
+/// group's next message there.
+#[tokio::test]
+async fn a_member_removed_while_redis_refuses_publishes_leaves_the_group_once_it_takes_them() {
+    let Some(mut c) = slow_heartbeat_cluster("cluster: publishes refused") else {
+        return;
+    };
+    let url = c.redis().url.clone();
+    let (a, _b, pair) = alice_and_bob(&c).await;
+    let b_tab = token("bob", Some("b-tab"));
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let mut bob_tab = d1.connect("b-tab", &b_tab).await;
+    c.settle(&[1, 1]).await;
+    let api0 = c.node(0).api();
+    let group = group(&api0, &a, "Team", "bob").await;
+    say(&api0, &a, &group, "before").await;
+    loop {
+        if bob_tab.expect("v1OnNewMessage").await["lId"] == "before" {
+            break;
+        }
+    }
+
+    acl(&url, "-publish").await;
+    api0.delete(&format!("channel/{group}/group/members/bob"), &a)
+        .await
+        .ok();
+    let n0 = c.node(0);
+    n0.wait_metric("vchat_cluster_kept", |v| v == 1.0).await;
+    assert_eq!(
+        n0.metric("vchat_cluster_redis_unanswered").await,
+        0.0,
+        "Redis answered pings throughout"
+    );
+    acl(&url, "+publish").await;
+    // Kept work is tried again at most 5 s apart while publishes are refused.
+    n0.wait_metric_within("vchat_cluster_kept", |v| v == 0.0, Duration::from_secs(15))
+        .await;
+
+    say(&api0, &a, &group, "after").await;
+    say(&api0, &a, &pair, "in our room").await;
+    loop {
+        let m = bob_tab.expect("v1OnNewMessage").await;
+        assert_ne!(
+            m["lId"], "after",
+            "bob's tablet still heard the group after his removal"
+        );
+        if m["lId"] == "in our room" {
+            break;
+        }
+    }
+}
+
+/// Behind a Redis that answers every command, but slowly (each request arrives 250 ms late), a
+/// node's queue to other nodes does not grow without end: an event that waited a heartbeat TTL
+/// in it is dropped and counted, and the node is back to normal once the queue is through.
+#[tokio::test]
+async fn events_for_other_nodes_that_wait_a_ttl_behind_a_slow_redis_are_dropped() {
+    let mut link = None;
+    let env = [
+        ("VCHAT_NODE_TTL_MS", "6000"),
+        ("VCHAT_MAX_EVENTS_PER_SECOND", "1000000"),
+    ];
+    let Some(c) = TestCluster::start_behind("cluster: slow redis", 2, &env, |url| {
+        let (l, url) = SlowLink::start(url);
+        link = Some(l);
+        url
+    }) else {
+        return;
+    };
+    let link = link.expect("the link is up");
+    let (a, _b, room) = alice_and_bob(&c).await;
+    let b_tab = token("bob", Some("b-tab"));
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let alice = d0.connect("a-phone", &a).await;
+    let mut bob_tab = d1.connect("b-tab", &b_tab).await;
+    c.settle(&[1, 1]).await;
+    let n0 = c.node(0);
+
+    // A round trip now carries up to 256 of node 0's operations and takes 250 ms: about 1,000
+    // room emits a second reach node 1, so most of 15,000 wait longer than the TTL (6 s).
+    link.set_delay(Duration::from_millis(250));
+    let typing = json!({"roomId": room, "status": "typing"});
+    const SENT: usize = 15_000;
+    alice
+        .emit_repeated("v1RoomStatusChange", &typing, SENT)
+        .await;
+    n0.wait_metric_within(
+        "vchat_cluster_events_late_total",
+        |v| v > 0.0,
+        Duration::from_secs(60),
+    )
+    .await;
+    link.set_delay(Duration::ZERO);
+
+    let recording = json!({"roomId": room, "status": "recording"});
+    alice.emit("v1RoomStatusChange", &recording).await;
+    let mut typed = 0usize;
+    while bob_tab.expect("v1OnRoomStatusChange").await["status"] != "recording" {
+        typed += 1;
+    }
+    // Some emits were refused at alice's socket (more than its inbox holds arrived at once):
+    // she was told to slow down.
+    let late = n0.metric("vchat_cluster_events_late_total").await as usize;
+    assert!(
+        typed > 0 && typed + late <= SENT,
+        "{typed} heard, {late} late"
+    );
+    // Dropped for their wait alone: every publish was taken.
+    assert_eq!(n0.metric("vchat_cluster_events_unsent_total").await, 0.0);
+    assert_eq!(n0.metric("vchat_cluster_redis_unanswered").await, 0.0);
 }

@@ -14,6 +14,13 @@ use tokio::sync::oneshot;
 
 use super::wire::{EmitOut, Msg, Reply, Request, RoomOut, Told, BUS_VERSION};
 
+impl Outgoing {
+    fn new(channel: String, msg: &impl serde::Serialize) -> Outgoing {
+        let text = serde_json::to_string(msg).expect("bus messages serialize");
+        Outgoing { channel, text }
+    }
+}
+
 /// How long a busy mark lives before its call is stored (see [`Cluster::hold`]).
 const HOLD_MS: u64 = 30_000;
 
@@ -60,17 +67,24 @@ pub struct Cluster {
     pub(super) stopping: AtomicBool,
 }
 
-/// Whether a node read a message on its channel, and the answer it owes for it.
-pub enum Heard {
-    Yes(Option<Awaited>),
-    No,
-}
-
 /// An answer a node owes this one (see [`Cluster::member`]).
 pub struct Awaited {
     node: String,
     id: u64,
     rx: oneshot::Receiver<Reply>,
+}
+
+impl Awaited {
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+}
+
+/// A bus message made and not sent yet: several go out in one round trip with
+/// [`Cluster::publish_all`].
+pub struct Outgoing {
+    channel: String,
+    text: String,
 }
 
 #[derive(Default)]
@@ -226,6 +240,10 @@ impl Cluster {
 
     pub(super) fn key(&self, parts: &str) -> String {
         format!("{}:{parts}", self.prefix)
+    }
+    /// How long a node may be silent before it is taken for dead.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
     pub(super) fn connection(&self) -> ConnectionManager {
         self.conn.clone()
@@ -495,49 +513,37 @@ impl Cluster {
         pings(&self.conn).await
     }
 
-    /// An event for sockets on `node`: only that node hears it. Returns whether it did (no
-    /// one reads its channel while it subscribes again, after a Redis restart).
-    pub async fn emit_on(
-        &self,
-        node: &str,
-        sids: Vec<String>,
-        event: &str,
-        text: &str,
-    ) -> Result<bool, AskError> {
+    /// An event for sockets on `node`: only that node hears it (nobody does while it subscribes
+    /// again, after a Redis restart).
+    pub fn emit_on(&self, node: &str, sids: &[String], event: &str, text: &str) -> Outgoing {
         // Borrowed: the text is copied once, into the bus message.
-        let msg = EmitOut {
-            sids: &sids,
-            event,
-            text,
-        };
-        self.publish_heard(self.bus_channel(node), &msg).await
+        let msg = EmitOut { sids, event, text };
+        Outgoing::new(self.bus_channel(node), &msg)
     }
 
     /// An event for the member sockets of a chat room on the nodes listening to its channel
     /// (this node's own were sent theirs already).
-    pub async fn emit_to_room(&self, room: &str, event: &str, text: &str) -> Result<(), AskError> {
+    pub fn emit_to_room(&self, room: &str, event: &str, text: &str) -> Outgoing {
         let msg = RoomOut {
             from: &self.incarnation,
             room,
             event,
             text,
         };
-        self.publish_heard(self.room_channel(room), &msg)
-            .await
-            .map(|_| ())
+        Outgoing::new(self.room_channel(room), &msg)
     }
 
     /// A user's sockets on `node` join or leave a chat room. `answered`: the node answers once
-    /// done, and the answer is waited for with [`Cluster::answered`]. [`Heard::No`] when that
-    /// node does not read its channel now (it is subscribing again, and hears nothing meanwhile).
-    pub async fn member(
+    /// done, and the answer is waited for with [`Cluster::answered`] (or given up with
+    /// [`Cluster::abandon`], as it must be when the message was not heard).
+    pub fn member(
         &self,
         node: &str,
         user: &str,
         room: &str,
         join: bool,
         answered: bool,
-    ) -> Result<Heard, AskError> {
+    ) -> (Outgoing, Option<Awaited>) {
         let expected = answered.then(|| self.expect_answer());
         let msg = Msg::Member {
             id: expected.as_ref().map(|(id, _)| *id),
@@ -546,20 +552,47 @@ impl Cluster {
             room: room.to_string(),
             join,
         };
-        let heard = self.publish_heard(self.bus_channel(node), &msg).await;
-        match (heard, expected) {
-            (Ok(true), Some((id, rx))) => Ok(Heard::Yes(Some(Awaited {
-                node: node.to_string(),
-                id,
-                rx,
-            }))),
-            (r, taken) => {
-                if let Some((id, _)) = taken {
-                    self.pending.remove(&id);
-                }
-                r.map(|heard| if heard { Heard::Yes(None) } else { Heard::No })
-            }
+        let awaited = expected.map(|(id, rx)| Awaited {
+            node: node.to_string(),
+            id,
+            rx,
+        });
+        (Outgoing::new(self.bus_channel(node), &msg), awaited)
+    }
+
+    /// Closes a socket on `node`.
+    pub fn kick(&self, node: &str, sid: String) -> Outgoing {
+        Outgoing::new(self.bus_channel(node), &Msg::Kick { sid })
+    }
+
+    /// Publishes every message in one round trip, in their order. For each: whether some node
+    /// read its channel, or why Redis refused it. `Err`: none may have gone out.
+    pub async fn publish_all(
+        &self,
+        out: &[Outgoing],
+    ) -> Result<Vec<Result<bool, String>>, AskError> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for o in out {
+            pipe.cmd("PUBLISH").arg(&o.channel).arg(&o.text);
         }
+        let read: Vec<redis::RedisResult<i64>> = retried(|| {
+            let (mut c, pipe) = (self.conn.clone(), &pipe);
+            async move { pipe.query_async(&mut c).await }
+        })
+        .await
+        .map_err(|e| AskError::Bus(e.to_string()))?;
+        if read.len() != out.len() {
+            return Err(AskError::Bus(format!(
+                "{} answers to {} publishes",
+                read.len(),
+                out.len()
+            )));
+        }
+        Ok(read
+            .into_iter()
+            .map(|r| r.map(|n| n > 0).map_err(|e| e.to_string()))
+            .collect())
     }
 
     /// Answers no longer waited for.
@@ -583,12 +616,6 @@ impl Cluster {
         silent.sort_unstable();
         silent.dedup();
         silent
-    }
-
-    /// Closes a socket on `node`; returns whether that node heard it.
-    pub async fn kick(&self, node: &str, sid: String) -> Result<bool, AskError> {
-        self.publish_heard(self.bus_channel(node), &Msg::Kick { sid })
-            .await
     }
 
     /// A local socket joined presence: tell every node, and keep it in this node's hash for

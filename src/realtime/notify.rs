@@ -8,7 +8,6 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use socketioxide::socket::Sid;
-use tokio::sync::mpsc;
 
 use super::listening::Listening;
 use super::outbox::{Offer, Outboxes};
@@ -24,7 +23,7 @@ pub struct Notifier {
     pub presence: Arc<Presence>,
     pub outbox: Arc<Outboxes>,
     /// Cluster mode: the queue to the task that reaches other nodes.
-    remote: Option<mpsc::UnboundedSender<Remote>>,
+    remote: Option<remote::Queue>,
     /// Events not sent because the socket's send buffer was full (a client not reading).
     pub dropped: Counter,
     /// Bus messages from other nodes for sockets here (events, closes).
@@ -124,8 +123,8 @@ impl Notifier {
     }
 
     fn send_remote(&self, r: Remote) {
-        if let Some(tx) = &self.remote {
-            let _ = tx.send(r);
+        if let Some(queue) = &self.remote {
+            queue.send(r);
         }
     }
 
@@ -271,7 +270,7 @@ impl Notifier {
         let mut moving = Vec::with_capacity(users.len());
         for user in users {
             let (done, moved) = tokio::sync::oneshot::channel();
-            let _ = tx.send(Remote::Membership {
+            tx.send(Remote::Membership {
                 user: user.to_string(),
                 room: room.to_string(),
                 join,

@@ -14,10 +14,20 @@
 //! the room's next emit reaches another node. (The Socket.IO adapter, which carries room
 //! emits while a node of an older build is live, sends nothing locally when its publish fails,
 //! so without this a room emit was lost for this node's sockets too.)
+//!
+//! The task takes what is queued in batches: each operation's part here is done at once, and
+//! the publishes of the whole batch go to Redis in one round trip (see [`Reacher::send`]). A
+//! slow Redis that still answers therefore slows this node's traffic to other nodes by a round
+//! trip per batch, not per operation; and an event that has waited a heartbeat TTL in the
+//! queue all the same is dropped for other nodes and counted (see [`Reach::late`]), so that
+//! such a Redis holds up the node's own sockets, and fills its memory, by at most about a
+//! TTL's worth of work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::FutureExt;
 use prometheus_client::metrics::counter::Counter;
@@ -26,11 +36,11 @@ use redis::aio::ConnectionManager;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::room_names::{chat_room, socket_room, user_room};
 use crate::cluster::driver::{Adapter, Io};
-use crate::cluster::link::{node_of_run, pings, AskError, Awaited, Cluster, Heard};
+use crate::cluster::link::{node_of_run, pings, Awaited, Cluster, Outgoing};
 use crate::cluster::wire::{EMITS_SINCE, ROOMS_SINCE};
 
 /// Counts an emit refused because the socket's send buffer was full (one to a closed socket
@@ -79,7 +89,7 @@ pub(super) enum Remote {
         user: String,
         room: String,
         join: bool,
-        done: tokio::sync::oneshot::Sender<Moved>,
+        done: oneshot::Sender<Moved>,
     },
     /// A socket here, or on the run presence has it on.
     Disconnect(Sid, Option<Arc<str>>),
@@ -107,10 +117,24 @@ pub struct Reach {
     /// Room changes and socket closes kept for other nodes until Redis answers (see [`Kept`]);
     /// back to 0 once they are done everywhere.
     pub kept: Gauge,
+    /// Events for other nodes dropped because they waited in this node's queue for a heartbeat
+    /// TTL: Redis answers, but too slowly for the node's load.
+    pub late: Counter,
 }
 
 /// How often a node that takes Redis for unanswered asks it again.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// The task's queue. Each operation carries the time it was queued: an event for other nodes
+/// that waited a heartbeat TTL is dropped (see [`Reach::late`]).
+#[derive(Clone)]
+pub(super) struct Queue(mpsc::UnboundedSender<(Instant, Remote)>);
+
+impl Queue {
+    pub(super) fn send(&self, r: Remote) {
+        let _ = self.0.send((Instant::now(), r));
+    }
+}
 
 /// Starts the task; returns its queue. `adapter`: the Socket.IO adapter's own Redis
 /// connection, which its publishes go through (pinged with the cluster's own).
@@ -120,7 +144,7 @@ pub(super) fn start(
     adapter: Option<ConnectionManager>,
     dropped: Counter,
     reach: Reach,
-) -> mpsc::UnboundedSender<Remote> {
+) -> Queue {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = Reacher {
         io,
@@ -130,9 +154,11 @@ pub(super) fn start(
         kept: Kept::default(),
         retry_after: PROBE_EVERY,
         wake: tx.downgrade(),
+        out: Vec::new(),
+        then: Vec::new(),
     };
     tokio::spawn(task.run(rx));
-    tx
+    Queue(tx)
 }
 
 /// What went wrong with one operation.
@@ -202,19 +228,91 @@ struct Reacher {
     retry_after: Duration,
     /// Wakes the task when kept work may be done (weak: the queue still closes when the
     /// notifier goes).
-    wake: mpsc::WeakUnboundedSender<Remote>,
+    wake: mpsc::WeakUnboundedSender<(Instant, Remote)>,
+    /// Publishes made and not sent yet, in the order of their operations, and what each
+    /// operation does once they are sent (see [`Reacher::send`]).
+    out: Vec<Outgoing>,
+    then: Vec<Then>,
+}
+
+/// Operations taken from the queue at once. Their publishes go out together, in one round
+/// trip to Redis: the node's throughput to other nodes is then a batch per round trip, not
+/// one operation per round trip (a Redis 10 ms away would otherwise cap it at 100/s).
+const BATCH_MAX: usize = 256;
+
+/// Publishes sent in one round trip at most (a membership change has one per node).
+const PIPELINE_MAX: usize = 1024;
+
+/// An operation whose publishes are `out[at..at + len]`, and what it does with their results.
+struct Then {
+    at: usize,
+    len: usize,
+    what: After,
+}
+
+enum After {
+    /// A room emit.
+    Room,
+    /// An event for sockets on other nodes, one publish per node: the sockets of a node that
+    /// did not hear it go through the adapter.
+    Elsewhere {
+        nodes: Vec<Vec<Sid>>,
+        event: String,
+        text: String,
+    },
+    /// A membership change, one publish per node that reads room channels. `adapter`: it also
+    /// goes through the adapter (some live node reads no room channels), as it does when a
+    /// node did not hear it.
+    Member {
+        user: String,
+        room: String,
+        join: bool,
+        here: bool,
+        awaited: Vec<Option<Awaited>>,
+        adapter: bool,
+        done: oneshot::Sender<Moved>,
+    },
+    /// A close of a socket on another node: through the adapter if that node did not hear it.
+    Close { sid: Sid, run: Option<Arc<str>> },
 }
 
 impl Reacher {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Remote>) {
-        while let Some(r) = rx.recv().await {
-            if matches!(r, Remote::Resumed) {
-                if self.up() && !self.kept.is_empty() {
-                    self.catch_up().await;
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<(Instant, Remote)>) {
+        let late_after = self.probe.cluster.ttl();
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        while rx.recv_many(&mut batch, BATCH_MAX).await > 0 {
+            let now = Instant::now();
+            for (queued, r) in batch.drain(..) {
+                if now.duration_since(queued) < late_after {
+                    self.one(r).await;
+                } else {
+                    self.late(r).await;
                 }
-                continue;
             }
-            self.one(r).await;
+            self.send().await;
+        }
+    }
+
+    /// An operation that waited a heartbeat TTL in the queue: Redis answers too slowly for
+    /// this node's load (each round trip carries a batch, so it is very slow). Its part here
+    /// is done, and so are room changes and closes for other nodes, which must not be lost; an
+    /// event for other nodes is dropped and counted: it is stale by now, and sending it would
+    /// hold up what comes after it by as long again.
+    async fn late(&mut self, r: Remote) {
+        match r {
+            Remote::Elsewhere { .. } => {
+                self.reach.late.inc();
+            }
+            Remote::Emit { room, event, text } => {
+                let _ = self
+                    .io
+                    .local()
+                    .to(chat_room(&room))
+                    .emit(&event, &text)
+                    .await;
+                self.reach.late.inc();
+            }
+            r => self.one(r).await,
         }
     }
 
@@ -222,82 +320,359 @@ impl Reacher {
         self.reach.unanswered.get() == 0
     }
 
+    /// Does an operation's part here, and makes its publishes for other nodes (sent with the
+    /// rest of the batch).
     async fn one(&mut self, r: Remote) {
-        let io = &self.io;
-        let cluster = &*self.probe.cluster;
         // While work is kept, later work for other nodes must not overtake it: it is kept
         // (room changes, closes) or not sent (events) too.
         let open = self.up() && self.kept.is_empty();
-        let done = match r {
+        match r {
             Remote::Local { sids, event, text } => {
                 for sid in sids {
-                    if let Some(s) = io.get_socket(sid) {
+                    if let Some(s) = self.io.get_socket(sid) {
                         count_full(s.emit(&event, &text), &self.dropped);
                     }
                 }
-                Ok(())
             }
-            Remote::Resumed => Ok(()),
-            // A close of a socket here needs no Redis.
-            Remote::Disconnect(sid, run) if !open => {
-                if let Some(s) = io.get_socket(sid) {
-                    let _ = s.disconnect();
-                } else {
-                    self.keep_close(sid, run);
+            Remote::Resumed => {
+                self.send().await;
+                if self.up() && !self.kept.is_empty() {
+                    self.catch_up().await;
                 }
-                Ok(())
             }
+            // A close of a socket here needs no Redis.
+            Remote::Disconnect(sid, run) => match self.io.get_socket(sid) {
+                Some(s) => {
+                    let _ = s.disconnect();
+                }
+                None if open => self.close_elsewhere(sid, run).await,
+                None => self.keep_close(sid, run),
+            },
             Remote::Elsewhere { .. } if !open => {
                 self.reach.unsent.inc();
-                Ok(())
             }
-            Remote::Elsewhere { sids, event, text } => {
-                emit_elsewhere(io, cluster, sids, &event, &text).await
-            }
-            Remote::Disconnect(sid, run) => {
-                let r = close_socket(io, cluster, sid, run.clone()).await;
-                if matches!(r, Err(Failed::Redis(_))) {
-                    self.keep_close(sid, run);
-                }
-                r
-            }
+            Remote::Elsewhere { sids, event, text } => self.emit_elsewhere(sids, event, text).await,
             Remote::Emit { room, event, text } if !open => {
-                let _ = io.local().to(chat_room(&room)).emit(&event, &text).await;
+                let _ = self
+                    .io
+                    .local()
+                    .to(chat_room(&room))
+                    .emit(&event, &text)
+                    .await;
                 self.reach.unsent.inc();
-                Ok(())
             }
-            Remote::Emit { room, event, text } => emit_to_room(io, cluster, &room, &event, &text)
-                .await
-                .inspect_err(|e| {
-                    if matches!(e, Failed::Redis(_)) {
-                        self.reach.unsent.inc();
-                    }
-                }),
+            Remote::Emit { room, event, text } => self.emit_to_room(room, event, text).await,
             Remote::Membership {
                 user,
                 room,
                 join,
                 done,
             } => {
-                let here = move_here(io, &user, &room, join);
-                let r = if open {
-                    membership_elsewhere(io, cluster, &user, &room, join, true).await
-                } else {
-                    Ok(Vec::new())
-                };
-                // Not published (held back, or refused): done elsewhere later.
-                let (awaited, r) = match r {
-                    Ok(awaited) if open => (awaited, Ok(())),
-                    r => {
-                        self.keep_room(user, room, join);
-                        (Vec::new(), r.map(|_| ()))
+                let here = move_here(&self.io, &user, &room, join);
+                self.membership(user, room, join, here, done, open).await;
+            }
+        }
+    }
+
+    /// Queues an operation's publishes, from `at` on, and sends them once there are many.
+    async fn then(&mut self, at: usize, what: After) {
+        let len = self.out.len() - at;
+        self.then.push(Then { at, len, what });
+        if self.out.len() >= PIPELINE_MAX {
+            self.send().await;
+        }
+    }
+
+    /// A room emit: sent to the room's sockets here, and to the other nodes on the room's
+    /// channel, or, while some node does not read room channels, through the Socket.IO adapter.
+    async fn emit_to_room(&mut self, room: String, event: String, text: String) {
+        let cluster = self.probe.cluster.clone();
+        if cluster.all_speak(ROOMS_SINCE) {
+            let _ = self
+                .io
+                .local()
+                .to(chat_room(&room))
+                .emit(&event, &text)
+                .await;
+            let at = self.out.len();
+            self.out.push(cluster.emit_to_room(&room, &event, &text));
+            return self.then(at, After::Room).await;
+        }
+        // The adapter publishes on its own connection: what is queued goes first.
+        self.send().await;
+        let r = match self.io.to(chat_room(&room)).emit(&event, &text).await {
+            // Sent (a socket here may have refused it: closed, or not reading).
+            Ok(()) | Err(BroadcastError::Socket(_)) => Ok(()),
+            // Not published, so not sent here either.
+            Err(BroadcastError::Adapter(e)) => {
+                let _ = self
+                    .io
+                    .local()
+                    .to(chat_room(&room))
+                    .emit(&event, &text)
+                    .await;
+                self.reach.unsent.inc();
+                Err(Failed::Redis(e.to_string()))
+            }
+            Err(e) => Err(Failed::Other(e.to_string())),
+        };
+        self.settle(r).await;
+    }
+
+    /// An event for sockets on other nodes: on each node's own channel where that node reads
+    /// it, through the adapter for the rest.
+    async fn emit_elsewhere(
+        &mut self,
+        sids: Vec<(Sid, Option<Arc<str>>)>,
+        event: String,
+        text: String,
+    ) {
+        let cluster = self.probe.cluster.clone();
+        let (nodes, adapter) = by_node(sids, |n| cluster.speaks(n, EMITS_SINCE));
+        if !adapter.is_empty() {
+            self.send().await;
+            let r = self.adapter_emit(adapter, &event, &text).await;
+            self.settle(r).await;
+        }
+        if nodes.is_empty() {
+            return;
+        }
+        let at = self.out.len();
+        let mut lists = Vec::with_capacity(nodes.len());
+        for (node, sids) in nodes {
+            let names: Vec<String> = sids.iter().map(Sid::to_string).collect();
+            self.out.push(cluster.emit_on(&node, &names, &event, &text));
+            lists.push(sids);
+        }
+        let what = After::Elsewhere {
+            nodes: lists,
+            event,
+            text,
+        };
+        self.then(at, what).await;
+    }
+
+    async fn adapter_emit(&self, sids: Vec<Sid>, event: &str, text: &str) -> Result<(), Failed> {
+        let r = self
+            .io
+            .to(sids.into_iter().map(socket_room).collect::<Vec<_>>())
+            .emit(event, text)
+            .await
+            .map_err(broadcast_failed);
+        if matches!(r, Err(Failed::Redis(_))) {
+            self.reach.unsent.inc();
+        }
+        r
+    }
+
+    /// A user's sockets on the other nodes join or leave a chat room: told to each node that
+    /// listens to room channels (each answers once done), and through the Socket.IO adapter
+    /// while some node does not, or when a node does not read its channel right now (it is
+    /// subscribing again: its adapter may be back already, and it subscribes every room of
+    /// its sockets once it is). `done` is told once all of that has gone out. `open`: false
+    /// keeps it for later.
+    async fn membership(
+        &mut self,
+        user: String,
+        room: String,
+        join: bool,
+        here: bool,
+        done: oneshot::Sender<Moved>,
+        open: bool,
+    ) {
+        if !open {
+            self.keep_room(user, room, join);
+            let awaited = Vec::new();
+            let _ = done.send(Moved { here, awaited });
+            return;
+        }
+        let cluster = self.probe.cluster.clone();
+        let at = self.out.len();
+        let mut awaited = Vec::new();
+        for node in cluster.others_speaking(ROOMS_SINCE) {
+            let (out, answer) = cluster.member(&node, &user, &room, join, true);
+            self.out.push(out);
+            awaited.push(answer);
+        }
+        let what = After::Member {
+            user,
+            room,
+            join,
+            here,
+            awaited,
+            adapter: !cluster.all_speak(ROOMS_SINCE),
+            done,
+        };
+        self.then(at, what).await;
+    }
+
+    /// Closes a socket on the node presence has it on (through the adapter when that node
+    /// does not hear it on its channel).
+    async fn close_elsewhere(&mut self, sid: Sid, run: Option<Arc<str>>) {
+        let cluster = self.probe.cluster.clone();
+        if let Some(node) = bus_node(run.as_deref(), |n| cluster.speaks(n, EMITS_SINCE)) {
+            let at = self.out.len();
+            self.out.push(cluster.kick(node, sid.to_string()));
+            return self.then(at, After::Close { sid, run }).await;
+        }
+        self.send().await;
+        let r = self.adapter_close(sid, run).await;
+        self.settle(r).await;
+    }
+
+    async fn adapter_close(&mut self, sid: Sid, run: Option<Arc<str>>) -> Result<(), Failed> {
+        let r = self
+            .io
+            .to(socket_room(sid))
+            .disconnect()
+            .await
+            .map_err(broadcast_failed);
+        if matches!(r, Err(Failed::Redis(_))) {
+            self.keep_close(sid, run);
+        }
+        r
+    }
+
+    /// Sends the queued publishes in one round trip, then does what their operations do with
+    /// the results: a message a node did not hear goes through the adapter; one Redis
+    /// refused is counted as unsent (an event) or kept (a room change, a close).
+    async fn send(&mut self) {
+        if self.then.is_empty() {
+            return;
+        }
+        let cluster = self.probe.cluster.clone();
+        let sent = if self.out.is_empty() {
+            Ok(Vec::new())
+        } else {
+            cluster.publish_all(&self.out).await
+        };
+        self.out.clear();
+        let mut first = None;
+        for Then { at, len, what } in std::mem::take(&mut self.then) {
+            let heard = match &sent {
+                Ok(all) => all[at..at + len].iter().cloned().collect(),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = self.after(what, heard).await {
+                match e {
+                    Failed::Other(e) => tracing::warn!(error = %e, "could not reach another node"),
+                    e => {
+                        first.get_or_insert(e);
                     }
-                };
-                let _ = done.send(Moved { here, awaited });
-                r
+                }
+            }
+        }
+        if let Some(Failed::Redis(e)) = first {
+            self.failed(&e).await;
+        }
+    }
+
+    /// What an operation does once its publishes were sent: `heard` says, for each, whether
+    /// a node read it, or why Redis refused one of them.
+    async fn after(&mut self, what: After, heard: Result<Vec<bool>, String>) -> Result<(), Failed> {
+        let cluster = self.probe.cluster.clone();
+        let heard = match heard {
+            Ok(heard) => heard,
+            Err(e) => {
+                match what {
+                    After::Room | After::Elsewhere { .. } => {
+                        self.reach.unsent.inc();
+                    }
+                    After::Close { sid, run } => self.keep_close(sid, run),
+                    After::Member {
+                        user,
+                        room,
+                        join,
+                        here,
+                        awaited,
+                        done,
+                        ..
+                    } => {
+                        cluster.abandon(awaited.into_iter().flatten().collect());
+                        self.keep_room(user, room, join);
+                        let awaited = Vec::new();
+                        let _ = done.send(Moved { here, awaited });
+                    }
+                }
+                return Err(Failed::Redis(e));
             }
         };
-        match done {
+        match what {
+            After::Room => Ok(()),
+            // Unheard: the node is subscribing again, and its adapter's subscription may be
+            // back already.
+            After::Elsewhere { nodes, event, text } => {
+                let unheard: Vec<Sid> = nodes
+                    .into_iter()
+                    .zip(&heard)
+                    .filter(|(_, heard)| !**heard)
+                    .flat_map(|(sids, _)| sids)
+                    .collect();
+                if unheard.is_empty() {
+                    return Ok(());
+                }
+                self.adapter_emit(unheard, &event, &text).await
+            }
+            After::Close { sid, run } => {
+                if heard.iter().all(|h| *h) {
+                    return Ok(());
+                }
+                self.adapter_close(sid, run).await
+            }
+            After::Member {
+                user,
+                room,
+                join,
+                here,
+                awaited,
+                adapter,
+                done,
+            } => {
+                let mut unheard = false;
+                let mut answers = Vec::new();
+                for (answer, heard) in awaited.into_iter().zip(heard) {
+                    match answer {
+                        Some(a) if heard => answers.push(a),
+                        Some(a) => {
+                            tracing::warn!(
+                                node = a.node(),
+                                room,
+                                join,
+                                "a node did not hear a room change: sent through the adapter too"
+                            );
+                            cluster.abandon(vec![a]);
+                            unheard = true;
+                        }
+                        None => unheard |= !heard,
+                    }
+                }
+                if unheard || adapter {
+                    let (sockets, chat) = (self.io.to(user_room(&user)), chat_room(&room));
+                    let r = if join {
+                        sockets.join(chat).await
+                    } else {
+                        sockets.leave(chat).await
+                    };
+                    if let Err(e) = r {
+                        cluster.abandon(answers);
+                        self.keep_room(user, room, join);
+                        let awaited = Vec::new();
+                        let _ = done.send(Moved { here, awaited });
+                        return Err(Failed::Redis(e.to_string()));
+                    }
+                }
+                let _ = done.send(Moved {
+                    here,
+                    awaited: answers,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports an operation done outside a batch (through the adapter).
+    async fn settle(&mut self, r: Result<(), Failed>) {
+        match r {
             Ok(()) => {}
             Err(Failed::Other(e)) => tracing::warn!(error = %e, "could not reach another node"),
             Err(Failed::Redis(e)) => self.failed(&e).await,
@@ -328,34 +703,31 @@ impl Reacher {
         self.count_kept();
     }
 
-    /// Does the kept work for other nodes; stops at the first that Redis does not take (it
-    /// stays kept, with whatever was not reached). The room changes are answered, and nothing
-    /// later leaves this node before the answers are in (or a TTL has passed): a member added
-    /// meanwhile hears the room's next emit on every node, whose node listens to the room's
-    /// channel by then.
+    /// Does the kept work for other nodes, in round trips of many; what Redis does not take
+    /// stays kept. The room changes are answered, and nothing later leaves this node before
+    /// the answers are in (or a TTL has passed): a member added meanwhile hears the room's
+    /// next emit on every node, whose node listens to the room's channel by then. The closes
+    /// go after the answers.
     async fn catch_up(&mut self) {
         let kept = self.kept.rooms.len() + self.kept.closes.len();
-        let rooms: Vec<_> = self.kept.rooms.keys().cloned().collect();
-        let mut awaited = Vec::new();
         let cluster = self.probe.cluster.clone();
-        for key in rooms {
-            let join = self.kept.rooms[&key];
-            let (user, room) = &key;
-            match membership_elsewhere(&self.io, &cluster, user, room, join, true).await {
-                Ok(a) => {
-                    awaited.extend(a);
-                    self.kept.rooms.remove(&key);
-                }
-                Err(Failed::Redis(e)) => {
-                    cluster.abandon(awaited);
-                    self.count_kept();
-                    return self.failed(&e).await;
-                }
-                Err(Failed::Other(e)) => {
-                    self.kept.rooms.remove(&key);
-                    tracing::warn!(error = %e, "could not reach another node");
-                }
-            }
+        let mut moved = Vec::new();
+        for ((user, room), join) in std::mem::take(&mut self.kept.rooms) {
+            // Open until Redis refuses one (then the rest is kept again, in order).
+            let open = self.up() && self.kept.rooms.is_empty();
+            let (tx, rx) = oneshot::channel();
+            self.membership(user, room, join, false, tx, open).await;
+            moved.push(rx);
+        }
+        self.send().await;
+        let awaited: Vec<Awaited> = moved
+            .into_iter()
+            .filter_map(|mut rx| rx.try_recv().ok())
+            .flat_map(|m| m.awaited)
+            .collect();
+        if !self.kept.rooms.is_empty() || !self.up() {
+            cluster.abandon(awaited);
+            return self.count_kept();
         }
         let silent = cluster.answered(awaited).await;
         if !silent.is_empty() {
@@ -364,29 +736,27 @@ impl Reacher {
                 "nodes did not confirm room changes kept through an outage"
             );
         }
-        let closes: Vec<_> = self.kept.closes.keys().copied().collect();
-        for sid in closes {
-            let run = self.kept.closes[&sid].clone();
-            match close_socket(&self.io, &cluster, sid, run).await {
-                Ok(()) => {
-                    self.kept.closes.remove(&sid);
+        let closes = std::mem::take(&mut self.kept.closes);
+        for (sid, run) in closes {
+            match self.io.get_socket(sid) {
+                Some(s) => {
+                    let _ = s.disconnect();
                 }
-                Err(Failed::Other(e)) => {
-                    self.kept.closes.remove(&sid);
-                    tracing::warn!(error = %e, "could not reach another node");
+                None if self.up() && self.kept.closes.is_empty() => {
+                    self.close_elsewhere(sid, run).await
                 }
-                Err(Failed::Redis(e)) => {
-                    self.count_kept();
-                    return self.failed(&e).await;
-                }
+                None => self.keep_close(sid, run),
             }
         }
+        self.send().await;
         self.count_kept();
-        self.retry_after = PROBE_EVERY;
-        tracing::info!(
-            kept,
-            "room changes and socket closes kept for other nodes are sent"
-        );
+        if self.kept.is_empty() {
+            self.retry_after = PROBE_EVERY;
+            tracing::info!(
+                kept,
+                "room changes and socket closes kept for other nodes are sent"
+            );
+        }
     }
 
     /// A publish failed. Unless Redis answers a ping at once (a single slow answer), Redis is
@@ -409,7 +779,7 @@ impl Reacher {
                 tokio::spawn(async move {
                     tokio::time::sleep(after).await;
                     if let Some(wake) = wake.upgrade() {
-                        let _ = wake.send(Remote::Resumed);
+                        let _ = wake.send((Instant::now(), Remote::Resumed));
                     }
                 });
             }
@@ -430,7 +800,7 @@ impl Reacher {
             reach.unanswered.set(0);
             tracing::info!("Redis answers again: events for other nodes are sent again");
             if let Some(wake) = wake.upgrade() {
-                let _ = wake.send(Remote::Resumed);
+                let _ = wake.send((Instant::now(), Remote::Resumed));
             }
         });
     }
@@ -472,140 +842,6 @@ pub(super) fn in_use(io: &Io, socket_room: &str) -> bool {
         .rooms()
         .now_or_never()
         .is_some_and(|r| r.is_ok_and(|rooms| !rooms.is_empty()))
-}
-
-/// A user's sockets on the other nodes join or leave a chat room: told to each node that
-/// listens to room channels (`answered`: each answers once done), and through the Socket.IO
-/// adapter while some node does not, or when a node does not read its channel right now (it
-/// is subscribing again: its adapter may be back already, and it subscribes every room of
-/// its sockets once it is). Returns the answers owed.
-async fn membership_elsewhere(
-    io: &Io,
-    cluster: &Cluster,
-    user: &str,
-    room: &str,
-    join: bool,
-    answered: bool,
-) -> Result<Vec<Awaited>, Failed> {
-    let mut awaited = Vec::new();
-    let mut unheard = false;
-    for node in cluster.others_speaking(ROOMS_SINCE) {
-        match cluster.member(&node, user, room, join, answered).await {
-            Ok(Heard::Yes(a)) => awaited.extend(a),
-            Ok(Heard::No) => {
-                tracing::warn!(
-                    node,
-                    room,
-                    join,
-                    "a node did not hear a room change: sent through the adapter too"
-                );
-                unheard = true;
-            }
-            Err(e) => {
-                cluster.abandon(awaited);
-                return Err(match e {
-                    AskError::Bus(_) => Failed::Redis(e.to_string()),
-                    e => Failed::Other(e.to_string()),
-                });
-            }
-        }
-    }
-    if unheard || !cluster.all_speak(ROOMS_SINCE) {
-        let (sockets, room) = (io.to(user_room(user)), chat_room(room));
-        let r = if join {
-            sockets.join(room).await
-        } else {
-            sockets.leave(room).await
-        };
-        if let Err(e) = r {
-            cluster.abandon(awaited);
-            return Err(Failed::Redis(e.to_string()));
-        }
-    }
-    Ok(awaited)
-}
-
-/// A room emit: sent to the room's sockets here, and to the other nodes on the room's channel,
-/// or, while some node does not read room channels, through the Socket.IO adapter.
-async fn emit_to_room(
-    io: &Io,
-    cluster: &Cluster,
-    room: &str,
-    event: &str,
-    text: &str,
-) -> Result<(), Failed> {
-    if cluster.all_speak(ROOMS_SINCE) {
-        let _ = io.local().to(chat_room(room)).emit(event, text).await;
-        return cluster
-            .emit_to_room(room, event, text)
-            .await
-            .map_err(|e| Failed::Redis(e.to_string()));
-    }
-    match io.to(chat_room(room)).emit(event, text).await {
-        // Sent (a socket here may have refused it: closed, or not reading).
-        Ok(()) | Err(BroadcastError::Socket(_)) => Ok(()),
-        // Not published, so not sent here either.
-        Err(BroadcastError::Adapter(e)) => {
-            let _ = io.local().to(chat_room(room)).emit(event, text).await;
-            Err(Failed::Redis(e.to_string()))
-        }
-        Err(e) => Err(Failed::Other(e.to_string())),
-    }
-}
-
-/// An event for sockets on other nodes: on each node's own channel where that node reads it,
-/// through the adapter for the rest.
-async fn emit_elsewhere(
-    io: &Io,
-    cluster: &Cluster,
-    sids: Vec<(Sid, Option<Arc<str>>)>,
-    event: &str,
-    text: &str,
-) -> Result<(), Failed> {
-    let (nodes, mut adapter) = by_node(sids, |n| cluster.speaks(n, EMITS_SINCE));
-    for (node, sids) in nodes {
-        let names = sids.iter().map(Sid::to_string).collect();
-        match cluster.emit_on(&node, names, event, text).await {
-            Ok(true) => {}
-            // Unheard: the node is subscribing again, and its adapter's subscription may be
-            // back already.
-            Ok(false) => adapter.extend(sids),
-            Err(e) => return Err(Failed::Redis(e.to_string())),
-        }
-    }
-    if adapter.is_empty() {
-        return Ok(());
-    }
-    io.to(adapter.into_iter().map(socket_room).collect::<Vec<_>>())
-        .emit(event, text)
-        .await
-        .map_err(broadcast_failed)
-}
-
-/// Closes a socket here, or on the node presence has it on (through the adapter when that
-/// node does not hear it on its channel).
-async fn close_socket(
-    io: &Io,
-    cluster: &Cluster,
-    sid: Sid,
-    run: Option<Arc<str>>,
-) -> Result<(), Failed> {
-    if let Some(s) = io.get_socket(sid) {
-        let _ = s.disconnect();
-        return Ok(());
-    }
-    if let Some(node) = bus_node(run.as_deref(), |n| cluster.speaks(n, EMITS_SINCE)) {
-        match cluster.kick(node, sid.to_string()).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e @ AskError::Bus(_)) => return Err(Failed::Redis(e.to_string())),
-            Err(e) => return Err(Failed::Other(e.to_string())),
-        }
-    }
-    io.to(socket_room(sid))
-        .disconnect()
-        .await
-        .map_err(broadcast_failed)
 }
 
 fn broadcast_failed(e: BroadcastError) -> Failed {

@@ -141,6 +141,79 @@ impl Drop for TestRedis {
     }
 }
 
+/// A TCP link to Redis whose requests arrive `delay` late (its answers are not delayed): a
+/// Redis far away, or too busy, that still answers every command.
+pub struct SlowLink {
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowLink {
+    /// Listens on a free port and forwards to `redis_url`; returns the link and its URL.
+    pub fn start(redis_url: &str) -> (SlowLink, String) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let target = redis_url.trim_start_matches("redis://").to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                let (mut up_in, mut up_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut down_in, mut down_out) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut down_in, &mut down_out);
+                    let _ = down_out.shutdown(std::net::Shutdown::Both);
+                });
+                // Each chunk is written `delay` after it was read, whatever came before it:
+                // the link adds latency, not a queue.
+                let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+                let delay = delay.clone();
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = up_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let due = std::time::Instant::now()
+                            + Duration::from_millis(delay.load(Ordering::Relaxed));
+                        if tx.send((due, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    for (due, chunk) in rx {
+                        std::thread::sleep(
+                            due.saturating_duration_since(std::time::Instant::now()),
+                        );
+                        if up_out.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = up_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        (SlowLink { delay_ms }, url)
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
 // nginx in front of the nodes (shared with the bench, `examples/support/nginx.rs`).
 #[path = "../../examples/support/nginx.rs"]
 mod nginx;
@@ -179,6 +252,21 @@ impl TestCluster {
         Self::start_on(what, redis, n, extra)
     }
 
+    /// On a Redis of our own that the nodes reach through `link` (to slow it down).
+    pub fn start_behind(
+        what: &str,
+        n: usize,
+        extra: &[(&str, &str)],
+        link: impl FnOnce(&str) -> String,
+    ) -> Option<TestCluster> {
+        let Some(redis) = TestRedis::own() else {
+            must_run(what, "no redis-server to start");
+            return None;
+        };
+        let url = link(&redis.url);
+        Self::start_at(what, redis, &url, n, extra)
+    }
+
     pub fn redis(&mut self) -> &mut TestRedis {
         &mut self._redis
     }
@@ -186,6 +274,18 @@ impl TestCluster {
     fn start_on(
         what: &str,
         redis: TestRedis,
+        n: usize,
+        extra: &[(&str, &str)],
+    ) -> Option<TestCluster> {
+        let url = redis.url.clone();
+        Self::start_at(what, redis, &url, n, extra)
+    }
+
+    /// The nodes reach `redis` at `url`.
+    fn start_at(
+        what: &str,
+        redis: TestRedis,
+        url: &str,
         n: usize,
         extra: &[(&str, &str)],
     ) -> Option<TestCluster> {
@@ -209,7 +309,7 @@ impl TestCluster {
         let db_url = fresh_postgres_database();
         let prefix = format!("vchat-t-{}", vchat_signal::ids::random_hex(6));
         let mut env: Vec<(String, String)> = vec![
-            ("VCHAT_REDIS_URL".into(), redis.url.clone()),
+            ("VCHAT_REDIS_URL".into(), url.to_string()),
             ("VCHAT_DATABASE_URL".into(), db_url.clone()),
             ("VCHAT_REDIS_PREFIX".into(), prefix.clone()),
             (
