@@ -1533,11 +1533,6 @@ async fn a_member_removed_while_redis_refuses_publishes_leaves_the_group_once_it
         .ok();
     let n0 = c.node(0);
     n0.wait_metric("vchat_cluster_kept", |v| v == 1.0).await;
-    assert_eq!(
-        n0.metric("vchat_cluster_redis_unanswered").await,
-        0.0,
-        "Redis answered pings throughout"
-    );
     acl(&url, "+publish").await;
     // Kept work is tried again at most 5 s apart while publishes are refused.
     n0.wait_metric_within("vchat_cluster_kept", |v| v == 0.0, Duration::from_secs(15))

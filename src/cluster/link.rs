@@ -566,7 +566,9 @@ impl Cluster {
     }
 
     /// Publishes every message in one round trip, in their order. For each: whether some node
-    /// read its channel, or why Redis refused it. `Err`: none may have gone out.
+    /// read its channel, or why Redis refused it. `Err`: none may have gone out. Sent again
+    /// once if the connection had dropped, as a single publish is: if it dropped partway
+    /// through, the part Redis had run is delivered twice.
     pub async fn publish_all(
         &self,
         out: &[Outgoing],

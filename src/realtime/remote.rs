@@ -156,6 +156,8 @@ pub(super) fn start(
         wake: tx.downgrade(),
         out: Vec::new(),
         then: Vec::new(),
+        retrying: false,
+        held_until: Instant::now(),
     };
     tokio::spawn(task.run(rx));
     Queue(tx)
@@ -233,6 +235,11 @@ struct Reacher {
     /// operation does once they are sent (see [`Reacher::send`]).
     out: Vec<Outgoing>,
     then: Vec<Then>,
+    /// A wake-up to try kept work again is pending (see [`Reacher::retry_later`]).
+    retrying: bool,
+    /// When the catch-up last stopped holding the queue for other nodes' answers: waiting
+    /// for those is not lateness (see [`Reacher::late`]).
+    held_until: Instant,
 }
 
 /// Operations taken from the queue at once. Their publishes go out together, in one round
@@ -283,7 +290,7 @@ impl Reacher {
         while rx.recv_many(&mut batch, BATCH_MAX).await > 0 {
             let now = Instant::now();
             for (queued, r) in batch.drain(..) {
-                if now.duration_since(queued) < late_after {
+                if now.saturating_duration_since(queued.max(self.held_until)) < late_after {
                     self.one(r).await;
                 } else {
                     self.late(r).await;
@@ -320,12 +327,16 @@ impl Reacher {
         self.reach.unanswered.get() == 0
     }
 
+    /// Whether work for other nodes may leave now: Redis is taken for answering, and no kept
+    /// work waits (later work must not overtake it: it is kept, or not sent, too).
+    fn open(&self) -> bool {
+        self.up() && self.kept.is_empty()
+    }
+
     /// Does an operation's part here, and makes its publishes for other nodes (sent with the
     /// rest of the batch).
     async fn one(&mut self, r: Remote) {
-        // While work is kept, later work for other nodes must not overtake it: it is kept
-        // (room changes, closes) or not sent (events) too.
-        let open = self.up() && self.kept.is_empty();
+        let open = self.open();
         match r {
             Remote::Local { sids, event, text } => {
                 for sid in sids {
@@ -335,6 +346,7 @@ impl Reacher {
                 }
             }
             Remote::Resumed => {
+                self.retrying = false;
                 self.send().await;
                 if self.up() && !self.kept.is_empty() {
                     self.catch_up().await;
@@ -398,8 +410,19 @@ impl Reacher {
             self.out.push(cluster.emit_to_room(&room, &event, &text));
             return self.then(at, After::Room).await;
         }
-        // The adapter publishes on its own connection: what is queued goes first.
+        // The adapter publishes on its own connection: what is queued goes first, and if that
+        // failed, this must not overtake what it kept.
         self.send().await;
+        if !self.open() {
+            let _ = self
+                .io
+                .local()
+                .to(chat_room(&room))
+                .emit(&event, &text)
+                .await;
+            self.reach.unsent.inc();
+            return;
+        }
         let r = match self.io.to(chat_room(&room)).emit(&event, &text).await {
             // Sent (a socket here may have refused it: closed, or not reading).
             Ok(()) | Err(BroadcastError::Socket(_)) => Ok(()),
@@ -431,8 +454,14 @@ impl Reacher {
         let (nodes, adapter) = by_node(sids, |n| cluster.speaks(n, EMITS_SINCE));
         if !adapter.is_empty() {
             self.send().await;
-            let r = self.adapter_emit(adapter, &event, &text).await;
-            self.settle(r).await;
+            if self.open() {
+                let r = self.adapter_emit(adapter, &event, &text).await;
+                self.settle(r).await;
+            }
+            if !self.open() {
+                self.reach.unsent.inc();
+                return;
+            }
         }
         if nodes.is_empty() {
             return;
@@ -516,6 +545,9 @@ impl Reacher {
             return self.then(at, After::Close { sid, run }).await;
         }
         self.send().await;
+        if !self.open() {
+            return self.keep_close(sid, run);
+        }
         let r = self.adapter_close(sid, run).await;
         self.settle(r).await;
     }
@@ -536,6 +568,13 @@ impl Reacher {
     /// Sends the queued publishes in one round trip, then does what their operations do with
     /// the results: a message a node did not hear goes through the adapter; one Redis
     /// refused is counted as unsent (an event) or kept (a room change, a close).
+    ///
+    /// The adapter's fallbacks run after the whole pipeline, where one at a time they ran
+    /// before the next publish. A node that did not hear a message was not subscribed when
+    /// Redis ran it; Redis runs a pipeline's commands back to back, except where it reads
+    /// a large one in several parts, so a node subscribing again right then could hear a later
+    /// message of the pipeline before the fallback of an earlier one. That node was reading
+    /// neither of its connections a moment before, which loses more than this.
     async fn send(&mut self) {
         if self.then.is_empty() {
             return;
@@ -547,53 +586,89 @@ impl Reacher {
             cluster.publish_all(&self.out).await
         };
         self.out.clear();
-        let mut first = None;
-        for Then { at, len, what } in std::mem::take(&mut self.then) {
-            let heard = match &sent {
-                Ok(all) => all[at..at + len].iter().cloned().collect(),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = self.after(what, heard).await {
-                match e {
-                    Failed::Other(e) => tracing::warn!(error = %e, "could not reach another node"),
-                    e => {
-                        first.get_or_insert(e);
+        let then = std::mem::take(&mut self.then);
+        let mut error = None;
+        match sent {
+            Err(e) => {
+                for t in then {
+                    self.refused(t.what);
+                }
+                let e = e.to_string();
+                self.judge(&e).await;
+                error = Some(e);
+            }
+            Ok(all) => {
+                for Then { at, len, what } in then {
+                    let heard = all[at..at + len].iter().cloned().collect();
+                    match self.after(what, heard).await {
+                        Ok(()) => {}
+                        Err(Failed::Other(e)) => {
+                            tracing::warn!(error = %e, "could not reach another node")
+                        }
+                        // Judged at once: if Redis does not answer, the fallbacks after this
+                        // one are not tried (each would wait for its own timeout).
+                        Err(Failed::Redis(e)) if error.is_none() => {
+                            self.judge(&e).await;
+                            error = Some(e);
+                        }
+                        Err(Failed::Redis(_)) => {}
                     }
                 }
             }
         }
-        if let Some(Failed::Redis(e)) = first {
-            self.failed(&e).await;
+        if error.is_some() {
+            self.retry_later();
         }
     }
 
+    /// An operation whose publishes Redis refused: an event is counted as unsent, a room
+    /// change or a close is kept.
+    fn refused(&mut self, what: After) {
+        match what {
+            After::Room | After::Elsewhere { .. } => {
+                self.reach.unsent.inc();
+            }
+            After::Close { sid, run } => self.keep_close(sid, run),
+            After::Member {
+                user,
+                room,
+                join,
+                here,
+                awaited,
+                done,
+                ..
+            } => {
+                let answers = awaited.into_iter().flatten().collect();
+                self.keep_member(user, room, join, here, answers, done);
+            }
+        }
+    }
+
+    /// A membership change not done on other nodes: kept, its answers no longer waited for.
+    fn keep_member(
+        &mut self,
+        user: String,
+        room: String,
+        join: bool,
+        here: bool,
+        answers: Vec<Awaited>,
+        done: oneshot::Sender<Moved>,
+    ) {
+        self.probe.cluster.abandon(answers);
+        self.keep_room(user, room, join);
+        let awaited = Vec::new();
+        let _ = done.send(Moved { here, awaited });
+    }
+
     /// What an operation does once its publishes were sent: `heard` says, for each, whether
-    /// a node read it, or why Redis refused one of them.
+    /// a node read it, or why Redis refused one of them. A fallback through the adapter is
+    /// not tried once Redis is taken for unanswered (it is refused, as above).
     async fn after(&mut self, what: After, heard: Result<Vec<bool>, String>) -> Result<(), Failed> {
         let cluster = self.probe.cluster.clone();
         let heard = match heard {
             Ok(heard) => heard,
             Err(e) => {
-                match what {
-                    After::Room | After::Elsewhere { .. } => {
-                        self.reach.unsent.inc();
-                    }
-                    After::Close { sid, run } => self.keep_close(sid, run),
-                    After::Member {
-                        user,
-                        room,
-                        join,
-                        here,
-                        awaited,
-                        done,
-                        ..
-                    } => {
-                        cluster.abandon(awaited.into_iter().flatten().collect());
-                        self.keep_room(user, room, join);
-                        let awaited = Vec::new();
-                        let _ = done.send(Moved { here, awaited });
-                    }
-                }
+                self.refused(what);
                 return Err(Failed::Redis(e));
             }
         };
@@ -611,10 +686,18 @@ impl Reacher {
                 if unheard.is_empty() {
                     return Ok(());
                 }
+                if !self.up() {
+                    self.reach.unsent.inc();
+                    return Ok(());
+                }
                 self.adapter_emit(unheard, &event, &text).await
             }
             After::Close { sid, run } => {
                 if heard.iter().all(|h| *h) {
+                    return Ok(());
+                }
+                if !self.up() {
+                    self.keep_close(sid, run);
                     return Ok(());
                 }
                 self.adapter_close(sid, run).await
@@ -647,6 +730,10 @@ impl Reacher {
                     }
                 }
                 if unheard || adapter {
+                    if !self.up() {
+                        self.keep_member(user, room, join, here, answers, done);
+                        return Ok(());
+                    }
                     let (sockets, chat) = (self.io.to(user_room(&user)), chat_room(&room));
                     let r = if join {
                         sockets.join(chat).await
@@ -654,10 +741,7 @@ impl Reacher {
                         sockets.leave(chat).await
                     };
                     if let Err(e) = r {
-                        cluster.abandon(answers);
-                        self.keep_room(user, room, join);
-                        let awaited = Vec::new();
-                        let _ = done.send(Moved { here, awaited });
+                        self.keep_member(user, room, join, here, answers, done);
                         return Err(Failed::Redis(e.to_string()));
                     }
                 }
@@ -730,6 +814,7 @@ impl Reacher {
             return self.count_kept();
         }
         let silent = cluster.answered(awaited).await;
+        self.held_until = Instant::now();
         if !silent.is_empty() {
             tracing::warn!(
                 ?silent,
@@ -759,10 +844,15 @@ impl Reacher {
         }
     }
 
-    /// A publish failed. Unless Redis answers a ping at once (a single slow answer), Redis is
-    /// taken for unanswered until a ping is answered; either way kept work is tried again
-    /// later, never at once and never on every operation.
+    /// A publish failed: see whether Redis answers, and try kept work again later.
     async fn failed(&mut self, error: &str) {
+        self.judge(error).await;
+        self.retry_later();
+    }
+
+    /// A publish failed. Unless Redis answers a ping at once (a single slow answer), Redis is
+    /// taken for unanswered until a ping is answered, and then the kept work is done.
+    async fn judge(&mut self, error: &str) {
         if !self.up() {
             return;
         }
@@ -773,16 +863,6 @@ impl Reacher {
                 "a publish failed, though Redis answers a ping: events it carried for other \
                  nodes are lost, room changes and socket closes are sent again later"
             );
-            if !self.kept.is_empty() {
-                let (wake, after) = (self.wake.clone(), self.retry_after);
-                self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    if let Some(wake) = wake.upgrade() {
-                        let _ = wake.send((Instant::now(), Remote::Resumed));
-                    }
-                });
-            }
             return;
         }
         self.reach.unanswered.set(1);
@@ -799,6 +879,24 @@ impl Reacher {
             }
             reach.unanswered.set(0);
             tracing::info!("Redis answers again: events for other nodes are sent again");
+            if let Some(wake) = wake.upgrade() {
+                let _ = wake.send((Instant::now(), Remote::Resumed));
+            }
+        });
+    }
+
+    /// Redis answers pings but refused kept work: it is tried again after a while, which
+    /// doubles up to [`RETRY_MAX`] while it is refused; never at once, never once per
+    /// operation, and one wake-up at a time.
+    fn retry_later(&mut self) {
+        if !self.up() || self.kept.is_empty() || self.retrying {
+            return;
+        }
+        self.retrying = true;
+        let (wake, after) = (self.wake.clone(), self.retry_after);
+        self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
             if let Some(wake) = wake.upgrade() {
                 let _ = wake.send((Instant::now(), Remote::Resumed));
             }
