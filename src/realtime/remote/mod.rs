@@ -22,12 +22,13 @@
 //! queue all the same is dropped for other nodes and counted (see [`Reach::late`]), so that
 //! such a Redis holds up the node's own sockets, and fills its memory, by at most about a
 //! TTL's worth of work.
+//!
+//! Here: the queue and each operation's part here; `batch.rs`: a batch's round trip and what
+//! each operation does with its results; `outage.rs`: the work kept while Redis does not take
+//! it, whether Redis answers, and the catch-up.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use futures_util::FutureExt;
 use prometheus_client::metrics::counter::Counter;
@@ -37,11 +38,18 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::room_names::{chat_room, socket_room, user_room};
 use crate::cluster::driver::{Adapter, Io};
-use crate::cluster::link::{node_of_run, pings, Awaited, Cluster, Outgoing};
+use crate::cluster::link::{node_of_run, Awaited, Cluster, Outgoing};
+
+mod batch;
+mod outage;
+
 use crate::cluster::wire::{EMITS_SINCE, ROOMS_SINCE};
+use batch::{After, Then, BATCH_MAX, PIPELINE_MAX};
+use outage::{Kept, Probe, PROBE_EVERY};
 
 /// Counts an emit refused because the socket's send buffer was full (one to a closed socket
 /// is not counted: its client is gone).
@@ -122,9 +130,6 @@ pub struct Reach {
     pub late: Counter,
 }
 
-/// How often a node that takes Redis for unanswered asks it again.
-const PROBE_EVERY: Duration = Duration::from_millis(250);
-
 /// The task's queue. Each operation carries the time it was queued: an event for other nodes
 /// that waited a heartbeat TTL is dropped (see [`Reach::late`]).
 #[derive(Clone)]
@@ -171,55 +176,6 @@ enum Failed {
     Other(String),
 }
 
-/// Work for other nodes that must not be lost to an outage: room joins and leaves (a member
-/// removed must stop hearing the room on every node) and socket closes (a logout, a ban).
-/// Their part here is done at once; their part for other nodes waits until Redis answers.
-/// Only the last change of each user and room is kept: that is the state this node has
-/// already, so the kept changes can be done in any order, and a catch-up cut short by Redis
-/// failing again leaves nothing here undone.
-#[derive(Default)]
-struct Kept {
-    /// (user, chat room) → join (true) or leave.
-    rooms: HashMap<(String, String), bool>,
-    closes: HashMap<Sid, Option<Arc<str>>>,
-}
-
-impl Kept {
-    fn is_empty(&self) -> bool {
-        self.rooms.is_empty() && self.closes.is_empty()
-    }
-}
-
-/// Distinct room changes, and distinct closes, kept at most: beyond, counted as unsent.
-const KEPT_MAX: usize = 10_000;
-
-/// How long a failed publish waits for Redis to answer a ping before Redis is taken for
-/// unanswered: a single slow answer (a fork, an fsync stall) is not an outage.
-const CHECK_WITHIN: Duration = Duration::from_millis(100);
-
-/// The longest wait before kept work is tried again while Redis answers pings but refuses
-/// publishes.
-const RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// Asks both of this node's Redis connections whether Redis answers.
-struct Probe {
-    cluster: Arc<Cluster>,
-    adapter: Option<ConnectionManager>,
-}
-
-impl Probe {
-    async fn answers(&self) -> bool {
-        let adapter = async {
-            match &self.adapter {
-                Some(c) => pings(c).await,
-                None => true,
-            }
-        };
-        let (cluster, adapter) = tokio::join!(self.cluster.answers(), adapter);
-        cluster && adapter
-    }
-}
-
 struct Reacher {
     io: Io,
     probe: Arc<Probe>,
@@ -240,47 +196,6 @@ struct Reacher {
     /// When the catch-up last stopped holding the queue for other nodes' answers: waiting
     /// for those is not lateness (see [`Reacher::late`]).
     held_until: Instant,
-}
-
-/// Operations taken from the queue at once. Their publishes go out together, in one round
-/// trip to Redis: the node's throughput to other nodes is then a batch per round trip, not
-/// one operation per round trip (a Redis 10 ms away would otherwise cap it at 100/s).
-const BATCH_MAX: usize = 256;
-
-/// Publishes sent in one round trip at most (a membership change has one per node).
-const PIPELINE_MAX: usize = 1024;
-
-/// An operation whose publishes are `out[at..at + len]`, and what it does with their results.
-struct Then {
-    at: usize,
-    len: usize,
-    what: After,
-}
-
-enum After {
-    /// A room emit.
-    Room,
-    /// An event for sockets on other nodes, one publish per node: the sockets of a node that
-    /// did not hear it go through the adapter.
-    Elsewhere {
-        nodes: Vec<Vec<Sid>>,
-        event: String,
-        text: String,
-    },
-    /// A membership change, one publish per node that reads room channels. `adapter`: it also
-    /// goes through the adapter (some live node reads no room channels), as it does when a
-    /// node did not hear it.
-    Member {
-        user: String,
-        room: String,
-        join: bool,
-        here: bool,
-        awaited: Vec<Option<Awaited>>,
-        adapter: bool,
-        done: oneshot::Sender<Moved>,
-    },
-    /// A close of a socket on another node: through the adapter if that node did not hear it.
-    Close { sid: Sid, run: Option<Arc<str>> },
 }
 
 impl Reacher {
@@ -565,195 +480,6 @@ impl Reacher {
         r
     }
 
-    /// Sends the queued publishes in one round trip, then does what their operations do with
-    /// the results: a message a node did not hear goes through the adapter; one Redis
-    /// refused is counted as unsent (an event) or kept (a room change, a close).
-    ///
-    /// The adapter's fallbacks run after the whole pipeline, where one at a time they ran
-    /// before the next publish. A node that did not hear a message was not subscribed when
-    /// Redis ran it; Redis runs a pipeline's commands back to back, except where it reads
-    /// a large one in several parts, so a node subscribing again right then could hear a later
-    /// message of the pipeline before the fallback of an earlier one. That node was reading
-    /// neither of its connections a moment before, which loses more than this.
-    async fn send(&mut self) {
-        if self.then.is_empty() {
-            return;
-        }
-        let cluster = self.probe.cluster.clone();
-        let sent = if self.out.is_empty() {
-            Ok(Vec::new())
-        } else {
-            cluster.publish_all(&self.out).await
-        };
-        self.out.clear();
-        let then = std::mem::take(&mut self.then);
-        let mut error = None;
-        match sent {
-            Err(e) => {
-                for t in then {
-                    self.refused(t.what);
-                }
-                let e = e.to_string();
-                self.judge(&e).await;
-                error = Some(e);
-            }
-            Ok(all) => {
-                for Then { at, len, what } in then {
-                    let heard = all[at..at + len].iter().cloned().collect();
-                    match self.after(what, heard).await {
-                        Ok(()) => {}
-                        Err(Failed::Other(e)) => {
-                            tracing::warn!(error = %e, "could not reach another node")
-                        }
-                        // Judged at once: if Redis does not answer, the fallbacks after this
-                        // one are not tried (each would wait for its own timeout).
-                        Err(Failed::Redis(e)) if error.is_none() => {
-                            self.judge(&e).await;
-                            error = Some(e);
-                        }
-                        Err(Failed::Redis(_)) => {}
-                    }
-                }
-            }
-        }
-        if error.is_some() {
-            self.retry_later();
-        }
-    }
-
-    /// An operation whose publishes Redis refused: an event is counted as unsent, a room
-    /// change or a close is kept.
-    fn refused(&mut self, what: After) {
-        match what {
-            After::Room | After::Elsewhere { .. } => {
-                self.reach.unsent.inc();
-            }
-            After::Close { sid, run } => self.keep_close(sid, run),
-            After::Member {
-                user,
-                room,
-                join,
-                here,
-                awaited,
-                done,
-                ..
-            } => {
-                let answers = awaited.into_iter().flatten().collect();
-                self.keep_member(user, room, join, here, answers, done);
-            }
-        }
-    }
-
-    /// A membership change not done on other nodes: kept, its answers no longer waited for.
-    fn keep_member(
-        &mut self,
-        user: String,
-        room: String,
-        join: bool,
-        here: bool,
-        answers: Vec<Awaited>,
-        done: oneshot::Sender<Moved>,
-    ) {
-        self.probe.cluster.abandon(answers);
-        self.keep_room(user, room, join);
-        let awaited = Vec::new();
-        let _ = done.send(Moved { here, awaited });
-    }
-
-    /// What an operation does once its publishes were sent: `heard` says, for each, whether
-    /// a node read it, or why Redis refused one of them. A fallback through the adapter is
-    /// not tried once Redis is taken for unanswered (it is refused, as above).
-    async fn after(&mut self, what: After, heard: Result<Vec<bool>, String>) -> Result<(), Failed> {
-        let cluster = self.probe.cluster.clone();
-        let heard = match heard {
-            Ok(heard) => heard,
-            Err(e) => {
-                self.refused(what);
-                return Err(Failed::Redis(e));
-            }
-        };
-        match what {
-            After::Room => Ok(()),
-            // Unheard: the node is subscribing again, and its adapter's subscription may be
-            // back already.
-            After::Elsewhere { nodes, event, text } => {
-                let unheard: Vec<Sid> = nodes
-                    .into_iter()
-                    .zip(&heard)
-                    .filter(|(_, heard)| !**heard)
-                    .flat_map(|(sids, _)| sids)
-                    .collect();
-                if unheard.is_empty() {
-                    return Ok(());
-                }
-                if !self.up() {
-                    self.reach.unsent.inc();
-                    return Ok(());
-                }
-                self.adapter_emit(unheard, &event, &text).await
-            }
-            After::Close { sid, run } => {
-                if heard.iter().all(|h| *h) {
-                    return Ok(());
-                }
-                if !self.up() {
-                    self.keep_close(sid, run);
-                    return Ok(());
-                }
-                self.adapter_close(sid, run).await
-            }
-            After::Member {
-                user,
-                room,
-                join,
-                here,
-                awaited,
-                adapter,
-                done,
-            } => {
-                let mut unheard = false;
-                let mut answers = Vec::new();
-                for (answer, heard) in awaited.into_iter().zip(heard) {
-                    match answer {
-                        Some(a) if heard => answers.push(a),
-                        Some(a) => {
-                            tracing::warn!(
-                                node = a.node(),
-                                room,
-                                join,
-                                "a node did not hear a room change: sent through the adapter too"
-                            );
-                            cluster.abandon(vec![a]);
-                            unheard = true;
-                        }
-                        None => unheard |= !heard,
-                    }
-                }
-                if unheard || adapter {
-                    if !self.up() {
-                        self.keep_member(user, room, join, here, answers, done);
-                        return Ok(());
-                    }
-                    let (sockets, chat) = (self.io.to(user_room(&user)), chat_room(&room));
-                    let r = if join {
-                        sockets.join(chat).await
-                    } else {
-                        sockets.leave(chat).await
-                    };
-                    if let Err(e) = r {
-                        self.keep_member(user, room, join, here, answers, done);
-                        return Err(Failed::Redis(e.to_string()));
-                    }
-                }
-                let _ = done.send(Moved {
-                    here,
-                    awaited: answers,
-                });
-                Ok(())
-            }
-        }
-    }
-
     /// Reports an operation done outside a batch (through the adapter).
     async fn settle(&mut self, r: Result<(), Failed>) {
         match r {
@@ -761,146 +487,6 @@ impl Reacher {
             Err(Failed::Other(e)) => tracing::warn!(error = %e, "could not reach another node"),
             Err(Failed::Redis(e)) => self.failed(&e).await,
         }
-    }
-
-    fn keep_room(&mut self, user: String, room: String, join: bool) {
-        let key = (user, room);
-        if self.kept.rooms.len() >= KEPT_MAX && !self.kept.rooms.contains_key(&key) {
-            self.reach.unsent.inc();
-            return;
-        }
-        self.kept.rooms.insert(key, join);
-        self.count_kept();
-    }
-
-    fn count_kept(&self) {
-        let kept = self.kept.rooms.len() + self.kept.closes.len();
-        self.reach.kept.set(kept as i64);
-    }
-
-    fn keep_close(&mut self, sid: Sid, run: Option<Arc<str>>) {
-        if self.kept.closes.len() >= KEPT_MAX && !self.kept.closes.contains_key(&sid) {
-            self.reach.unsent.inc();
-            return;
-        }
-        self.kept.closes.insert(sid, run);
-        self.count_kept();
-    }
-
-    /// Does the kept work for other nodes, in round trips of many; what Redis does not take
-    /// stays kept. The room changes are answered, and nothing later leaves this node before
-    /// the answers are in (or a TTL has passed): a member added meanwhile hears the room's
-    /// next emit on every node, whose node listens to the room's channel by then. The closes
-    /// go after the answers.
-    async fn catch_up(&mut self) {
-        let kept = self.kept.rooms.len() + self.kept.closes.len();
-        let cluster = self.probe.cluster.clone();
-        let mut moved = Vec::new();
-        for ((user, room), join) in std::mem::take(&mut self.kept.rooms) {
-            // Open until Redis refuses one (then the rest is kept again, in order).
-            let open = self.up() && self.kept.rooms.is_empty();
-            let (tx, rx) = oneshot::channel();
-            self.membership(user, room, join, false, tx, open).await;
-            moved.push(rx);
-        }
-        self.send().await;
-        let awaited: Vec<Awaited> = moved
-            .into_iter()
-            .filter_map(|mut rx| rx.try_recv().ok())
-            .flat_map(|m| m.awaited)
-            .collect();
-        if !self.kept.rooms.is_empty() || !self.up() {
-            cluster.abandon(awaited);
-            return self.count_kept();
-        }
-        let silent = cluster.answered(awaited).await;
-        self.held_until = Instant::now();
-        if !silent.is_empty() {
-            tracing::warn!(
-                ?silent,
-                "nodes did not confirm room changes kept through an outage"
-            );
-        }
-        let closes = std::mem::take(&mut self.kept.closes);
-        for (sid, run) in closes {
-            match self.io.get_socket(sid) {
-                Some(s) => {
-                    let _ = s.disconnect();
-                }
-                None if self.up() && self.kept.closes.is_empty() => {
-                    self.close_elsewhere(sid, run).await
-                }
-                None => self.keep_close(sid, run),
-            }
-        }
-        self.send().await;
-        self.count_kept();
-        if self.kept.is_empty() {
-            self.retry_after = PROBE_EVERY;
-            tracing::info!(
-                kept,
-                "room changes and socket closes kept for other nodes are sent"
-            );
-        }
-    }
-
-    /// A publish failed: see whether Redis answers, and try kept work again later.
-    async fn failed(&mut self, error: &str) {
-        self.judge(error).await;
-        self.retry_later();
-    }
-
-    /// A publish failed. Unless Redis answers a ping at once (a single slow answer), Redis is
-    /// taken for unanswered until a ping is answered, and then the kept work is done.
-    async fn judge(&mut self, error: &str) {
-        if !self.up() {
-            return;
-        }
-        let answers = tokio::time::timeout(CHECK_WITHIN, self.probe.answers()).await;
-        if answers == Ok(true) {
-            tracing::warn!(
-                error,
-                "a publish failed, though Redis answers a ping: events it carried for other \
-                 nodes are lost, room changes and socket closes are sent again later"
-            );
-            return;
-        }
-        self.reach.unanswered.set(1);
-        tracing::warn!(
-            error,
-            "Redis does not answer: until it does, this node's sockets get their events and room \
-             events, and other nodes get nothing from this node but its room changes and socket \
-             closes, kept until then"
-        );
-        let (probe, reach, wake) = (self.probe.clone(), self.reach.clone(), self.wake.clone());
-        tokio::spawn(async move {
-            while !probe.answers().await {
-                tokio::time::sleep(PROBE_EVERY).await;
-            }
-            reach.unanswered.set(0);
-            tracing::info!("Redis answers again: events for other nodes are sent again");
-            if let Some(wake) = wake.upgrade() {
-                let _ = wake.send((Instant::now(), Remote::Resumed));
-            }
-        });
-    }
-
-    /// Redis answers pings but refused kept work: it is tried again after a while, which
-    /// doubles up to [`RETRY_MAX`] while it is refused; never at once, never once per
-    /// operation, and one wake-up at a time.
-    fn retry_later(&mut self) {
-        if !self.up() || self.kept.is_empty() || self.retrying {
-            return;
-        }
-        self.retrying = true;
-        let (wake, after) = (self.wake.clone(), self.retry_after);
-        self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            if let Some(wake) = wake.upgrade() {
-                let _ = wake.send((Instant::now(), Remote::Resumed));
-            }
-        });
     }
 }
 
