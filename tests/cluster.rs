@@ -1162,6 +1162,35 @@ async fn say(api: &Api, token: &str, room: &str, text: &str) {
     .ok();
 }
 
+/// Waits until `conn` hears the message whose local id is `lid`.
+async fn hears(conn: &mut Conn<'_>, lid: &str) {
+    while conn.expect("v1OnNewMessage").await["lId"] != lid {}
+}
+
+/// Bob, removed from `group`, hears alice's next message in their own room and not her
+/// message to the group sent before it (both room emits leave alice's node on one connection
+/// and are read by bob's on one, in order, so the first would have arrived first).
+async fn hears_the_pair_not_the_group(
+    api: &Api,
+    alice: &str,
+    pair: &str,
+    group: &str,
+    bob: &mut Conn<'_>,
+) {
+    say(api, alice, group, "after").await;
+    say(api, alice, pair, "in our room").await;
+    loop {
+        let m = bob.expect("v1OnNewMessage").await;
+        assert_ne!(
+            m["lId"], "after",
+            "bob's tablet still heard the group after his removal"
+        );
+        if m["lId"] == "in our room" {
+            break;
+        }
+    }
+}
+
 /// A member removed from a group while Redis hangs leaves it on every node: at once on the
 /// node that removed them, and on the other nodes once Redis answers, before anything sent to
 /// the group after that. Bob's tablet on node 1 does not hear alice's group message sent after
@@ -1183,12 +1212,7 @@ async fn a_member_removed_while_redis_hangs_leaves_the_group_on_every_node() {
     let api0 = c.node(0).api();
     let group = group(&api0, &a, "Team", "bob").await;
     say(&api0, &a, &group, "before").await;
-    loop {
-        let m = bob_tab.expect("v1OnNewMessage").await;
-        if m["lId"] == "before" {
-            break;
-        }
-    }
+    hears(&mut bob_tab, "before").await;
 
     unsafe_kill(redis, 19); // SIGSTOP
     let resume = ResumeOnDrop(redis);
@@ -1202,18 +1226,7 @@ async fn a_member_removed_while_redis_hangs_leaves_the_group_on_every_node() {
     n0.wait_metric("vchat_cluster_redis_unanswered", |v| v == 0.0)
         .await;
 
-    say(&api0, &a, &group, "after").await;
-    say(&api0, &a, &pair, "in our room").await;
-    loop {
-        let m = bob_tab.expect("v1OnNewMessage").await;
-        assert_ne!(
-            m["lId"], "after",
-            "bob's tablet still heard the group after his removal"
-        );
-        if m["lId"] == "in our room" {
-            break;
-        }
-    }
+    hears_the_pair_not_the_group(&api0, &a, &pair, &group, &mut bob_tab).await;
 }
 
 /// Resumes a stopped process when dropped, so that a failing test does not leave it stopped.
@@ -1401,11 +1414,7 @@ async fn room_traffic_takes_the_adapter_while_a_node_of_an_older_build_is_live()
     );
     let group = group(&api0, &a, "Team", "carol").await;
     say(&api0, &a, &group, "group through the adapter").await;
-    loop {
-        if carol_s.expect("v1OnNewMessage").await["lId"] == "group through the adapter" {
-            break;
-        }
-    }
+    hears(&mut carol_s, "group through the adapter").await;
     assert_eq!(
         n1.metric("vchat_cluster_room_messages_received_total")
             .await,
@@ -1430,11 +1439,7 @@ async fn room_traffic_takes_the_adapter_while_a_node_of_an_older_build_is_live()
         "through its channel"
     );
     say(&api0, &a, &group, "group through its channel").await;
-    loop {
-        if carol_s.expect("v1OnNewMessage").await["lId"] == "group through its channel" {
-            break;
-        }
-    }
+    hears(&mut carol_s, "group through its channel").await;
     assert!(
         n1.metric("vchat_cluster_room_messages_received_total")
             .await
@@ -1482,11 +1487,7 @@ async fn a_member_added_while_redis_hangs_hears_the_group_once_it_answers() {
     n0.wait_metric("vchat_cluster_kept", |v| v == 0.0).await;
 
     say(&api0, &a, &group, "welcome").await;
-    loop {
-        if carol_s.expect("v1OnNewMessage").await["lId"] == "welcome" {
-            break;
-        }
-    }
+    hears(&mut carol_s, "welcome").await;
 }
 
 /// Sets the ACL of Redis's default user (the one every node connects as).
@@ -1521,11 +1522,7 @@ async fn a_member_removed_while_redis_refuses_publishes_leaves_the_group_once_it
     let api0 = c.node(0).api();
     let group = group(&api0, &a, "Team", "bob").await;
     say(&api0, &a, &group, "before").await;
-    loop {
-        if bob_tab.expect("v1OnNewMessage").await["lId"] == "before" {
-            break;
-        }
-    }
+    hears(&mut bob_tab, "before").await;
 
     acl(&url, "-publish").await;
     api0.delete(&format!("channel/{group}/group/members/bob"), &a)
@@ -1538,18 +1535,7 @@ async fn a_member_removed_while_redis_refuses_publishes_leaves_the_group_once_it
     n0.wait_metric_within("vchat_cluster_kept", |v| v == 0.0, Duration::from_secs(15))
         .await;
 
-    say(&api0, &a, &group, "after").await;
-    say(&api0, &a, &pair, "in our room").await;
-    loop {
-        let m = bob_tab.expect("v1OnNewMessage").await;
-        assert_ne!(
-            m["lId"], "after",
-            "bob's tablet still heard the group after his removal"
-        );
-        if m["lId"] == "in our room" {
-            break;
-        }
-    }
+    hears_the_pair_not_the_group(&api0, &a, &pair, &group, &mut bob_tab).await;
 }
 
 /// Behind a Redis that answers every command, but slowly (each request arrives 250 ms late), a

@@ -86,8 +86,7 @@ impl Reacher {
             }
             Ok(all) => {
                 for Then { at, len, what } in then {
-                    let heard = all[at..at + len].iter().cloned().collect();
-                    match self.after(what, heard).await {
+                    match self.after(what, &all[at..at + len]).await {
                         Ok(()) => {}
                         Err(Failed::Other(e)) => {
                             tracing::warn!(error = %e, "could not reach another node")
@@ -153,16 +152,14 @@ impl Reacher {
     pub(super) async fn after(
         &mut self,
         what: After,
-        heard: Result<Vec<bool>, String>,
+        results: &[Result<bool, String>],
     ) -> Result<(), Failed> {
         let cluster = self.probe.cluster.clone();
-        let heard = match heard {
-            Ok(heard) => heard,
-            Err(e) => {
-                self.refused(what);
-                return Err(Failed::Redis(e));
-            }
-        };
+        if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
+            self.refused(what);
+            return Err(Failed::Redis(e.clone()));
+        }
+        let mut heard = results.iter().map(|r| matches!(r, Ok(true)));
         match what {
             After::Room => Ok(()),
             // Unheard: the node is subscribing again, and its adapter's subscription may be
@@ -170,8 +167,8 @@ impl Reacher {
             After::Elsewhere { nodes, event, text } => {
                 let unheard: Vec<Sid> = nodes
                     .into_iter()
-                    .zip(&heard)
-                    .filter(|(_, heard)| !**heard)
+                    .zip(heard)
+                    .filter(|(_, heard)| !heard)
                     .flat_map(|(sids, _)| sids)
                     .collect();
                 if unheard.is_empty() {
@@ -184,7 +181,7 @@ impl Reacher {
                 self.adapter_emit(unheard, &event, &text).await
             }
             After::Close { sid, run } => {
-                if heard.iter().all(|h| *h) {
+                if heard.all(|h| h) {
                     return Ok(());
                 }
                 if !self.up() {

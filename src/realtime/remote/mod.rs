@@ -226,16 +226,16 @@ impl Reacher {
                 self.reach.late.inc();
             }
             Remote::Emit { room, event, text } => {
-                let _ = self
-                    .io
-                    .local()
-                    .to(chat_room(&room))
-                    .emit(&event, &text)
-                    .await;
+                self.emit_here(&room, &event, &text).await;
                 self.reach.late.inc();
             }
             r => self.one(r).await,
         }
+    }
+
+    /// A room emit's part for this node's member sockets.
+    async fn emit_here(&self, room: &str, event: &str, text: &str) {
+        let _ = self.io.local().to(chat_room(room)).emit(event, text).await;
     }
 
     fn up(&self) -> bool {
@@ -280,12 +280,7 @@ impl Reacher {
             }
             Remote::Elsewhere { sids, event, text } => self.emit_elsewhere(sids, event, text).await,
             Remote::Emit { room, event, text } if !open => {
-                let _ = self
-                    .io
-                    .local()
-                    .to(chat_room(&room))
-                    .emit(&event, &text)
-                    .await;
+                self.emit_here(&room, &event, &text).await;
                 self.reach.unsent.inc();
             }
             Remote::Emit { room, event, text } => self.emit_to_room(room, event, text).await,
@@ -315,12 +310,7 @@ impl Reacher {
     async fn emit_to_room(&mut self, room: String, event: String, text: String) {
         let cluster = self.probe.cluster.clone();
         if cluster.all_speak(ROOMS_SINCE) {
-            let _ = self
-                .io
-                .local()
-                .to(chat_room(&room))
-                .emit(&event, &text)
-                .await;
+            self.emit_here(&room, &event, &text).await;
             let at = self.out.len();
             self.out.push(cluster.emit_to_room(&room, &event, &text));
             return self.then(at, After::Room).await;
@@ -329,12 +319,7 @@ impl Reacher {
         // failed, this must not overtake what it kept.
         self.send().await;
         if !self.open() {
-            let _ = self
-                .io
-                .local()
-                .to(chat_room(&room))
-                .emit(&event, &text)
-                .await;
+            self.emit_here(&room, &event, &text).await;
             self.reach.unsent.inc();
             return;
         }
@@ -343,12 +328,7 @@ impl Reacher {
             Ok(()) | Err(BroadcastError::Socket(_)) => Ok(()),
             // Not published, so not sent here either.
             Err(BroadcastError::Adapter(e)) => {
-                let _ = self
-                    .io
-                    .local()
-                    .to(chat_room(&room))
-                    .emit(&event, &text)
-                    .await;
+                self.emit_here(&room, &event, &text).await;
                 self.reach.unsent.inc();
                 Err(Failed::Redis(e.to_string()))
             }
