@@ -100,6 +100,8 @@ pub struct Counted {
     /// Room emits read on room channels, and the room channels listened to (cluster mode).
     pub room_emits: Counter,
     pub room_channels: prometheus_client::metrics::gauge::Gauge,
+    /// Times the rooms of the sockets here were read again after a resubscription.
+    pub rooms_reread: Counter,
 }
 
 impl Metrics {
@@ -142,6 +144,13 @@ impl Metrics {
             "Chat rooms whose channel this node listens to: those with a member socket here \
              (cluster mode).",
             counted.room_channels,
+        );
+        registry.register(
+            "vchat_cluster_rooms_reread",
+            "Times this node put its sockets in the rooms the store has for their users, once \
+             its subscription to the other nodes was back after a break: membership changes \
+             made meanwhile did not reach it (cluster mode).",
+            counted.rooms_reread,
         );
         registry.register(
             "vchat_cluster_redis_unanswered",

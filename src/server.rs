@@ -291,6 +291,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         peer_emits: notify.peer_emits.clone(),
         reach: notify.reach.clone(),
         room_emits: notify.room_emits.clone(),
+        rooms_reread: notify.rooms_reread.clone(),
         room_channels: notify
             .listening
             .as_ref()

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::cluster::{SlowLink, TestCluster};
+use common::cluster::{RedisLink, TestCluster};
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -1538,24 +1538,78 @@ async fn a_member_removed_while_redis_refuses_publishes_leaves_the_group_once_it
     hears_the_pair_not_the_group(&api0, &a, &pair, &group, &mut bob_tab).await;
 }
 
+/// A node cut off from Redis reads neither its bus channel nor the Socket.IO adapter's: the
+/// membership changes other nodes make meanwhile do not reach it. Once it is subscribed again,
+/// it puts its sockets in the rooms the store has for their users. Bob, removed from the group
+/// through node 0 while node 1 was cut off, does not hear the group on his tablet on node 1;
+/// carol, added meanwhile, does on her phone there.
+#[tokio::test]
+async fn membership_changes_made_while_a_node_is_cut_off_from_redis_reach_it_once_it_is_back() {
+    let mut link: Option<(RedisLink, String)> = None;
+    let env = [("VCHAT_NODE_TTL_MS", "6000")];
+    // Node 0 reaches Redis directly, node 1 through a link that can be cut.
+    let Some(c) = TestCluster::start_behind("cluster: a node cut off", 2, &env, |i, url| {
+        if i == 0 {
+            return url.to_string();
+        }
+        link.get_or_insert_with(|| RedisLink::start(url)).1.clone()
+    }) else {
+        return;
+    };
+    let (link, _) = link.expect("node 1's link");
+    let (a, _b, pair) = alice_and_bob(&c).await;
+    let (b_tab, carol) = (token("bob", Some("b-tab")), token("carol", Some("c-phone")));
+    c.node(1).api().touch(&carol).await;
+    let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);
+    let _alice = d0.connect("a-phone", &a).await;
+    let mut bob_tab = d1.connect("b-tab", &b_tab).await;
+    let mut carol_s = d1.connect("c-phone", &carol).await;
+    c.settle(&[1, 2]).await;
+    let api0 = c.node(0).api();
+    let group = group(&api0, &a, "Team", "bob").await;
+    say(&api0, &a, &group, "before").await;
+    hears(&mut bob_tab, "before").await;
+    let n1 = c.node(1);
+    let reread = n1.metric("vchat_cluster_rooms_reread_total").await;
+
+    link.cut();
+    c.wait_subscribers(&c.bus_channel(1), 0).await;
+    c.wait_adapters(1).await;
+    api0.delete(&format!("channel/{group}/group/members/bob"), &a)
+        .await
+        .ok();
+    api0.post(
+        &format!("channel/{group}/group/members"),
+        &a,
+        json!({"identifiers": ["carol"]}),
+    )
+    .await
+    .ok();
+    link.mend();
+    n1.wait_metric("vchat_cluster_rooms_reread_total", |v| v > reread)
+        .await;
+
+    hears_the_pair_not_the_group(&api0, &a, &pair, &group, &mut bob_tab).await;
+    hears(&mut carol_s, "after").await;
+}
+
 /// Behind a Redis that answers every command, but slowly (each request arrives 250 ms late), a
 /// node's queue to other nodes does not grow without end: an event that waited a heartbeat TTL
 /// in it is dropped and counted, and the node is back to normal once the queue is through.
 #[tokio::test]
 async fn events_for_other_nodes_that_wait_a_ttl_behind_a_slow_redis_are_dropped() {
-    let mut link = None;
+    let mut link: Option<(RedisLink, String)> = None;
     let env = [
         ("VCHAT_NODE_TTL_MS", "6000"),
         ("VCHAT_MAX_EVENTS_PER_SECOND", "1000000"),
     ];
-    let Some(c) = TestCluster::start_behind("cluster: slow redis", 2, &env, |url| {
-        let (l, url) = SlowLink::start(url);
-        link = Some(l);
-        url
+    // Both nodes through one link.
+    let Some(c) = TestCluster::start_behind("cluster: slow redis", 2, &env, |_, url| {
+        link.get_or_insert_with(|| RedisLink::start(url)).1.clone()
     }) else {
         return;
     };
-    let link = link.expect("the link is up");
+    let (link, _) = link.expect("the link is up");
     let (a, _b, room) = alice_and_bob(&c).await;
     let b_tab = token("bob", Some("b-tab"));
     let (d0, d1) = (Driver::new(c.node(0)).await, Driver::new(c.node(1)).await);

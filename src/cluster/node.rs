@@ -104,6 +104,8 @@ async fn listen(app: Weak<App>, first: redis::aio::PubSubStream) {
             Ok(p) => {
                 tracing::warn!("subscribed to the cluster again");
                 pubsub = Some(p);
+                // Membership changes sent while we were not subscribed were lost here.
+                tokio::spawn(crate::realtime::membership::reread_all(a.clone()));
             }
             Err(e) => tracing::warn!(error = %e, "cannot subscribe yet"),
         }

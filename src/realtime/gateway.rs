@@ -12,8 +12,9 @@ use socketioxide::socket::{Sid, Socket};
 use super::expiry::Expiries;
 use super::handlers;
 use super::inbox::{Inbound, Inbox, Pushed};
+use super::membership::{self, Moved};
 use super::presence::socket_device;
-use super::room_names::{chat_room, room_of, socket_room, user_room};
+use super::room_names::{room_of, socket_room, user_room};
 use crate::app::{App, MAX_EVENT_BYTES};
 use crate::auth::{AuthError, Identity};
 use crate::cluster::driver::{Adapter, Io};
@@ -165,25 +166,11 @@ async fn connect(
     // yet in the room it leaves, and the read may still have the room: the count of changes
     // tells, and the rooms are read again.
     s.join(user_room(&who.user_id));
-    let mut changes = app.notify.membership_changes(&who.user_id);
-    let mut rooms = joinable_rooms(&app, &who.user_id).await?;
-    s.join(rooms.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
-    for _ in 0..3 {
-        let seen = app.notify.membership_changes(&who.user_id);
-        if seen == changes {
-            break;
-        }
-        changes = seen;
-        let now = joinable_rooms(&app, &who.user_id).await?;
-        let gone: Vec<String> = rooms
-            .iter()
-            .filter(|r| !now.contains(r))
-            .map(|r| chat_room(r))
-            .collect();
-        s.leave(gone);
-        s.join(now.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
-        rooms = now;
-    }
+    let rooms = membership::settle(&app, &who.user_id, |rooms| {
+        membership::sit_in(&s, rooms, &mut Moved::default())
+    })
+    .await
+    .map_err(|_| Refused("server error: store unavailable".into()))?;
     if app.cluster.is_some() {
         // Other nodes reach this one socket through its own room.
         s.join(socket_room(s.id));
@@ -232,13 +219,6 @@ async fn connect(
     }
     tracing::debug!(user = %ctx.who.user_id, device = %ctx.who.device, sid = %s.id, rooms = joined, "socket authenticated");
     Ok(())
-}
-
-async fn joinable_rooms(app: &App, user: &str) -> Result<Vec<String>, Refused> {
-    app.store
-        .joinable_rooms(user)
-        .await
-        .map_err(|_| Refused("server error: store unavailable".into()))
 }
 
 /// The peer of the socket's first request (its address and connection).

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod handlers;
 pub mod inbox;
 pub mod listening;
+pub mod membership;
 pub mod notify;
 pub mod outbox;
 pub mod presence;

@@ -34,6 +34,9 @@ pub struct Notifier {
     pub listening: Option<Listening>,
     /// Room emits other nodes sent on room channels, read here (cluster mode).
     pub room_emits: Counter,
+    /// Cluster mode: times this node's sockets' rooms were read from the store again, once its
+    /// subscription to the other nodes was back.
+    pub rooms_reread: Counter,
     cluster: Option<Arc<Cluster>>,
     /// Membership changes seen here, counted by user (in stripes: two users may share one),
     /// so that a connect can tell whether one raced its read of the user's rooms.
@@ -80,6 +83,7 @@ impl Notifier {
             reach,
             listening,
             room_emits: Counter::default(),
+            rooms_reread: Counter::default(),
             cluster,
             changes: (0..CHANGE_STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }

@@ -142,28 +142,41 @@ impl Drop for TestRedis {
 }
 
 /// A TCP link to Redis whose requests arrive `delay` late (its answers are not delayed): a
-/// Redis far away, or too busy, that still answers every command.
-pub struct SlowLink {
+/// Redis far away, or too busy, that still answers every command. It can also be cut: its
+/// connections close, and new ones close at once, until it is mended.
+pub struct RedisLink {
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
-impl SlowLink {
+impl RedisLink {
     /// Listens on a free port and forwards to `redis_url`; returns the link and its URL.
-    pub fn start(redis_url: &str) -> (SlowLink, String) {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        use std::sync::Arc;
+    pub fn start(redis_url: &str) -> (RedisLink, String) {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
         let target = redis_url.trim_start_matches("redis://").to_string();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let delay = delay_ms.clone();
+        let down = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (delay, cut, conns) = (delay_ms.clone(), down.clone(), open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                if cut.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
                 let Ok(server) = std::net::TcpStream::connect(&target) else {
                     continue;
                 };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                {
+                    let mut conns = conns.lock().unwrap();
+                    conns.push(client.try_clone().unwrap());
+                    conns.push(server.try_clone().unwrap());
+                }
                 let (mut up_in, mut up_out) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (mut down_in, mut down_out) = (server, client);
@@ -203,7 +216,14 @@ impl SlowLink {
                 });
             }
         });
-        (SlowLink { delay_ms }, url)
+        (
+            RedisLink {
+                delay_ms,
+                down,
+                open,
+            },
+            url,
+        )
     }
 
     pub fn set_delay(&self, delay: Duration) {
@@ -211,6 +231,20 @@ impl SlowLink {
             delay.as_millis() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+
+    /// Closes every connection through the link, and each new one at once, until [`mend`].
+    ///
+    /// [`mend`]: RedisLink::mend
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn mend(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -226,6 +260,8 @@ pub struct TestCluster {
     pub db_url: String,
     pub prefix: String,
     env: Vec<(String, String)>,
+    /// The Redis URL of each node.
+    urls: Vec<String>,
     addrs: Vec<String>,
     _redis: TestRedis,
 }
@@ -252,19 +288,20 @@ impl TestCluster {
         Self::start_on(what, redis, n, extra)
     }
 
-    /// On a Redis of our own that the nodes reach through `link` (to slow it down).
+    /// On a Redis of our own that node `i` reaches at `link(i, url)` (a [`RedisLink`] to slow
+    /// it down or cut it, or `url` itself).
     pub fn start_behind(
         what: &str,
         n: usize,
         extra: &[(&str, &str)],
-        link: impl FnOnce(&str) -> String,
+        mut link: impl FnMut(usize, &str) -> String,
     ) -> Option<TestCluster> {
         let Some(redis) = TestRedis::own() else {
             must_run(what, "no redis-server to start");
             return None;
         };
-        let url = link(&redis.url);
-        Self::start_at(what, redis, &url, n, extra)
+        let urls = (0..n).map(|i| link(i, &redis.url)).collect();
+        Self::start_at(what, redis, urls, n, extra)
     }
 
     pub fn redis(&mut self) -> &mut TestRedis {
@@ -277,15 +314,15 @@ impl TestCluster {
         n: usize,
         extra: &[(&str, &str)],
     ) -> Option<TestCluster> {
-        let url = redis.url.clone();
-        Self::start_at(what, redis, &url, n, extra)
+        let urls = vec![redis.url.clone(); n];
+        Self::start_at(what, redis, urls, n, extra)
     }
 
-    /// The nodes reach `redis` at `url`.
+    /// Node `i` reaches `redis` at `urls[i]`.
     fn start_at(
         what: &str,
         redis: TestRedis,
-        url: &str,
+        urls: Vec<String>,
         n: usize,
         extra: &[(&str, &str)],
     ) -> Option<TestCluster> {
@@ -309,7 +346,6 @@ impl TestCluster {
         let db_url = fresh_postgres_database();
         let prefix = format!("vchat-t-{}", vchat_signal::ids::random_hex(6));
         let mut env: Vec<(String, String)> = vec![
-            ("VCHAT_REDIS_URL".into(), url.to_string()),
             ("VCHAT_DATABASE_URL".into(), db_url.clone()),
             ("VCHAT_REDIS_PREFIX".into(), prefix.clone()),
             (
@@ -325,6 +361,7 @@ impl TestCluster {
             db_url,
             prefix,
             env,
+            urls,
             addrs: Vec::new(),
             _redis: redis,
         };
@@ -344,6 +381,7 @@ impl TestCluster {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let id = format!("n{i}");
+        env.push(("VCHAT_REDIS_URL", &self.urls[i]));
         env.push(("VCHAT_NODE_ID", &id));
         env.push(("VCHAT_LISTEN", listen));
         TestServer::start_with(&env)
@@ -423,7 +461,8 @@ impl TestCluster {
         self.wait_subscribers(&self.bus_channel(i), 1).await;
     }
 
-    async fn wait_subscribers(&self, chan: &str, n: usize) {
+    /// Waits until `n` connections subscribe to `chan`.
+    pub async fn wait_subscribers(&self, chan: &str, n: usize) {
         let client = redis::Client::open(self._redis.url.as_str()).unwrap();
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
         let deadline = tokio::time::Instant::now() + WAIT;
