@@ -12,9 +12,9 @@ use socketioxide::socket::{Sid, Socket};
 use super::expiry::Expiries;
 use super::handlers;
 use super::inbox::{Inbound, Inbox, Pushed};
-use super::membership::{self, Moved};
+use super::membership;
 use super::presence::socket_device;
-use super::room_names::{room_of, socket_room, user_room};
+use super::room_names::{chat_room, room_of, socket_room, user_room};
 use crate::app::{App, MAX_EVENT_BYTES};
 use crate::auth::{AuthError, Identity};
 use crate::cluster::driver::{Adapter, Io};
@@ -166,8 +166,12 @@ async fn connect(
     // yet in the room it leaves, and the read may still have the room: the count of changes
     // tells, and the rooms are read again.
     s.join(user_room(&who.user_id));
-    let rooms = membership::settle(&app, &who.user_id, |rooms| {
-        membership::sit_in(&s, rooms, &mut Moved::default())
+    // Only rooms an earlier read had are left: one a change put the socket in meanwhile
+    // (through the adapter's channel, not counted) stays.
+    let rooms = membership::settle(&app, &who.user_id, |before, now| {
+        let gone = before.iter().filter(|r| !now.contains(r));
+        s.leave(gone.map(|r| chat_room(r)).collect::<Vec<_>>());
+        s.join(now.iter().map(|r| chat_room(r)).collect::<Vec<_>>());
     })
     .await
     .map_err(|_| Refused("server error: store unavailable".into()))?;
