@@ -148,8 +148,9 @@ impl Metrics {
         registry.register(
             "vchat_cluster_rooms_reread",
             "Times this node put its sockets in the rooms the store has for their users, once \
-             its subscription to the other nodes was back after a break: membership changes \
-             made meanwhile did not reach it (cluster mode).",
+             its subscription to the other nodes was back after a break (or it was back from \
+             being taken for dead): membership changes made meanwhile did not reach it \
+             (cluster mode).",
             counted.rooms_reread,
         );
         registry.register(

@@ -296,6 +296,8 @@ async fn rejoin(app: &Arc<App>) {
     for (user, device, sid) in app.presence.local_sockets() {
         cluster.socket_up(&user, &device, sid.as_str()).await;
     }
+    // Nodes that took us for dead sent us no membership changes meanwhile.
+    tokio::spawn(crate::realtime::membership::reread_all(app.clone()));
 }
 
 /// One round of the watch: sockets of dead nodes leave presence (their call devices get their

@@ -39,8 +39,11 @@ pub struct Notifier {
     pub rooms_reread: Counter,
     cluster: Option<Arc<Cluster>>,
     /// Membership changes seen here, counted by user (in stripes: two users may share one),
-    /// so that a connect can tell whether one raced its read of the user's rooms.
+    /// so that a read of a user's rooms (a connect's, a reread's) can tell whether one raced it.
     changes: Arc<[AtomicU64]>,
+    /// Rereads of every user's rooms begun (see `membership::reread_all`): a change for any
+    /// user, as far as a read racing one can tell.
+    rereads: Arc<AtomicU64>,
 }
 
 /// Stripes of [`Notifier::changes`]: a shared stripe costs a connect one more store read.
@@ -86,6 +89,7 @@ impl Notifier {
             rooms_reread: Counter::default(),
             cluster,
             changes: (0..CHANGE_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            rereads: Arc::default(),
         }
     }
 
@@ -311,11 +315,17 @@ impl Notifier {
     }
 
     /// How many membership changes of this user (or of a user sharing its stripe) this node
-    /// has seen. Counted after the change is stored and before sockets are moved: a connect
-    /// that reads it before reading the user's rooms, and sees it moved once it has joined
-    /// them, read the rooms while a change was on its way, and reads them again.
+    /// has seen, plus the rereads of every user's rooms begun. Counted after the change is
+    /// stored and before sockets are moved: a read of the user's rooms that sees this move
+    /// between its start and the moment its result is applied may have raced a change (or a
+    /// reread's fresher read), and reads the rooms again.
     pub fn membership_changes(&self, user: &str) -> u64 {
-        self.changes[stripe(user)].load(Ordering::SeqCst)
+        self.changes[stripe(user)].load(Ordering::SeqCst) + self.rereads.load(Ordering::SeqCst)
+    }
+
+    /// A reread of every user's rooms begins: reads under way are read again.
+    pub fn rereading(&self) {
+        self.rereads.fetch_add(1, Ordering::SeqCst);
     }
 
     fn changed(&self, user: &str) {

@@ -8,6 +8,11 @@ pub fn user_room(user: &str) -> String {
     format!("u:{user}")
 }
 
+/// The user a Socket.IO room holds the sockets of, if it is a user's room.
+pub fn user_of(socket_room: &str) -> Option<&str> {
+    socket_room.strip_prefix("u:")
+}
+
 /// Socket.IO room holding the member sockets of a chat room.
 pub fn chat_room(room: &str) -> String {
     format!("r:{room}")

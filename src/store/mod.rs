@@ -117,7 +117,7 @@ pub use calls::{CallRecord, HistoryRow};
 pub use devices::{NewSession, PushDevice};
 pub use groups::{GroupDetails, MemberRow, ReceiptRow};
 pub use messages::{Inserted, MessageFilter, MessageRow, MessageSearch, NewMessage};
-pub use rooms::{RoomFilter, RoomKind, RoomRow, RoomSummary};
+pub use rooms::{RoomFilter, RoomKind, RoomRow, RoomSummary, JOINABLE_MAX};
 pub use settings::{Flag, MemberSettings};
 pub use users::{ClaimedProfile, UserRow};
 

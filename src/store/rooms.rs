@@ -1,6 +1,9 @@
 use super::Store;
 use crate::ids::{new_id, now_iso};
 
+/// Rooms a user's sockets sit in at most (a read of them stops there, in no set order).
+pub const JOINABLE_MAX: usize = 5000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomKind {
     Single,
@@ -257,17 +260,18 @@ impl Store {
     }
 
     /// The rooms a user's sockets join on connect: every membership, except single rooms closed
-    /// by a ban.
+    /// by a ban; at most [`JOINABLE_MAX`] of them.
     pub async fn joinable_rooms(&self, user: &str) -> sqlx::Result<Vec<String>> {
-        db!(self, |pool, sql| sqlx::query_scalar(&sql(
+        let query = format!(
             "SELECT m.room_id FROM room_members m
              WHERE m.user_id = $1
                AND NOT EXISTS (SELECT 1 FROM bans b WHERE b.room_id = m.room_id)
-             LIMIT 5000"
-        ))
-        .bind(user)
-        .fetch_all(pool)
-        .await)
+             LIMIT {JOINABLE_MAX}"
+        );
+        db!(self, |pool, sql| sqlx::query_scalar(&sql(&query))
+            .bind(user)
+            .fetch_all(pool)
+            .await)
     }
 
     /// Which of `peers` share a room with `me` that their sockets would sit in (a membership of

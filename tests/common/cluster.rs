@@ -165,15 +165,17 @@ impl RedisLink {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                if cut.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
                 let Ok(server) = std::net::TcpStream::connect(&target) else {
                     continue;
                 };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 {
+                    // Under the lock `cut` takes: a connection is either closed by it or
+                    // refused here.
                     let mut conns = conns.lock().unwrap();
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // both dropped: closed at once
+                    }
                     conns.push(client.try_clone().unwrap());
                     conns.push(server.try_clone().unwrap());
                 }
@@ -237,8 +239,9 @@ impl RedisLink {
     ///
     /// [`mend`]: RedisLink::mend
     pub fn cut(&self) {
+        let mut open = self.open.lock().unwrap();
         self.down.store(true, std::sync::atomic::Ordering::SeqCst);
-        for c in self.open.lock().unwrap().drain(..) {
+        for c in open.drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -448,6 +451,11 @@ impl TestCluster {
     /// The cluster's Redis key `{prefix}:{name}`.
     pub fn redis_key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
+    }
+
+    /// The channel of a chat room, which the nodes with a member socket there listen to.
+    pub fn room_channel(&self, room: &str) -> String {
+        format!("{}:room:{room}", self.prefix)
     }
 
     /// The channel node `i` reads requests and events for it on.
