@@ -100,7 +100,7 @@ pub struct Counted {
     /// Room emits read on room channels, and the room channels listened to (cluster mode).
     pub room_emits: Counter,
     pub room_channels: prometheus_client::metrics::gauge::Gauge,
-    /// Times the rooms of the sockets here were read again after a resubscription.
+    /// Times the rooms of the sockets here were read again (see `realtime::membership`).
     pub rooms_reread: Counter,
 }
 

@@ -35,7 +35,7 @@ pub struct Notifier {
     /// Room emits other nodes sent on room channels, read here (cluster mode).
     pub room_emits: Counter,
     /// Cluster mode: times this node's sockets' rooms were read from the store again, once its
-    /// subscription to the other nodes was back.
+    /// subscription to the other nodes was back (or it was back from being taken for dead).
     pub rooms_reread: Counter,
     cluster: Option<Arc<Cluster>>,
     /// Membership changes seen here, counted by user (in stripes: two users may share one),
