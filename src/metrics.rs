@@ -102,6 +102,8 @@ pub struct Counted {
     pub room_channels: prometheus_client::metrics::gauge::Gauge,
     /// Times the rooms of the sockets here were read again (see `realtime::membership`).
     pub rooms_reread: Counter,
+    /// Chat messages sent again after a break (see `chat::replay`).
+    pub messages_replayed: Counter,
 }
 
 impl Metrics {
@@ -152,6 +154,12 @@ impl Metrics {
              being taken for dead): membership changes made meanwhile did not reach it \
              (cluster mode).",
             counted.rooms_reread,
+        );
+        registry.register(
+            "vchat_cluster_messages_replayed",
+            "Chat messages sent again to this node's sockets once its subscription to the other \
+             nodes was back: those stored since a little before it broke (cluster mode).",
+            counted.messages_replayed,
         );
         registry.register(
             "vchat_cluster_redis_unanswered",

@@ -292,6 +292,7 @@ pub async fn start(config: Config) -> Result<Server, String> {
         reach: notify.reach.clone(),
         room_emits: notify.room_emits.clone(),
         rooms_reread: notify.rooms_reread.clone(),
+        messages_replayed: notify.messages_replayed.clone(),
         room_channels: notify
             .listening
             .as_ref()

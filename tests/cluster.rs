@@ -1539,12 +1539,14 @@ async fn a_member_removed_while_redis_refuses_publishes_leaves_the_group_once_it
 }
 
 /// A node cut off from Redis reads neither its bus channel nor the Socket.IO adapter's: the
-/// membership changes other nodes make meanwhile do not reach it. Once it is subscribed again,
-/// it puts its sockets in the rooms the store has for their users. Bob, removed from the group
-/// through node 0 while node 1 was cut off, does not hear the group on his tablet on node 1;
-/// carol, added meanwhile, does on her phone there.
+/// membership changes and the messages other nodes send meanwhile do not reach it. Once it is
+/// subscribed again, it puts its sockets in the rooms the store has for their users, then sends
+/// them the messages they missed. Bob, removed from the group through node 0 while node 1 was
+/// cut off, does not hear the group on his tablet on node 1; carol, added meanwhile, does on
+/// her phone there; and bob's tablet gets alice's message sent meanwhile, once, and not the one
+/// it had before the cut.
 #[tokio::test]
-async fn membership_changes_made_while_a_node_is_cut_off_from_redis_reach_it_once_it_is_back() {
+async fn what_a_node_cut_off_from_redis_missed_reaches_its_sockets_once_it_is_back() {
     let mut link: Option<(RedisLink, String)> = None;
     let env = [("VCHAT_NODE_TTL_MS", "6000")];
     // Node 0 reaches Redis directly, node 1 through a link that can be cut.
@@ -1569,12 +1571,15 @@ async fn membership_changes_made_while_a_node_is_cut_off_from_redis_reach_it_onc
     let group = group(&api0, &a, "Team", "bob").await;
     say(&api0, &a, &group, "before").await;
     hears(&mut bob_tab, "before").await;
+    say(&api0, &a, &pair, "hello").await;
+    hears(&mut bob_tab, "hello").await;
     let n1 = c.node(1);
     let reread = n1.metric("vchat_cluster_rooms_reread_total").await;
 
     link.cut();
     c.wait_subscribers(&c.bus_channel(1), 0).await;
     c.wait_adapters(1).await;
+    say(&api0, &a, &pair, "during").await;
     api0.delete(&format!("channel/{group}/group/members/bob"), &a)
         .await
         .ok();
@@ -1591,6 +1596,9 @@ async fn membership_changes_made_while_a_node_is_cut_off_from_redis_reach_it_onc
     // Both nodes listen to both rooms again (node 1 for carol and for bob).
     c.wait_subscribers(&c.room_channel(&group), 2).await;
     c.wait_subscribers(&c.room_channel(&pair), 2).await;
+    // The message bob missed comes once node 1 is back; "hello", which he had, not again.
+    let missed = bob_tab.expect("v1OnNewMessage").await;
+    assert_eq!(missed["lId"], "during", "{missed}");
 
     hears_the_pair_not_the_group(&api0, &a, &pair, &group, &mut bob_tab).await;
     hears(&mut carol_s, "after").await;

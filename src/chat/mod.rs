@@ -10,6 +10,7 @@ pub mod messages;
 pub mod paging;
 pub mod post;
 pub mod receipts;
+pub mod replay;
 pub mod rooms;
 pub mod settings;
 

@@ -15,6 +15,7 @@ use crate::wire::ApiError;
 /// is new (a retry announces nothing).
 pub async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), ApiError> {
     let writing = std::time::Instant::now();
+    app.notify.posting_message(&msg.room_id, &msg.local_id);
     let inserted = app.store.insert_message(msg).await;
     app.metrics
         .committed(crate::metrics::Commit::Message, writing);

@@ -78,6 +78,7 @@ async fn subscribe(app: &Arc<App>) -> Result<redis::aio::PubSubStream, String> {
 /// network cut), subscribes again.
 async fn listen(app: Weak<App>, first: redis::aio::PubSubStream) {
     let mut pubsub = Some(first);
+    let mut broke = None;
     loop {
         if let Some(mut stream) = pubsub.take() {
             while let Some(m) = stream.next().await {
@@ -91,6 +92,9 @@ async fn listen(app: Weak<App>, first: redis::aio::PubSubStream) {
                 }
             }
             tracing::error!("the Redis subscription ended; subscribing again");
+            if let Some(a) = app.upgrade() {
+                broke = Some((std::time::SystemTime::now(), a.notify.delivered.hold()));
+            }
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let Some(a) = app.upgrade() else { return };
@@ -104,8 +108,15 @@ async fn listen(app: Weak<App>, first: redis::aio::PubSubStream) {
             Ok(p) => {
                 tracing::warn!("subscribed to the cluster again");
                 pubsub = Some(p);
-                // Membership changes sent while we were not subscribed were lost here.
-                tokio::spawn(crate::realtime::membership::reread_all(a.clone()));
+                // What other nodes sent while we were not subscribed was lost here: membership
+                // changes, then the messages of the rooms the sockets are in now.
+                let (app, broke) = (a.clone(), broke.take());
+                tokio::spawn(async move {
+                    crate::realtime::membership::reread_all(app.clone()).await;
+                    if let Some((at, held)) = broke {
+                        crate::chat::replay::since(&app, at, held).await;
+                    }
+                });
             }
             Err(e) => tracing::warn!(error = %e, "cannot subscribe yet"),
         }

@@ -4,6 +4,7 @@
 //!
 //! Event handlers live in [`handlers`], one function per client event.
 
+pub mod delivered;
 pub mod expiry;
 pub mod gateway;
 pub mod handlers;

@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use socketioxide::socket::Sid;
 
+use super::delivered::Delivered;
 use super::listening::Listening;
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
@@ -37,6 +38,11 @@ pub struct Notifier {
     /// Cluster mode: times this node's sockets' rooms were read from the store again, once its
     /// subscription to the other nodes was back (or it was back from being taken for dead).
     pub rooms_reread: Counter,
+    /// Cluster mode: chat messages sent again to this node's sockets after it was cut off from
+    /// Redis (see `chat::replay`).
+    pub messages_replayed: Counter,
+    /// Cluster mode: the chat messages this node's sockets got lately.
+    pub delivered: Arc<Delivered>,
     cluster: Option<Arc<Cluster>>,
     /// Membership changes seen here, counted by user (in stripes: two users may share one),
     /// so that a read of a user's rooms (a connect's, a reread's) can tell whether one raced it.
@@ -87,6 +93,8 @@ impl Notifier {
             listening,
             room_emits: Counter::default(),
             rooms_reread: Counter::default(),
+            messages_replayed: Counter::default(),
+            delivered: Arc::default(),
             cluster,
             changes: (0..CHANGE_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             rereads: Arc::default(),
@@ -237,6 +245,27 @@ impl Notifier {
         let _ = self.io.local().to(chat_room(room)).emit(event, &text).await;
     }
 
+    /// A chat message is being posted on this node, to be stored and then announced to its
+    /// room (cluster mode: remembered, so that a replay does not send it again; see
+    /// [`Delivered`]).
+    pub fn posting_message(&self, room: &str, local_id: &str) {
+        if self.remote.is_some() {
+            self.delivered.posting(room, local_id);
+        }
+    }
+
+    /// To the member sockets of a chat room on this node only; whether it has any.
+    pub fn to_room_here(&self, room: &str, event: &str, text: &str) -> bool {
+        let Some(here) = remote::here(&self.io) else {
+            return false;
+        };
+        let sockets = here.to(chat_room(room)).sockets();
+        for s in &sockets {
+            count_full(s.emit(event, text), &self.dropped);
+        }
+        !sockets.is_empty()
+    }
+
     /// Membership gained: the user's live sockets join the room at once.
     pub async fn join_room(&self, user: &str, room: &str) {
         self.memberships(&[user], room, true).await
@@ -368,6 +397,19 @@ impl Notifier {
     /// A room emit another node sent on the room's channel: for the room's sockets here.
     pub fn from_peer_room(&self, room: &str, event: &str, text: &str) {
         self.room_emits.inc();
+        if event == crate::wire::events::ON_NEW_MESSAGE {
+            #[derive(serde::Deserialize)]
+            struct Known<'a> {
+                #[serde(rename = "lId", borrow)]
+                local_id: std::borrow::Cow<'a, str>,
+            }
+            // Sent already by a replay after a break (see `Delivered`).
+            if let Ok(m) = serde_json::from_str::<Known>(text) {
+                if !self.delivered.arrives(room, &m.local_id) {
+                    return;
+                }
+            }
+        }
         let Some(here) = remote::here(&self.io) else {
             return;
         };

@@ -141,6 +141,18 @@ impl Store {
         })
     }
 
+    /// Messages whose id is at or after `floor` (ids begin with their second, in hex: see
+    /// `ids::new_id`), in the order they were stored; at most `limit`.
+    pub async fn messages_since(&self, floor: &str, limit: i64) -> sqlx::Result<Vec<MessageRow>> {
+        db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE id >= $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(floor)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)
+    }
+
     pub async fn message(&self, id: &str) -> sqlx::Result<Option<MessageRow>> {
         db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
             "SELECT {COLUMNS} FROM messages WHERE id = $1"
