@@ -1596,9 +1596,14 @@ async fn what_a_node_cut_off_from_redis_missed_reaches_its_sockets_once_it_is_ba
     // Both nodes listen to both rooms again (node 1 for carol and for bob).
     c.wait_subscribers(&c.room_channel(&group), 2).await;
     c.wait_subscribers(&c.room_channel(&pair), 2).await;
-    // The message bob missed comes once node 1 is back; "hello", which he had, not again.
+    // The message bob missed comes once node 1 is back, once; "hello", which he had, not again.
+    n1.wait_metric("vchat_cluster_messages_replayed_total", |v| v >= 1.0)
+        .await;
     let missed = bob_tab.expect("v1OnNewMessage").await;
     assert_eq!(missed["lId"], "during", "{missed}");
+    say(&api0, &a, &pair, "next").await;
+    let next = bob_tab.expect("v1OnNewMessage").await;
+    assert_eq!(next["lId"], "next", "{next}");
 
     hears_the_pair_not_the_group(&api0, &a, &pair, &group, &mut bob_tab).await;
     hears(&mut carol_s, "after").await;

@@ -17,6 +17,9 @@ pub async fn commit(app: &App, msg: &NewMessage) -> Result<(MessageRow, bool), A
     let writing = std::time::Instant::now();
     app.notify.posting_message(&msg.room_id, &msg.local_id);
     let inserted = app.store.insert_message(msg).await;
+    let stored = matches!(inserted, Ok(Inserted::Created(_)));
+    app.notify
+        .posted_message(&msg.room_id, &msg.local_id, stored);
     app.metrics
         .committed(crate::metrics::Commit::Message, writing);
     match inserted? {

@@ -93,7 +93,14 @@ async fn listen(app: Weak<App>, first: redis::aio::PubSubStream) {
             }
             tracing::error!("the Redis subscription ended; subscribing again");
             if let Some(a) = app.upgrade() {
-                broke = Some((std::time::SystemTime::now(), a.notify.delivered.hold()));
+                broke = Some(crate::chat::replay::Break {
+                    at: std::time::SystemTime::now(),
+                    rooms_on_channels: a
+                        .cluster
+                        .as_ref()
+                        .is_some_and(|c| c.all_speak(super::wire::ROOMS_SINCE)),
+                    held: a.notify.delivered.hold(),
+                });
             }
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -113,8 +120,8 @@ async fn listen(app: Weak<App>, first: redis::aio::PubSubStream) {
                 let (app, broke) = (a.clone(), broke.take());
                 tokio::spawn(async move {
                     crate::realtime::membership::reread_all(app.clone()).await;
-                    if let Some((at, held)) = broke {
-                        crate::chat::replay::since(&app, at, held).await;
+                    if let Some(broke) = broke {
+                        crate::chat::replay::since(&app, broke).await;
                     }
                 });
             }

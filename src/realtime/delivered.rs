@@ -5,29 +5,42 @@
 //!
 //! A message is known by its room and its sender's `localId` (unique in a room), which a node
 //! posting one knows before it stores it. A message posted here is noted before it is stored, so
-//! a replay, which reads the store, never sends it again; one from another node is noted as it
-//! arrives, and a replay claims what it sends under the same lock, so that whichever comes
-//! second of the two (a replay of a message still on its way, and its arrival) is not sent.
+//! a replay, which reads the store, never sends it again (a post that stored nothing, a retry,
+//! is forgotten again); one from another node is noted as it arrives, and a replay claims what
+//! it sends under the same lock, so that whichever comes second of the two (a replay of a
+//! message still on its way, and its arrival) is not sent.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a message is remembered while nothing holds the list: longer than what a replay
-/// reads from before the break (`chat::replay`), which keeps this list from the break on.
-const KEPT: Duration = Duration::from_secs(15);
+/// How long a message is remembered while nothing holds the list. A replay reads from
+/// `chat::replay::BEFORE_THE_BREAK` before the break, by the second in the message's id, which
+/// the posting node's clock wrote: this covers that and a clock up to as much ahead.
+const KEPT: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 pub struct Delivered {
     inner: Mutex<Inner>,
 }
 
+/// How a message came to be remembered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Known {
+    /// Being posted here; stored and emitted next, unless it turns out a retry.
+    Posting,
+    /// Its emit reached the sockets here.
+    Got,
+    /// A replay sent it.
+    Replayed,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Messages remembered: whether a replay sent it (rather than its own emit).
-    known: HashMap<String, bool>,
-    /// The same, in the order they were noted, with when.
+    /// Messages remembered, with when they were last noted.
+    known: HashMap<String, (Known, Instant)>,
+    /// The same, in the order they were noted (a key noted twice is here twice; only the
+    /// entry matching its last note forgets it).
     order: VecDeque<(Instant, String)>,
     /// Holds under way: while any is, nothing is forgotten.
     holds: usize,
@@ -38,9 +51,9 @@ fn key(room: &str, local_id: &str) -> String {
 }
 
 impl Inner {
-    fn remember(&mut self, key: String, replayed: bool) {
+    fn remember(&mut self, key: String, how: Known) {
         let now = Instant::now();
-        self.known.insert(key.clone(), replayed);
+        self.known.insert(key.clone(), (how, now));
         self.order.push_back((now, key));
         if self.holds > 0 {
             return;
@@ -49,19 +62,46 @@ impl Inner {
             if now.duration_since(*at) <= KEPT {
                 break;
             }
-            if let Some((_, old)) = self.order.pop_front() {
-                self.known.remove(&old);
+            if let Some((at, old)) = self.order.pop_front() {
+                if self.known.get(&old).is_some_and(|(_, last)| *last == at) {
+                    self.known.remove(&old);
+                }
             }
         }
     }
 }
 
 impl Delivered {
-    /// A message is posted on this node (before it is stored): its emit reaches the sockets
-    /// here.
+    /// A message is being posted on this node, before it is stored: if it is stored, its emit
+    /// reaches the sockets here, and a replay must not send it too.
     pub fn posting(&self, room: &str, local_id: &str) {
         let mut inner = self.inner.lock().expect("not poisoned");
-        inner.remember(key(room, local_id), false);
+        let k = key(room, local_id);
+        if inner
+            .known
+            .get(&k)
+            .is_none_or(|(how, _)| *how == Known::Posting)
+        {
+            inner.remember(k, Known::Posting);
+        }
+    }
+
+    /// How the post went: stored now (its emit follows), or not (a retry of a message stored
+    /// before, on any node: a replay may have to send it).
+    pub fn posted(&self, room: &str, local_id: &str, stored: bool) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let k = key(room, local_id);
+        if inner
+            .known
+            .get(&k)
+            .is_some_and(|(how, _)| *how == Known::Posting)
+        {
+            if stored {
+                inner.remember(k, Known::Got);
+            } else {
+                inner.known.remove(&k);
+            }
+        }
     }
 
     /// A message from another node arrives: whether to send it to the sockets here (not when a
@@ -69,21 +109,26 @@ impl Delivered {
     pub fn arrives(&self, room: &str, local_id: &str) -> bool {
         let k = key(room, local_id);
         let mut inner = self.inner.lock().expect("not poisoned");
-        if inner.known.get(&k) == Some(&true) {
+        if inner
+            .known
+            .get(&k)
+            .is_some_and(|(how, _)| *how == Known::Replayed)
+        {
             return false;
         }
-        inner.remember(k, false);
+        inner.remember(k, Known::Got);
         true
     }
 
-    /// A replay would send this message: whether to (not when the sockets here got it).
+    /// A replay would send this message: whether to (not when the sockets here got it, or are
+    /// about to: one being posted here).
     pub fn claim(&self, room: &str, local_id: &str) -> bool {
         let k = key(room, local_id);
         let mut inner = self.inner.lock().expect("not poisoned");
-        if let Entry::Occupied(_) = inner.known.entry(k.clone()) {
+        if inner.known.contains_key(&k) {
             return false;
         }
-        inner.remember(k, true);
+        inner.remember(k, Known::Replayed);
         true
     }
 
@@ -115,7 +160,17 @@ mod tests {
         assert!(d.claim("r", "b"));
         assert!(!d.arrives("r", "b"), "replayed: its arrival is not sent");
         d.posting("r", "c");
+        assert!(!d.claim("r", "c"), "being posted here: not replayed");
+        d.posted("r", "c", true);
         assert!(!d.claim("r", "c"), "posted here: not replayed");
+        d.posting("r", "d");
+        d.posted("r", "d", false);
+        assert!(
+            d.claim("r", "d"),
+            "a retry of a message stored elsewhere: replayed"
+        );
+        d.posting("r", "d");
+        assert!(!d.arrives("r", "d"), "a retry does not undo a replay");
         assert!(
             d.arrives("s", "a"),
             "another room's message of the same localId"
@@ -125,14 +180,19 @@ mod tests {
     #[test]
     fn a_hold_keeps_what_would_be_forgotten_and_its_end_lets_it_go() {
         let d = Arc::new(Delivered::default());
-        d.posting("r", "a");
+        assert!(d.arrives("r", "a"));
         let hold = d.hold();
         // Backdate "a" past KEPT: only the hold keeps it.
-        d.inner.lock().unwrap().order[0].0 -= KEPT * 2;
-        d.posting("r", "b");
+        {
+            let mut inner = d.inner.lock().unwrap();
+            let old = inner.order[0].0 - KEPT * 2;
+            inner.order[0].0 = old;
+            inner.known.get_mut(&key("r", "a")).unwrap().1 = old;
+        }
+        assert!(d.arrives("r", "b"));
         assert!(!d.claim("r", "a"));
         drop(hold);
-        d.posting("r", "c");
+        assert!(d.arrives("r", "c"));
         assert!(d.claim("r", "a"), "forgotten once the hold ended");
         assert!(!d.claim("r", "b"));
     }

@@ -52,7 +52,7 @@ const CHUNK: usize = 1_000;
 const RECONCILE_EVERY: u64 = 15;
 
 enum Op {
-    Ensure(Vec<String>, oneshot::Sender<()>),
+    Ensure(Vec<String>, oneshot::Sender<bool>),
     MaybeUnused(Vec<String>),
     Connection(PubSubSink),
 }
@@ -85,16 +85,17 @@ impl Listening {
         Listening { tx, channels }
     }
 
-    /// Returns once this node listens to these chat rooms' channels (or gave up for now, see
-    /// the module's notes). Call it after the sockets joined the rooms.
-    pub async fn ensure(&self, rooms: Vec<String>) {
+    /// Returns once this node listens to these chat rooms' channels (true), or gave up for now
+    /// (false; see the module's notes). Call it after the sockets joined the rooms.
+    pub async fn ensure(&self, rooms: Vec<String>) -> bool {
         if rooms.is_empty() {
-            return;
+            return true;
         }
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Op::Ensure(rooms, done)).is_ok() {
-            let _ = wait.await;
+        if self.tx.send(Op::Ensure(rooms, done)).is_err() {
+            return false;
         }
+        wait.await.unwrap_or(false)
     }
 
     /// Sockets left these chat rooms: the task unsubscribes from those without a member here.
@@ -144,8 +145,8 @@ impl Task {
                     while let Some(op) = next.take().or_else(|| rx.try_recv().ok()) {
                         match op {
                             Op::Ensure(rooms, done) => {
-                                wanted.extend(rooms);
-                                waiting.push(done);
+                                wanted.extend(rooms.iter().cloned());
+                                waiting.push((rooms, done));
                             }
                             Op::MaybeUnused(rooms) => self.unused.extend(rooms),
                             // What is wanted now is subscribed after it, on the new
@@ -157,8 +158,9 @@ impl Task {
                         }
                     }
                     self.subscribe(wanted).await;
-                    for done in waiting {
-                        let _ = done.send(());
+                    for (rooms, done) in waiting {
+                        let all = rooms.iter().all(|r| self.subscribed.contains(r));
+                        let _ = done.send(all);
                     }
                 }
                 _ = tidy.tick() => self.tidy().await,

@@ -52,8 +52,9 @@ pub async fn settle(
 
 /// Cluster mode, once this node is subscribed to the other nodes again (or back from being
 /// taken for dead): the sockets of every user here are put in the rooms the store has for the
-/// user, and the node listens to those rooms' channels. Users whose read fails are tried again
-/// until it succeeds; `vchat_cluster_rooms_reread_total` counts rereads done for every user.
+/// user, and the node listens to those rooms' channels. Users whose read fails, or whose rooms
+/// are not listened to yet (Redis not answering again), are tried again until both are done;
+/// `vchat_cluster_rooms_reread_total` counts rereads done for every user.
 ///
 /// It runs beside the bus, not before it is read: a change heard meanwhile is seen by
 /// [`settle`]. Reads under way when it begins (a connect's, an earlier reread's) read again, so
@@ -64,7 +65,7 @@ pub async fn reread_all(app: Arc<App>) {
     let mut wait = RETRY_FIRST;
     let (mut joined, mut left) = (HashSet::new(), HashSet::new());
     loop {
-        let read: Vec<(String, sqlx::Result<Moves>)> = futures_util::stream::iter(users)
+        let read: Vec<(String, Result<Moves, String>)> = futures_util::stream::iter(users)
             .map(|user| {
                 let app = app.clone();
                 async move {
@@ -83,7 +84,7 @@ pub async fn reread_all(app: Arc<App>) {
                     left.extend(m.left);
                 }
                 Err(e) => {
-                    tracing::warn!(user, error = %e, "cannot read a user's rooms again; trying later");
+                    tracing::warn!(user, error = %e, "a user's rooms not read again yet; trying later");
                     failed.push(user);
                 }
             }
@@ -127,16 +128,21 @@ struct Moves {
 }
 
 /// One user's sockets here, put in the rooms the store has for the user; the node listens to
-/// those rooms before this returns (or gave up for now: see `listening`).
-async fn reread(app: &App, user: &str) -> sqlx::Result<Moves> {
+/// those rooms before this returns, or it fails (to be tried again: what is sent to a room not
+/// listened to yet would be lost, and a replay after this relies on it).
+async fn reread(app: &App, user: &str) -> Result<Moves, String> {
     let mut moves = Moves::default();
     let rooms = settle(app, user, |_, rooms| {
         move_to(app.notify.io(), user, rooms, &mut moves)
     })
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     if let Some(listening) = &app.notify.listening {
-        listening.ensure(rooms).await;
+        let listened = listening.ensure(rooms).await;
         listening.maybe_unused(moves.left.iter().cloned().collect());
+        if !listened {
+            return Err("its rooms' channels are not subscribed yet".into());
+        }
     }
     Ok(moves)
 }

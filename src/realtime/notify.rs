@@ -10,6 +10,7 @@ use serde::Serialize;
 use socketioxide::socket::Sid;
 
 use super::delivered::Delivered;
+use super::gateway::SocketCtx;
 use super::listening::Listening;
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
@@ -51,6 +52,8 @@ pub struct Notifier {
     /// user, as far as a read racing one can tell.
     rereads: Arc<AtomicU64>,
 }
+
+type SocketRef = socketioxide::extract::SocketRef<Adapter>;
 
 /// Stripes of [`Notifier::changes`]: a shared stripe costs a connect one more store read.
 const CHANGE_STRIPES: usize = 1024;
@@ -254,16 +257,33 @@ impl Notifier {
         }
     }
 
-    /// To the member sockets of a chat room on this node only; whether it has any.
-    pub fn to_room_here(&self, room: &str, event: &str, text: &str) -> bool {
+    /// The post stored the message (its emit follows), or not (a retry).
+    pub fn posted_message(&self, room: &str, local_id: &str, stored: bool) {
+        if self.remote.is_some() {
+            self.delivered.posted(room, local_id, stored);
+        }
+    }
+
+    /// The member sockets of a chat room on this node whose connect was done before `at` (an
+    /// `ids::now_iso` time).
+    pub fn room_sockets_before(&self, room: &str, at: &str) -> Vec<SocketRef> {
         let Some(here) = remote::here(&self.io) else {
-            return false;
+            return Vec::new();
         };
-        let sockets = here.to(chat_room(room)).sockets();
-        for s in &sockets {
+        let mut sockets = here.to(chat_room(room)).sockets();
+        sockets.retain(|s| {
+            s.extensions
+                .get::<Arc<SocketCtx>>()
+                .is_some_and(|c| c.connected_at.as_str() < at)
+        });
+        sockets
+    }
+
+    /// Sends already-encoded text to these sockets of this node.
+    pub fn emit_to(&self, sockets: &[SocketRef], event: &str, text: &str) {
+        for s in sockets {
             count_full(s.emit(event, text), &self.dropped);
         }
-        !sockets.is_empty()
     }
 
     /// Membership gained: the user's live sockets join the room at once.

@@ -141,13 +141,33 @@ impl Store {
         })
     }
 
-    /// Messages whose id is at or after `floor` (ids begin with their second, in hex: see
-    /// `ids::new_id`), in the order they were stored; at most `limit`.
-    pub async fn messages_since(&self, floor: &str, limit: i64) -> sqlx::Result<Vec<MessageRow>> {
-        db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE id >= $1 ORDER BY seq LIMIT $2"
-        )))
+    /// The store order (`seq`) of the first message whose id is at or after `floor` (ids begin
+    /// with their second, in hex: see `ids::new_id`), and of the last message; `None` when there
+    /// is no such message.
+    pub async fn seqs_since(&self, floor: &str) -> sqlx::Result<Option<(i64, i64)>> {
+        let row: (Option<i64>, Option<i64>) = db!(self, |pool, sql| {
+            sqlx::query_as(&sql(
+            "SELECT (SELECT MIN(seq) FROM messages WHERE id >= $1), (SELECT MAX(seq) FROM messages)"
+        ))
         .bind(floor)
+        .fetch_one(pool)
+        .await
+        })?;
+        Ok(row.0.zip(row.1))
+    }
+
+    /// Messages stored after `after` and up to `last` (by `seq`), in that order; at most `limit`.
+    pub async fn messages_in_seqs(
+        &self,
+        after: i64,
+        last: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<MessageRow>> {
+        db!(self, |pool, sql| sqlx::query_as(&sql(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+        )))
+        .bind(after)
+        .bind(last)
         .bind(limit)
         .fetch_all(pool)
         .await)
