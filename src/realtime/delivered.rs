@@ -139,6 +139,12 @@ impl Delivered {
     }
 }
 
+/// When a socket's connect was done (as `ids::now_iso` writes it; in the socket's
+/// extensions): a replay of missed messages (`chat::replay`) sends it only those stored after,
+/// as its client read the room's earlier messages over REST.
+#[derive(Clone)]
+pub struct ConnectedAt(pub String);
+
 /// See [`Delivered::hold`].
 pub struct Hold(Arc<Delivered>);
 

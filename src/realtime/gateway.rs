@@ -9,6 +9,7 @@ use socketioxide::extract::TryData;
 use socketioxide::handler::{ConnectHandler, MessageHandler};
 use socketioxide::socket::{Sid, Socket};
 
+use super::delivered::ConnectedAt;
 use super::expiry::Expiries;
 use super::handlers;
 use super::inbox::{Inbound, Inbox, Pushed};
@@ -40,10 +41,6 @@ pub struct SocketCtx {
     pub limiter: crate::limits::SocketLimiter,
     /// The room this socket last said it was typing/recording in, for the automatic `stop`.
     pub typing_to: Mutex<Option<String>>,
-    /// When its connect was done (as `ids::now_iso` writes it): a replay of missed messages
-    /// (`chat::replay`) sends it only those stored after, as its client read the room's
-    /// earlier messages over REST.
-    pub connected_at: String,
     /// Its events, waiting to run in arrival order.
     inbox: Inbox,
     /// Its disconnect has begun. socketioxide sends the connect packet before it marks the
@@ -207,9 +204,9 @@ async fn connect(
         typing_to: Mutex::new(None),
         inbox: Inbox::new(INBOX_DEPTH),
         left: Mutex::new(false),
-        connected_at: crate::ids::now_iso(),
     });
     s.extensions.insert(ctx.clone());
+    s.extensions.insert(ConnectedAt(crate::ids::now_iso()));
     s.extensions.insert(app.clone());
     expiries.add(ctx.who.exp, s.clone());
     s.on_fallback(Enqueue);

@@ -9,8 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use socketioxide::socket::Sid;
 
-use super::delivered::Delivered;
-use super::gateway::SocketCtx;
+use super::delivered::{ConnectedAt, Delivered};
 use super::listening::Listening;
 use super::outbox::{Offer, Outboxes};
 use super::presence::{is_socket_device, Presence};
@@ -273,8 +272,8 @@ impl Notifier {
         let mut sockets = here.to(chat_room(room)).sockets();
         sockets.retain(|s| {
             s.extensions
-                .get::<Arc<SocketCtx>>()
-                .is_some_and(|c| c.connected_at.as_str() < at)
+                .get::<ConnectedAt>()
+                .is_some_and(|c| c.0.as_str() < at)
         });
         sockets
     }
