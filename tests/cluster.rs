@@ -1538,6 +1538,20 @@ async fn a_member_removed_while_redis_refuses_publishes_leaves_the_group_once_it
     hears_the_pair_not_the_group(&api0, &a, &pair, &group, &mut bob_tab).await;
 }
 
+/// Alice (`a`) removes bob from `group` and adds carol, through `api`.
+async fn bob_out_carol_in(api: &Api, a: &str, group: &str) {
+    api.delete(&format!("channel/{group}/group/members/bob"), a)
+        .await
+        .ok();
+    api.post(
+        &format!("channel/{group}/group/members"),
+        a,
+        json!({"identifiers": ["carol"]}),
+    )
+    .await
+    .ok();
+}
+
 /// A node cut off from Redis reads neither its bus channel nor the Socket.IO adapter's: the
 /// membership changes and the messages other nodes send meanwhile do not reach it. Once it is
 /// subscribed again, it puts its sockets in the rooms the store has for their users, then sends
@@ -1580,16 +1594,7 @@ async fn what_a_node_cut_off_from_redis_missed_reaches_its_sockets_once_it_is_ba
     c.wait_subscribers(&c.bus_channel(1), 0).await;
     c.wait_adapters(1).await;
     say(&api0, &a, &pair, "during").await;
-    api0.delete(&format!("channel/{group}/group/members/bob"), &a)
-        .await
-        .ok();
-    api0.post(
-        &format!("channel/{group}/group/members"),
-        &a,
-        json!({"identifiers": ["carol"]}),
-    )
-    .await
-    .ok();
+    bob_out_carol_in(&api0, &a, &group).await;
     link.mend();
     n1.wait_metric("vchat_cluster_rooms_reread_total", |v| v > reread)
         .await;
@@ -1636,16 +1641,7 @@ async fn membership_changes_made_while_a_node_is_taken_for_dead_reach_it_once_it
     unsafe_kill(n1.pid(), 19); // SIGSTOP
     let resume = ResumeOnDrop(n1.pid());
     n0.wait_metric("vchat_cluster_nodes", |v| v == 1.0).await;
-    api0.delete(&format!("channel/{group}/group/members/bob"), &a)
-        .await
-        .ok();
-    api0.post(
-        &format!("channel/{group}/group/members"),
-        &a,
-        json!({"identifiers": ["carol"]}),
-    )
-    .await
-    .ok();
+    bob_out_carol_in(&api0, &a, &group).await;
     drop(resume);
     n1.wait_metric("vchat_cluster_rooms_reread_total", |v| v > reread)
         .await;

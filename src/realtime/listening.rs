@@ -31,7 +31,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::PubSubSink;
 use tokio::sync::{mpsc, oneshot};
 
-use super::remote::{here, in_use, Reach};
+use super::remote::{in_use, named_rooms_here, Reach};
 use super::room_names::{chat_room, room_of};
 use crate::cluster::driver::Io;
 use crate::cluster::link::Cluster;
@@ -327,12 +327,5 @@ impl Task {
 /// The chat rooms (ids) with a member socket on this node that Socket.IO lists as connected
 /// (one whose connect is under way is not; see [`in_use`] for that).
 async fn local_chat_rooms(io: &Io) -> HashSet<String> {
-    let Some(here) = here(io) else {
-        return HashSet::new();
-    };
-    let rooms = here.rooms().await.unwrap_or_default();
-    rooms
-        .iter()
-        .filter_map(|r| room_of(r).map(str::to_string))
-        .collect()
+    named_rooms_here(io, room_of).await
 }

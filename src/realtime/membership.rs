@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 
-use super::remote::here;
+use super::remote::{here, named_rooms_here};
 use super::room_names::{chat_room, room_of, user_of, user_room};
 use crate::app::App;
 use crate::cluster::driver::Io;
@@ -110,14 +110,7 @@ pub async fn reread_all(app: Arc<App>) {
 /// The users with a socket here: every user's room in the adapter's lists, so also those whose
 /// socket's connect is still under way (a socket joins its user's room first).
 async fn users_here(io: &Io) -> HashSet<String> {
-    let Some(here) = here(io) else {
-        return HashSet::new();
-    };
-    let rooms = here.rooms().await.unwrap_or_default();
-    rooms
-        .iter()
-        .filter_map(|r| user_of(r).map(str::to_string))
-        .collect()
+    named_rooms_here(io, user_of).await
 }
 
 /// Chat rooms (ids) a reread moved a user's sockets into and out of.

@@ -418,12 +418,12 @@ impl Notifier {
         self.room_emits.inc();
         if event == crate::wire::events::ON_NEW_MESSAGE {
             #[derive(serde::Deserialize)]
-            struct Known<'a> {
+            struct LocalId<'a> {
                 #[serde(rename = "lId", borrow)]
                 local_id: std::borrow::Cow<'a, str>,
             }
             // Sent already by a replay after a break (see `Delivered`).
-            if let Ok(m) = serde_json::from_str::<Known>(text) {
+            if let Ok(m) = serde_json::from_str::<LocalId>(text) {
                 if !self.delivered.arrives(room, &m.local_id) {
                     return;
                 }

@@ -476,6 +476,22 @@ pub(super) fn here(io: &Io) -> Option<BroadcastOperators<Adapter>> {
     io.of("/").map(BroadcastOperators::local)
 }
 
+/// The Socket.IO rooms of this node's sockets that `name_of` reads a name from (a chat room's
+/// id, a user's id: see `room_names`), by that name.
+pub(super) async fn named_rooms_here(
+    io: &Io,
+    name_of: fn(&str) -> Option<&str>,
+) -> std::collections::HashSet<String> {
+    let Some(here) = here(io) else {
+        return Default::default();
+    };
+    let rooms = here.rooms().await.unwrap_or_default();
+    rooms
+        .iter()
+        .filter_map(|r| name_of(r).map(str::to_string))
+        .collect()
+}
+
 /// A user's sockets on this node join or leave a chat room; returns whether the user has a
 /// socket here. Through the adapter's own room lists, not through the sockets Socket.IO lists:
 /// a socket whose connect is still under way (waiting for its rooms' subscription) is in its
